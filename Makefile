@@ -1,0 +1,55 @@
+# The study's commands. `make study` and `make test` each create .venv on first use and reuse it after.
+PYTHON ?= python3
+VENV ?= .venv
+PROFILE ?= demo
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+
+.PHONY: help setup study test test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,jax]"
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
+
+study: $(STAMP) ## Run every notebook on PROFILE (default demo) into reports/PROFILE/
+	$(PY) -m helpers.pipeline --profile $(PROFILE)
+
+test: $(STAMP) ## Run the whole test suite: unit tests on TensorFlow and on JAX, then the notebook tests
+	$(PY) -m helpers.nbtools notebooks
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+
+test-unit-tf: $(STAMP) ## Unit tests on the TensorFlow backend only
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+
+test-unit-jax: $(STAMP) ## Unit tests on the JAX backend only
+	KERAS_BACKEND=jax $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+
+test-notebooks: $(STAMP) ## Notebook tests only (nbval over the smoke profile, the runner)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+
+lab: $(STAMP) ## Open the notebooks in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks-check: $(STAMP) ## Check notebooks: outputs stripped, Colab cell current, one parameters cell
+	$(PY) -m helpers.nbtools notebooks
+
+notebooks-fix: $(STAMP) ## Strip notebook outputs and refresh the Colab set-up cell
+	$(PY) -m helpers.nbtools notebooks --fix
+
+bench: $(STAMP) ## Run the speed benchmarks in benchmarks/
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean-reports: ## Delete reports/PROFILE/
+	rm -rf reports/$(PROFILE)

@@ -1,0 +1,345 @@
+"""The study runner: execute the numbered notebooks in order with papermill and a parameter profile.
+
+Usage::
+
+    python -m helpers.pipeline --profile demo
+    python -m helpers.pipeline --profile smoke --only 01,02 -p seed=1 -p 02_train_vgg16.epochs=3
+
+Each profile is ``params/<profile>.yaml`` with a ``shared:`` section (keys given to every notebook that
+declares them) and one section per notebook, named after its file stem (``01_data:`` ...). Unknown keys,
+in the file or on the command line, are rejected before anything runs. Notebooks execute into a staging
+folder; the report folder ``reports/<profile>/`` is replaced only when every notebook succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .config import find_project_root, save_json
+
+#: Parameters that the runner sets itself in every notebook that declares them.
+RUNNER_KEYS = ("profile", "work_dir", "report_dir")
+#: Top-level keys of a profile file that are not notebook sections.
+META_KEYS = ("description",)
+_NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+
+
+class ProfileError(ValueError):
+    """A profile file or a command-line parameter that does not fit the notebooks."""
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised during execution; names the notebook and the cell."""
+
+
+@dataclass
+class RunResult:
+    """What a run executed, how long each notebook took, and where the report is."""
+
+    profile: str
+    report_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    parameters: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        """Sum of the notebooks' wall times."""
+        return float(sum(self.timings.values()))
+
+
+def discover_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
+    """Return the numbered notebooks (``NN_name.ipynb``) of a folder in order."""
+    folder = Path(notebooks_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"notebook folder {folder} does not exist")
+    found = sorted(p for p in folder.iterdir() if _NOTEBOOK_RE.match(p.name))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
+    return found
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict:
+    """Return the names and literal defaults of a notebook's ``parameters`` cell."""
+    import papermill as pm
+
+    path = Path(path)
+    declared = pm.inspect_notebook(str(path))
+    if not declared:
+        raise ProfileError(f"{path} has no cell tagged 'parameters'")
+    return {name: info.get("default") for name, info in declared.items()}
+
+
+def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
+    """Read ``params/<profile>.yaml`` (or a path to a YAML file) into a dict of sections."""
+    candidate = Path(profile)
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        path = candidate
+    else:
+        path = Path(params_dir) / f"{profile}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
+        raise ProfileError(f"profile file {path} does not exist; available profiles: {', '.join(available) or 'none'}")
+    try:
+        content = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(content, dict):
+        raise ProfileError(f"{path} must hold a mapping of sections, got {type(content).__name__}")
+    for section, values in content.items():
+        if section in META_KEYS:
+            continue
+        if values is None:
+            content[section] = {}
+        elif not isinstance(values, dict):
+            raise ProfileError(f"{path}: section '{section}' must be a mapping of parameter names to values")
+    content["_path"] = str(path)
+    return content
+
+
+def _parse_override(text: str) -> tuple[str | None, str, object]:
+    if "=" not in text:
+        raise ProfileError(f"-p {text!r}: expected key=value or NN_notebook.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    section = None
+    if "." in key:
+        section, key = key.split(".", 1)
+    if not key.isidentifier():
+        raise ProfileError(f"-p {text!r}: {key!r} is not a parameter name")
+    return section, key, value
+
+
+def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str] = ()) -> dict[str, dict]:
+    """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys."""
+    source = profile.get("_path", "profile")
+    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    stems = set(declared)
+    all_names = set().union(*declared.values())
+    problems = []
+
+    for section in profile:
+        if section in META_KEYS or section in ("_path", "shared"):
+            continue
+        if section not in stems:
+            problems.append(f"{source}: section '{section}' names no notebook (notebooks: {', '.join(sorted(stems))})")
+    shared = dict(profile.get("shared") or {})
+    for key in shared:
+        if key in RUNNER_KEYS:
+            problems.append(f"{source}: shared key '{key}' is set by the runner, not by a profile")
+        elif key not in all_names:
+            problems.append(f"{source}: shared key '{key}' is declared by no notebook")
+    for stem in sorted(stems & set(profile)):
+        for key in profile[stem]:
+            if key in RUNNER_KEYS:
+                problems.append(f"{source}: key '{stem}.{key}' is set by the runner, not by a profile")
+            elif key not in declared[stem]:
+                known = ", ".join(sorted(declared[stem]))
+                problems.append(f"{source}: unknown key '{key}' in section '{stem}' (its parameters: {known})")
+
+    per_notebook = {stem: {} for stem in sorted(stems)}
+    for stem in per_notebook:
+        per_notebook[stem].update({k: v for k, v in shared.items() if k in declared[stem]})
+        per_notebook[stem].update(profile.get(stem) or {})
+
+    for text in overrides:
+        section, key, value = _parse_override(text)
+        if key in RUNNER_KEYS:
+            problems.append(f"-p {text}: '{key}' is set by the runner (use --profile / --work-dir)")
+            continue
+        if section is not None:
+            if section not in stems:
+                problems.append(f"-p {text}: no notebook named '{section}'")
+            elif key not in declared[section]:
+                problems.append(f"-p {text}: notebook '{section}' has no parameter '{key}'")
+            else:
+                per_notebook[section][key] = value
+        elif key not in all_names:
+            problems.append(f"-p {text}: no notebook declares a parameter '{key}'")
+        else:
+            for stem in per_notebook:
+                if key in declared[stem]:
+                    per_notebook[stem][key] = value
+
+    if problems:
+        raise ProfileError("invalid parameters:\n  " + "\n  ".join(problems))
+    return per_notebook
+
+
+def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
+    """Keep the notebooks whose number (``01``) or stem is listed in a comma-separated ``only``."""
+    if not only:
+        return notebooks
+    wanted = [item.strip() for item in only.split(",") if item.strip()]
+    chosen = []
+    for item in wanted:
+        matches = [nb for nb in notebooks if nb.stem == item or nb.name[:2] == item.zfill(2)]
+        if not matches:
+            names = ", ".join(nb.stem for nb in notebooks)
+            raise ProfileError(f"--only {item!r} matches no notebook (notebooks: {names})")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen)
+
+
+def _environment() -> dict:
+    import keras
+
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "keras": keras.__version__,
+        "keras_backend": keras.backend.backend(),
+    }
+    return info
+
+
+def _failure_message(nb: Path, exc: Exception) -> str:
+    cell = getattr(exc, "cell_index", None)
+    count = getattr(exc, "exec_count", None)
+    ename = getattr(exc, "ename", type(exc).__name__)
+    evalue = getattr(exc, "evalue", str(exc))
+    where = f"cell {cell}" if cell is not None else "a cell"
+    if count is not None:
+        where += f" (execution count {count})"
+    return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+
+
+def run_study(
+    profile: str = "demo",
+    only: str | None = None,
+    overrides: list[str] = (),
+    project_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    export_html: bool = True,
+    kernel_name: str | None = None,
+    log=print,
+) -> RunResult:
+    """Execute the profile's notebooks in order; replace ``reports/<profile>/`` only when all succeed."""
+    import papermill as pm
+
+    project = Path(project_dir).resolve() if project_dir else find_project_root()
+    work = Path(work_dir).resolve() if work_dir else project
+    notebooks = discover_notebooks(project / "notebooks")
+    selected = select_notebooks(notebooks, only)
+    profile_dict = load_profile(profile, project / "params")
+    name = Path(profile).stem
+    parameters = resolve_parameters(profile_dict, notebooks, overrides)
+
+    reports = work / "reports"
+    final = reports / name
+    staging = reports / f".{name}.staging"
+    failed = reports / f".{name}.failed"
+    for leftover in (staging, failed):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    if final.exists() and only:
+        shutil.copytree(final, staging)  # a partial run updates the existing report
+    staging.mkdir(parents=True, exist_ok=True)
+
+    result = RunResult(profile=name, report_dir=final)
+    log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
+    started = time.perf_counter()
+    for position, nb in enumerate(selected, start=1):
+        params = dict(parameters[nb.stem])
+        declared = notebook_parameters(nb)
+        runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
+        params.update({k: v for k, v in runner_values.items() if k in declared})
+        result.parameters[nb.stem] = params
+        log(f"[{position}/{len(selected)}] {nb.stem} ...")
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(nb),
+                str(staging / nb.name),
+                parameters=params,
+                cwd=str(nb.parent),
+                progress_bar=progress,
+                kernel_name=kernel_name,
+            )
+        except Exception as exc:  # papermill raises PapermillExecutionError with the cell
+            message = _failure_message(nb, exc)
+            staging.rename(failed)
+            log(f"FAILED: {message}")
+            log(f"the partial run is in {failed / nb.name}; the previous report in {final} is unchanged")
+            raise NotebookFailed(message) from exc
+        result.timings[nb.stem] = time.perf_counter() - t0
+        log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
+
+    run_info = {
+        "profile": name,
+        "notebooks": list(result.timings),
+        "seconds": {k: round(v, 2) for k, v in result.timings.items()},
+        "total_seconds": round(time.perf_counter() - started, 2),
+        "parameters": result.parameters,
+        "environment": _environment(),
+    }
+    previous = {}
+    if (staging / "run.json").is_file():
+        previous = json.loads((staging / "run.json").read_text())
+    if only and previous:
+        previous.get("seconds", {}).update(run_info["seconds"])
+        previous.get("parameters", {}).update(run_info["parameters"])
+        run_info["seconds"] = previous.get("seconds", run_info["seconds"])
+        run_info["parameters"] = previous.get("parameters", run_info["parameters"])
+        run_info["notebooks"] = sorted(run_info["seconds"])
+    save_json(run_info, staging / "run.json")
+    if export_html:
+        from .reporting import export_report
+
+        export_report(staging, log=log)
+
+    backup = reports / f".{name}.previous"
+    if backup.exists():
+        shutil.rmtree(backup)
+    if final.exists():
+        final.rename(backup)
+    staging.rename(final)
+    if backup.exists():
+        shutil.rmtree(backup)
+    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point of ``python -m helpers.pipeline``."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
+    parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,02")
+    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter: key=value (every notebook declaring it) or NN_notebook.key=value")
+    parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
+    parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
+    parser.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
+    args = parser.parse_args(argv)
+    try:
+        run_study(
+            profile=args.profile,
+            only=args.only,
+            overrides=args.param,
+            work_dir=args.work_dir,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            export_html=not args.no_html,
+        )
+    except (ProfileError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NotebookFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Tests of the papermill runner: profiles, parameter checks, staging and failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import pipeline
+from helpers.pipeline import ProfileError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, parameters: str, body: list[str]) -> Path:
+    cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(src) for src in body]
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A throw-away project: two numbered notebooks (no Keras), a profile, an unrelated notebook."""
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "params").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname='x'\n")
+    write = (
+        "import json, pathlib\n"
+        "out = pathlib.Path(report_dir) / 'metrics'\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / (NAME + '.json')).write_text(json.dumps({'seed': seed, 'value': value}))"
+    )
+    _notebook(tmp_path / "notebooks" / "01_first.ipynb",
+              'profile = "demo"\nreport_dir = ""\nwork_dir = ""\nseed = 0\nvalue = 1',
+              ["NAME = '01'", write])
+    _notebook(tmp_path / "notebooks" / "02_second.ipynb",
+              'profile = "demo"\nreport_dir = ""\nseed = 0\nvalue = 2\nfail = False',
+              ["NAME = '02'", write, "if fail:\n    raise RuntimeError('asked to fail')"])
+    _notebook(tmp_path / "notebooks" / "scratch.ipynb", "x = 1", ["raise SystemExit"])
+    (tmp_path / "params" / "tiny.yaml").write_text(yaml.safe_dump({
+        "description": "test profile", "shared": {"seed": 3}, "02_second": {"value": 5}}))
+    return tmp_path
+
+
+def test_discover_keeps_numbered_notebooks_in_order(project):
+    found = pipeline.discover_notebooks(project / "notebooks")
+    assert [p.name for p in found] == ["01_first.ipynb", "02_second.ipynb"]
+
+
+def test_profile_parameters_are_combined(project):
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    profile = pipeline.load_profile("tiny", project / "params")
+    params = pipeline.resolve_parameters(profile, notebooks, ["01_first.value=7", "fail=true"])
+    assert params["01_first"] == {"seed": 3, "value": 7}
+    assert params["02_second"] == {"seed": 3, "value": 5, "fail": True}
+
+
+@pytest.mark.parametrize("content, overrides, message", [
+    ({"shared": {"sed": 1}}, [], "shared key 'sed' is declared by no notebook"),
+    ({"02_second": {"valeu": 1}}, [], "unknown key 'valeu' in section '02_second'"),
+    ({"03_missing": {"x": 1}}, [], "section '03_missing' names no notebook"),
+    ({"shared": {"report_dir": "x"}}, [], "set by the runner"),
+    ({}, ["nope=1"], "no notebook declares a parameter 'nope'"),
+    ({}, ["01_first.fail=1"], "notebook '01_first' has no parameter 'fail'"),
+    ({}, ["09_x.value=1"], "no notebook named '09_x'"),
+    ({}, ["value"], "expected key=value"),
+])
+def test_unknown_keys_are_rejected_with_their_name(project, content, overrides, message):
+    (project / "params" / "bad.yaml").write_text(yaml.safe_dump(content))
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    profile = pipeline.load_profile("bad", project / "params")
+    with pytest.raises(ProfileError, match=message):
+        pipeline.resolve_parameters(profile, notebooks, overrides)
+
+
+def test_missing_profile_lists_the_available_ones(project):
+    with pytest.raises(ProfileError, match="available profiles: tiny"):
+        pipeline.load_profile("nosuch", project / "params")
+
+
+def test_malformed_profile_is_rejected(project):
+    (project / "params" / "broken.yaml").write_text("shared: [1, 2\n")
+    with pytest.raises(ProfileError, match="not valid YAML"):
+        pipeline.load_profile("broken", project / "params")
+    (project / "params" / "list.yaml").write_text("shared: [1, 2]\n")
+    with pytest.raises(ProfileError, match="section 'shared' must be a mapping"):
+        pipeline.load_profile("list", project / "params")
+
+
+def test_only_selects_by_number_or_stem(project):
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    assert [p.stem for p in pipeline.select_notebooks(notebooks, "2")] == ["02_second"]
+    assert [p.stem for p in pipeline.select_notebooks(notebooks, "02_second,01")] == ["01_first", "02_second"]
+    with pytest.raises(ProfileError, match="matches no notebook"):
+        pipeline.select_notebooks(notebooks, "07")
+
+
+def test_cli_rejects_bad_keys_before_running_anything(project, capsys):
+    code = pipeline.main(["--profile", str(project / "params" / "tiny.yaml"), "-p", "bogus=1",
+                          "--work-dir", str(project), "--no-html"])
+    assert code == 2
+    assert "bogus" in capsys.readouterr().err
+    assert not (project / "reports").exists()
+
+
+@pytest.mark.notebook
+def test_run_writes_report_and_failure_keeps_previous(project):
+    logs = []
+    result = pipeline.run_study("tiny", project_dir=project, work_dir=project, progress=False, log=logs.append)
+    report = project / "reports" / "tiny"
+    assert result.report_dir == report
+    assert json.loads((report / "metrics" / "02.json").read_text()) == {"seed": 3, "value": 5}
+    assert (report / "01_first.ipynb").is_file() and (report / "index.html").is_file()
+    run = json.loads((report / "run.json").read_text())
+    assert run["parameters"]["01_first"]["report_dir"].endswith(".tiny.staging")
+    assert any("[2/2] 02_second done" in line for line in logs)
+
+    with pytest.raises(pipeline.NotebookFailed, match=r"02_second\.ipynb failed in cell \d+.*asked to fail"):
+        pipeline.run_study("tiny", overrides=["value=9", "fail=true"], project_dir=project, work_dir=project,
+                           progress=False, export_html=False, log=logs.append)
+    # the previous report is untouched; the failed run is kept aside for inspection
+    assert json.loads((report / "metrics" / "02.json").read_text())["value"] == 5
+    assert (project / "reports" / ".tiny.failed" / "02_second.ipynb").is_file()
+
+    pipeline.run_study("tiny", only="01", overrides=["value=4"], project_dir=project, work_dir=project,
+                       progress=False, export_html=False, log=logs.append)
+    assert json.loads((report / "metrics" / "01.json").read_text())["value"] == 4
+    assert json.loads((report / "metrics" / "02.json").read_text())["value"] == 5  # kept from the full run
+    assert not (project / "reports" / ".tiny.failed").exists()
