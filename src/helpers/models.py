@@ -1,0 +1,366 @@
+"""The study's classifiers: an ImageNet backbone (or a small demo backbone) and the paper's head.
+
+Every classifier has the same layout (see ``docs/ARCHITECTURE.md``)::
+
+    image in [0, 1], (H, W, 1)
+      -> "to_rgb"        GrayscaleToRGB: one channel repeated three times
+      -> "normalize"     BackboneNormalization: the backbone's own input normalization
+      -> "backbone"      nested keras.Model, its output is the feature map (Grad-CAM's target)
+      -> "head_pool"     MaxPooling2D(p, p), p = head_pool_size(grid)
+      -> "head_flatten"  Flatten
+      -> "head_dense"    Dense(64, relu)
+      -> "logits"        Dense(num_classes), the pre-softmax class scores
+      -> "probabilities" Softmax
+
+The preprocessing layers are registered Keras layers with ``get_config`` (no ``Lambda``), so a saved
+``.keras`` file reloads with ``keras.models.load_model(path, safe_mode=True)``.
+
+Backbones:
+
+* ``vgg16``: ``keras.applications.VGG16`` without its top; output ``block5_pool`` (9x9x512 at 299 px);
+  normalization ``caffe`` (RGB->BGR, 0-255 scale, minus the ImageNet mean pixel).
+* ``densenet201``: ``keras.applications.DenseNet201`` without its top; output ``relu`` (9x9x1920 at 299 px);
+  normalization ``torch`` (0-1 scale, minus the ImageNet mean, divided by the ImageNet std).
+* ``small_vgg``: VGG-style 3x3 convolution blocks, each followed by 2x2 max pooling, four blocks
+  (stride 16: 96 px -> 6x6 grid); trained from scratch; normalization ``tf`` (scale to [-1, 1]).
+* ``small_densenet``: a stride-2 stem convolution, dense blocks (BN-ReLU-Conv3x3 layers whose outputs are
+  concatenated) and transitions (BN-ReLU-Conv1x1 compression, 2x2 average pooling), stride 16, ending in
+  BN-ReLU like DenseNet; trained from scratch; normalization ``tf``.
+
+With the paper's head at 299x299 the parameter counts are exactly the paper's: VGG16 14,846,084 in
+total / 131,396 trainable, DenseNet201 18,813,828 / 491,844 (backbone frozen).
+
+References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images"; Simonyan & Zisserman 2015
+(VGG); Huang et al. 2017 (DenseNet).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from . import config
+
+#: The paper's two ImageNet backbones.
+PAPER_BACKBONES: tuple[str, ...] = ("vgg16", "densenet201")
+#: Small from-scratch backbones for the CPU profiles (demo, smoke).
+DEMO_BACKBONES: tuple[str, ...] = ("small_vgg", "small_densenet")
+#: Every backbone name :func:`build_classifier` accepts.
+BACKBONES: tuple[str, ...] = PAPER_BACKBONES + DEMO_BACKBONES
+#: Input normalization of each backbone (see :class:`BackboneNormalization`).
+NORMALIZATION: dict[str, str] = {"vgg16": "caffe", "densenet201": "torch", "small_vgg": "tf", "small_densenet": "tf"}
+#: Smallest input side each backbone accepts (keras.applications needs 32 px; the small ones have stride 16).
+MIN_IMAGE_SIZE: dict[str, int] = {"vgg16": 32, "densenet201": 32, "small_vgg": 16, "small_densenet": 16}
+#: Units of the head's hidden Dense layer (the paper's 64).
+HEAD_UNITS = 64
+#: The paper's head pooling size (at its 9x9 grid).
+PAPER_POOL_SIZE = 4
+
+# ImageNet statistics used by keras.applications' preprocess_input.
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
+_TORCH_STD_RGB = (0.229, 0.224, 0.225)
+
+
+# --------------------------------------------------------------------------------------------------
+# Preprocessing layers
+# --------------------------------------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class GrayscaleToRGB(layers.Layer):
+    """Repeat a single-channel image into three identical channels (a no-op on three channels)."""
+
+    def call(self, inputs):
+        """Return the input with its last axis repeated to three channels."""
+        if inputs.shape[-1] == 3:
+            return inputs
+        return ops.repeat(inputs, 3, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        """Same shape with three channels."""
+        return (*input_shape[:-1], 3)
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class BackboneNormalization(layers.Layer):
+    """Map RGB images in [0, 1] to a backbone's expected input, as ``keras.applications`` preprocess_input does.
+
+    Modes: ``caffe`` (VGG16: RGB->BGR, scale to 0-255, subtract the ImageNet mean pixel), ``torch``
+    (DenseNet: subtract the ImageNet mean and divide by its std on a 0-1 scale), ``tf`` (scale to [-1, 1]).
+    """
+
+    MODES = ("caffe", "torch", "tf")
+
+    def __init__(self, mode: str = "tf", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in self.MODES:
+            raise ValueError(f"BackboneNormalization mode must be one of {self.MODES}, got {mode!r}")
+        self.mode = mode
+
+    def call(self, inputs):
+        """Normalize a batch of RGB images in [0, 1]."""
+        x = ops.cast(inputs, self.compute_dtype)
+        if self.mode == "caffe":
+            x = ops.flip(x, axis=-1) * 255.0
+            return x - ops.cast(ops.convert_to_tensor(_CAFFE_MEAN_BGR), x.dtype)
+        if self.mode == "torch":
+            mean = ops.cast(ops.convert_to_tensor(_TORCH_MEAN_RGB), x.dtype)
+            std = ops.cast(ops.convert_to_tensor(_TORCH_STD_RGB), x.dtype)
+            return (x - mean) / std
+        return x * 2.0 - 1.0
+
+    def compute_output_shape(self, input_shape):
+        """Unchanged shape."""
+        return input_shape
+
+    def get_config(self):
+        """Serializable configuration (the mode)."""
+        return {**super().get_config(), "mode": self.mode}
+
+
+CUSTOM_OBJECTS = {
+    "GrayscaleToRGB": GrayscaleToRGB,
+    "BackboneNormalization": BackboneNormalization,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Backbones
+# --------------------------------------------------------------------------------------------------
+
+
+def _small_vgg(input_shape, seed: int | None) -> keras.Model:
+    """VGG-style backbone: four blocks of 3x3 ReLU convolutions + 2x2 max pooling (stride 16)."""
+    blocks = ((16, 1), (32, 1), (48, 2), (64, 2))
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = inputs
+    for b, (filters, convs) in enumerate(blocks, start=1):
+        for c in range(1, convs + 1):
+            s = None if seed is None else seed * 100 + b * 10 + c
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init(seed=s), name=f"block{b}_conv{c}")(x)
+        x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    return keras.Model(inputs, x, name=config.FEATURE_LAYER)
+
+
+def _small_densenet(input_shape, seed: int | None) -> keras.Model:
+    """DenseNet-style backbone: stem conv (stride 2), three dense blocks with transitions, a final dense block, BN-ReLU (stride 16)."""
+    growth, layers_per_block, stem = 12, (2, 2, 2, 2), 16
+    counter = iter(range(10_000))
+
+    def init():
+        return keras.initializers.HeNormal(seed=None if seed is None else seed * 1000 + next(counter))
+
+    inputs = keras.Input(shape=input_shape, name="input")
+    x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init(), name="stem_conv")(inputs)
+    for b, n_layers in enumerate(layers_per_block, start=1):
+        for i in range(1, n_layers + 1):
+            y = layers.BatchNormalization(name=f"block{b}_{i}_bn")(x)
+            y = layers.Activation("relu", name=f"block{b}_{i}_relu")(y)
+            y = layers.Conv2D(growth, 3, padding="same", use_bias=False, kernel_initializer=init(), name=f"block{b}_{i}_conv")(y)
+            x = layers.Concatenate(name=f"block{b}_{i}_concat")([x, y])
+        if b < len(layers_per_block):
+            channels = int(x.shape[-1]) // 2
+            x = layers.BatchNormalization(name=f"transition{b}_bn")(x)
+            x = layers.Activation("relu", name=f"transition{b}_relu")(x)
+            x = layers.Conv2D(channels, 1, use_bias=False, kernel_initializer=init(), name=f"transition{b}_conv")(x)
+            x = layers.AveragePooling2D(2, name=f"transition{b}_pool")(x)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.Activation("relu", name="relu")(x)
+    return keras.Model(inputs, x, name=config.FEATURE_LAYER)
+
+
+def _weights_path(weights) -> Path | None:
+    """Return ``weights`` as an existing file path, None for ``None``/``"imagenet"``; raise for a missing file."""
+    if weights is None or (isinstance(weights, str) and weights == "imagenet"):
+        return None
+    if not isinstance(weights, (str, os.PathLike)):
+        raise TypeError(f"weights must be 'imagenet', None or a path to a weights file, got {type(weights).__name__}")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file {path} does not exist (weights must be 'imagenet', None, or a path to a backbone weights file)"
+        )
+    return path
+
+
+def build_backbone(backbone: str, image_size: int = 299, weights="imagenet", seed: int | None = None) -> keras.Model:
+    """Build the named backbone (RGB input, no top) as a keras.Model named ``backbone``; see :func:`build_classifier` for ``weights``."""
+    _check_backbone(backbone)
+    _check_image_size(backbone, image_size)
+    path = _weights_path(weights)
+    shape = (int(image_size), int(image_size), 3)
+    if backbone in PAPER_BACKBONES:
+        if weights == "imagenet" and path is None:
+            keras_weights = "imagenet"
+        else:
+            keras_weights = None
+        app = keras.applications.VGG16 if backbone == "vgg16" else keras.applications.DenseNet201
+        model = app(include_top=False, weights=keras_weights, input_shape=shape)
+        model.name = config.FEATURE_LAYER
+    elif backbone == "small_vgg":
+        if weights == "imagenet":
+            raise ValueError("backbone 'small_vgg' has no ImageNet weights: use weights=None or a weights file")
+        model = _small_vgg(shape, seed)
+    else:
+        if weights == "imagenet":
+            raise ValueError("backbone 'small_densenet' has no ImageNet weights: use weights=None or a weights file")
+        model = _small_densenet(shape, seed)
+    if path is not None:
+        try:
+            model.load_weights(str(path))
+        except Exception as exc:  # name the file and the expected content
+            raise ValueError(
+                f"could not load backbone weights from {path} into {backbone!r} at {image_size} px: {exc}. "
+                "Expected a backbone weights file: the '*_notop.h5' file keras.applications downloads, or a "
+                "'.weights.h5' written by model.get_layer('backbone').save_weights(...)."
+            ) from exc
+    return model
+
+
+# --------------------------------------------------------------------------------------------------
+# Classifier
+# --------------------------------------------------------------------------------------------------
+
+
+def head_pool_size(grid: int) -> int:
+    """Pooling size of the head for a feature grid side: ``max(1, min(4, grid // 2))`` (4 at the paper's 9x9 grid, 3 at 6x6, 1 at 2x2)."""
+    return max(1, min(PAPER_POOL_SIZE, int(grid) // 2))
+
+
+def _check_backbone(backbone) -> None:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+
+
+def _check_image_size(backbone: str, image_size) -> None:
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
+        raise TypeError(f"image_size must be an integer number of pixels, got {image_size!r}")
+    minimum = MIN_IMAGE_SIZE[backbone]
+    if image_size < minimum:
+        raise ValueError(
+            f"image_size={image_size} is too small for backbone {backbone!r}: it needs at least {minimum} px "
+            f"(its feature grid would be empty)"
+        )
+
+
+def build_classifier(
+    backbone: str,
+    image_size: int = 299,
+    num_classes: int = 4,
+    weights="imagenet",
+    freeze_backbone: bool = True,
+    seed: int | None = None,
+) -> keras.Model:
+    """Build the study's classifier: images (H, W, 1) in [0, 1] -> class probabilities (see the module docstring).
+
+    ``backbone``: one of :data:`BACKBONES`. ``weights``: ``"imagenet"`` (keras.applications downloads them;
+    paper backbones only), ``None`` (random initialization), or a path to a *backbone* weights file: the
+    ``*_notop.h5`` file keras.applications downloads (e.g. ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``,
+    for offline machines) or a ``.weights.h5`` written by ``model.get_layer("backbone").save_weights(path)``.
+    The head is always freshly initialized. ``freeze_backbone`` makes the backbone non-trainable (its
+    BatchNormalization layers then run in inference mode). ``seed`` seeds Keras, NumPy and Python
+    (``keras.utils.set_random_seed``) and the initializers, so the same seed builds the same weights.
+    """
+    _check_backbone(backbone)
+    _check_image_size(backbone, image_size)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    _weights_path(weights)  # fail on a missing file before building anything
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    image_size = int(image_size)
+
+    base = build_backbone(backbone, image_size, weights=weights, seed=seed)
+    base.trainable = not freeze_backbone
+    grid = int(base.output.shape[1])
+    pool = head_pool_size(grid)
+
+    def init(offset):
+        return keras.initializers.GlorotUniform(seed=None if seed is None else int(seed) * 7919 + offset)
+
+    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+    x = GrayscaleToRGB(name="to_rgb")(inputs)
+    x = BackboneNormalization(NORMALIZATION[backbone], name="normalize")(x)
+    x = base(x)
+    x = layers.MaxPooling2D(pool_size=pool, strides=pool, name="head_pool")(x)
+    x = layers.Flatten(name="head_flatten")(x)
+    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init(1), name="head_dense")(x)
+    x = layers.Dense(int(num_classes), kernel_initializer=init(2), dtype="float32", name=config.LOGITS_LAYER)(x)
+    outputs = layers.Softmax(dtype="float32", name=config.PROBABILITIES_LAYER)(x)
+    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+
+
+def feature_layer_name(model: keras.Model) -> str:
+    """Name of the classifier's feature-map layer (the nested backbone, ``config.FEATURE_LAYER``); raises if absent."""
+    try:
+        model.get_layer(config.FEATURE_LAYER)
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no layer named {config.FEATURE_LAYER!r}: build it with helpers.models.build_classifier"
+        ) from exc
+    return config.FEATURE_LAYER
+
+
+def _layer_groups(model: keras.Model):
+    """Split the classifier's layers into (preprocessing, backbone, head-to-logits, probabilities)."""
+    feature_layer_name(model)
+    names = [layer.name for layer in model.layers]
+    if config.LOGITS_LAYER not in names:
+        raise ValueError(f"model {model.name!r} has no layer named {config.LOGITS_LAYER!r}")
+    i_backbone = names.index(config.FEATURE_LAYER)
+    i_logits = names.index(config.LOGITS_LAYER)
+    pre = [layer for layer in model.layers[:i_backbone] if not isinstance(layer, keras.layers.InputLayer)]
+    head = model.layers[i_backbone + 1 : i_logits + 1]
+    after = model.layers[i_logits + 1 :]
+    return pre, model.layers[i_backbone], head, after
+
+
+def split_classifier(model: keras.Model) -> tuple[keras.Model, keras.Model]:
+    """Return ``(feature_model, head_model)`` sharing the classifier's layers (and so its weights).
+
+    ``feature_model``: images (H, W, 1) in [0, 1] -> the backbone's feature map.
+    ``head_model``: a feature map -> the pre-softmax class scores (the ``logits`` layer).
+    """
+    pre, base, head, _ = _layer_groups(model)
+    inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
+    x = inputs
+    for layer in pre:
+        x = layer(x)
+    feature_model = keras.Model(inputs, base(x), name="feature_model")
+    features = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
+    y = features
+    for layer in head:
+        y = layer(y)
+    head_model = keras.Model(features, y, name="head_model")
+    return feature_model, head_model
+
+
+def head_probability_model(model: keras.Model) -> keras.Model:
+    """Feature map -> class probabilities, sharing the classifier's head layers (used to train the head on cached features)."""
+    _, base, head, after = _layer_groups(model)
+    features = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
+    y = features
+    for layer in (*head, *after):
+        y = layer(y)
+    return keras.Model(features, y, name="head_probability_model")
+
+
+def parameter_counts(model: keras.Model) -> dict[str, int]:
+    """Total, trainable and non-trainable parameter counts of a model."""
+    trainable = int(sum(np.prod(v.shape) for v in model.trainable_weights))
+    non_trainable = int(sum(np.prod(v.shape) for v in model.non_trainable_weights))
+    return {"total": trainable + non_trainable, "trainable": trainable, "non_trainable": non_trainable}
+
+
+def load_classifier(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Load a saved classifier (``.keras``) in Keras safe mode with the study's custom layers registered."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the training notebook (02 or 03) that writes it first")
+    return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)
