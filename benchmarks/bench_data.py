@@ -1,0 +1,112 @@
+"""Benchmark of the data layer: phantom synthesis speed, image decoding, and (optionally) learnability.
+
+    python benchmarks/bench_data.py                       # 1,000 phantoms at 128 px (250 per class)
+    python benchmarks/bench_data.py --per-class 500 --size 96
+    python benchmarks/bench_data.py --learnability        # also train a small CNN on 400/50/50 per class at 96 px
+
+The learnability check trains a small from-scratch CNN (the demo's ``small_vgg`` classifier when
+``helpers.models`` provides it, trainable) on phantoms and prints its macro test recall: the phantoms are
+meant to be learnable (recall >= 0.85 within a few epochs) while the class is not visible in the global
+brightness (printed as the accuracy of a nearest-class-mean rule on mean intensity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def bench_synthesis(per_class: int, size: int, seed: int) -> Path:
+    """Time synthesize_dataset and load_images in a temporary folder; print images per second."""
+    from helpers import data
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench_data_"))
+    start = time.perf_counter()
+    dataset = data.synthesize_dataset(workdir, per_class=per_class, image_size=size, seed=seed, progress=False)
+    elapsed = time.perf_counter() - start
+    total = per_class * 4
+    print(f"synthesize_dataset: {total} images at {size}x{size} in {elapsed:.2f} s = {total / elapsed:.0f} images/s "
+          f"(images, lung masks and lesion masks written)")
+    frame = data.scan_dataset(dataset)
+    start = time.perf_counter()
+    data.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
+    elapsed = time.perf_counter() - start
+    print(f"load_images (decode + resize + cache write): {len(frame)} images in {elapsed:.2f} s = {len(frame) / elapsed:.0f} images/s")
+    start = time.perf_counter()
+    data.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
+    print(f"load_images from the cache: {time.perf_counter() - start:.3f} s")
+    return dataset
+
+
+def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> float:
+    """Train a small CNN from scratch on the phantoms and return the macro test recall."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from helpers import data
+
+    frame = data.scan_dataset(dataset)
+    train, val, test = data.balance_and_split(frame, seed=seed)
+    x_train, x_test = (data.load_images(part, image_size, cache_dir=False, progress=False) for part in (train, test))
+    y_train, y_test = train["label_index"].to_numpy(), test["label_index"].to_numpy()
+
+    means_train = x_train.reshape(len(x_train), -1).mean(axis=1)
+    means_test = x_test.reshape(len(x_test), -1).mean(axis=1)
+    centres = np.array([means_train[y_train == c].mean() for c in range(4)])
+    brightness_acc = float(np.mean(np.argmin(np.abs(means_test[:, None] - centres[None]), axis=1) == y_test))
+    print(f"nearest-class-mean on global brightness: test accuracy {brightness_acc:.3f} (chance 0.25)")
+
+    keras.utils.set_random_seed(seed)
+    try:
+        from helpers.models import build_classifier
+
+        model = build_classifier("small_vgg", image_size, weights=None, freeze_backbone=False, seed=seed)
+        name = "small_vgg classifier"
+    except Exception as exc:  # helpers.models missing or changed: an equivalent plain CNN
+        print(f"(helpers.models.build_classifier unavailable: {exc}; using a plain CNN)")
+        layers = keras.layers
+        model = keras.Sequential([keras.Input((image_size, image_size, 1))]
+                                 + [layer for f in (16, 32, 48, 64) for layer in (layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D())]
+                                 + [layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(4, activation="softmax")])
+        name = "plain CNN"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(x_train.astype("float32") / 255, y_train, epochs=epochs, batch_size=32, verbose=2)
+    elapsed = time.perf_counter() - start
+    predicted = model.predict(x_test.astype("float32") / 255, verbose=0).argmax(axis=1)
+    recalls = [float(np.mean(predicted[y_test == c] == c)) for c in range(4)]
+    macro = float(np.mean(recalls))
+    print(f"{name}, {epochs} epochs on {len(x_train)} images at {image_size} px ({elapsed:.0f} s): "
+          f"test recall per class {np.round(recalls, 3).tolist()}, macro {macro:.3f}")
+    return macro
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-class", type=int, default=250, help="phantoms per class (default 250: 1,000 images)")
+    parser.add_argument("--size", type=int, default=128, help="phantom side in pixels (default 128)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learnability", action="store_true", help="also train a small CNN on 500 phantoms per class")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--confounder", action="store_true", help="learnability run with the pediatric confounder")
+    args = parser.parse_args()
+    bench_synthesis(args.per_class, args.size, args.seed)
+    if args.learnability:
+        from helpers import data
+
+        root = Path(tempfile.mkdtemp(prefix="bench_learn_"))
+        start = time.perf_counter()
+        dataset = data.synthesize_dataset(root, per_class=500, image_size=128, seed=args.seed,
+                                          confounder=args.confounder, progress=False)
+        print(f"500 phantoms per class at 128 px in {time.perf_counter() - start:.1f} s")
+        learnability(dataset, 96, args.epochs, args.seed)
+
+
+if __name__ == "__main__":
+    main()
