@@ -1,0 +1,372 @@
+"""Tests of helpers.perturbation: region grid, orders, perturbed copies, batched MoRF curves, AOPC and intervals."""
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from helpers import perturbation as pt
+
+SIZE = 32
+REGION = 4  # 8 x 8 = 64 regions, L = 64
+PATCH = (slice(8, 16), slice(16, 24))  # a 2 x 2 block of regions
+
+
+# ----------------------------------------------------------------------------------------------------
+# Toy models and an independent slow reference
+# ----------------------------------------------------------------------------------------------------
+
+
+def patch_model(gain=12.0):
+    """Class-0 probability = sigmoid(gain * (mean brightness of PATCH - 0.5)); its ideal heatmap is PATCH."""
+    inputs = keras.Input((SIZE, SIZE, 1))
+    flat = keras.layers.Flatten()(inputs)
+    logits = keras.layers.Dense(2, name="logits")(flat)
+    outputs = keras.layers.Softmax(name="probabilities")(logits)
+    model = keras.Model(inputs, outputs)
+    indicator = np.zeros((SIZE, SIZE), np.float32)
+    indicator[PATCH] = 1.0
+    kernel = np.zeros((SIZE * SIZE, 2), np.float32)
+    kernel[:, 0] = gain * indicator.ravel() / indicator.sum()
+    model.get_layer("logits").set_weights([kernel, np.array([-gain / 2, 0.0], np.float32)])
+    return model
+
+
+def conv_model(seed):
+    """A small random CNN with 3 classes (a second, unrelated model)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((SIZE, SIZE, 1))
+    h = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+    h = keras.layers.Conv2D(6, 3, strides=2, activation="relu")(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(3, activation="softmax")(h)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.0, 0.3, (6, SIZE, SIZE, 1)).astype(np.float32)
+    images[:, PATCH[0], PATCH[1], :] = 1.0
+    ideal = np.zeros((6, SIZE, SIZE), np.float32)  # pixel-level ideal heatmap (upsampling path)
+    ideal[:, PATCH[0], PATCH[1]] = 1.0
+    return {"model": patch_model(), "images": images, "heatmaps": ideal, "classes": np.zeros(6, np.int64)}
+
+
+@pytest.fixture(scope="module")
+def random_case():
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (5, SIZE, SIZE, 1), dtype=np.uint8)
+    heatmaps = rng.permutation(5 * 64).reshape(5, 8, 8).astype(np.float32)  # grid-sized, distinct values
+    classes = rng.integers(0, 3, 5)
+    return {"images": images, "heatmaps": heatmaps, "classes": classes, "a": conv_model(3), "b": conv_model(4)}
+
+
+def predict_one(model, image):
+    """Probabilities of one (H, W, C) image."""
+    return keras.ops.convert_to_numpy(model(image[None].astype(np.float32), training=False))[0]
+
+
+def reference_curves(model, images, g, orders, region_size, classes):
+    """Slow MoRF: perturb the next region of one image, predict that image, repeat (plain numpy)."""
+    n, h, w, _ = images.shape
+    rows, cols = np.arange(h)[:, None] // region_size, np.arange(w)[None, :] // region_size
+    grid_w = -(-w // region_size)
+    curves = np.zeros((n, orders.shape[1] + 1))
+    for i in range(n):
+        xk = images[i].copy()
+        curves[i, 0] = predict_one(model, xk)[classes[i]]
+        for k, region in enumerate(orders[i], start=1):
+            inside = (rows == region // grid_w) & (cols == region % grid_w)
+            xk[inside] = g[i][inside]
+            curves[i, k] = predict_one(model, xk)[classes[i]]
+    return curves
+
+
+# ----------------------------------------------------------------------------------------------------
+# Region grid and scores
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("image_size, region_size", [(299, 34), (32, 5), (96, 16), ((10, 13), (3, 4)), (7, 7)])
+def test_region_grid_covers_every_pixel_once(image_size, region_size):
+    grid = pt.region_grid(image_size, region_size)
+    h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+    rh, rw = (region_size, region_size) if isinstance(region_size, int) else region_size
+    assert grid.region_map.shape == (h, w) and grid.region_map.dtype == np.int32
+    assert grid.grid_shape == (-(-h // rh), -(-w // rw))
+    covered = np.zeros((h, w), int)
+    for r in range(grid.n_regions):
+        ys, xs = np.nonzero(grid.region_map == r)
+        gy, gx = divmod(r, grid.grid_shape[1])
+        # every region is the raster-order rectangle [gy*rh, min(...)) x [gx*rw, min(...))
+        assert ys.min() == gy * rh and ys.max() == min(h, (gy + 1) * rh) - 1
+        assert xs.min() == gx * rw and xs.max() == min(w, (gx + 1) * rw) - 1
+        assert len(ys) == (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+        covered[ys, xs] += 1
+    assert np.all(covered == 1)
+
+
+def test_region_grid_paper_size():
+    grid = pt.region_grid(299, 34)
+    assert grid.grid_shape == (9, 9) and grid.n_regions == 81
+    assert list(np.diff(grid.row_bounds)) == [34] * 8 + [27]
+    assert grid.region_pixels[-1] == 27 * 27 and grid.region_pixels[0] == 34 * 34
+
+
+def test_region_scores_grid_and_upsampled():
+    rng = np.random.default_rng(0)
+    heat = rng.random((3, 7, 7))
+    # heatmap of grid shape: its own values in raster order
+    assert np.array_equal(pt.region_scores(heat, 35, 5), heat.reshape(3, -1))
+    # other shapes: region means of the bilinearly upsampled map (compared with cv2's resize)
+    assert np.array_equal(pt.region_scores(heat, 32, 5), heat.reshape(3, -1))  # 7 x 7 grid, last regions 2 px
+    scores = pt.region_scores(heat, 32, 6)  # 6 x 6 grid: upsampled path
+    grid = pt.region_grid(32, 6)
+    for i in range(3):
+        up = cv2.resize(heat[i], (32, 32), interpolation=cv2.INTER_LINEAR)
+        expected = [up[grid.region_map == r].mean() for r in range(grid.n_regions)]
+        np.testing.assert_allclose(scores[i], expected, rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Orders
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_orders_follow_scores():
+    scores = np.array([[0.1, 0.9, 0.5, 0.3], [4.0, 3.0, 2.0, 1.0]])
+    assert pt.region_order(scores, "morf").tolist() == [[1, 2, 3, 0], [0, 1, 2, 3]]
+    assert pt.region_order(scores, "lerf").tolist() == [[0, 3, 2, 1], [3, 2, 1, 0]]
+    steps = pt.step_of_region(pt.region_order(scores, "morf"))
+    assert steps.tolist() == [[4, 1, 2, 3], [1, 2, 3, 4]]
+
+
+def test_ties_are_broken_by_a_seeded_random_order_not_raster():
+    tied = np.zeros((200, 36))
+    orders = pt.region_order(tied, "morf", seed=0)
+    assert all(sorted(o) == list(range(36)) for o in orders)
+    assert not any(np.array_equal(o, np.arange(36)) for o in orders)
+    # the first region perturbed is spread over the grid, not the top-left corner
+    assert len(set(orders[:, 0])) > 20 and np.mean(orders[:, 0] < 6) < 0.4
+    assert np.array_equal(orders, pt.region_order(tied, "morf", seed=0))
+    assert not np.array_equal(orders, pt.region_order(tied, "morf", seed=1))
+    # partial ties: the two top regions come first, in a seeded order that varies across images
+    partial = np.zeros((50, 9))
+    partial[:, [2, 7]] = 1.0
+    firsts = pt.region_order(partial, "morf", seed=3)[:, :2]
+    assert all(set(f) == {2, 7} for f in firsts)
+    assert 5 < np.sum(firsts[:, 0] == 2) < 45
+
+
+def test_orders_do_not_depend_on_batching():
+    scores = np.round(np.random.default_rng(5).random((10, 16)), 1)  # many ties
+    for order in pt.ORDERS:
+        full = pt.region_order(scores, order, seed=7)
+        part = pt.region_order(scores[4:7], order, seed=7, image_ids=np.arange(4, 7))
+        assert np.array_equal(full[4:7], part)
+    rand = pt.region_order(scores, "random", seed=7)
+    assert len({tuple(r) for r in rand}) == 10
+
+
+# ----------------------------------------------------------------------------------------------------
+# Perturbed copies
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_perturbed_images_are_common_random_numbers():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, (6, 16, 16, 1)).astype(np.float32)
+    g = pt.perturbed_images(x, "gaussian", 0.1, seed=4)
+    assert np.array_equal(g, pt.perturbed_images(x, "gaussian", 0.1, seed=4))
+    assert np.array_equal(g[2:5], pt.perturbed_images(x[2:5], "gaussian", 0.1, seed=4, image_ids=[2, 3, 4]))
+    assert not np.array_equal(g, pt.perturbed_images(x, "gaussian", 0.1, seed=5))
+    noise = g - x
+    assert abs(noise.std() - 0.1) < 0.01 and abs(noise.mean()) < 0.01
+    # noise of different images is independent; doubling sigma doubles the same noise field
+    assert abs(np.corrcoef(noise[0].ravel(), noise[1].ravel())[0, 1]) < 0.2
+    doubled = pt.perturbed_images(x, "gaussian", 0.2, seed=4)
+    np.testing.assert_allclose(doubled, np.clip(x + 2 * noise, 0, 1), atol=1e-6)
+
+
+def test_other_perturbations():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, (3, 16, 16, 1)).astype(np.float32)
+    u = pt.perturbed_images(x, "uniform", seed=1)
+    assert 0 <= u.min() and u.max() <= 1 and abs(u.mean() - 0.5) < 0.05 and abs(np.corrcoef(u.ravel(), x.ravel())[0, 1]) < 0.1
+    m = pt.perturbed_images(x, "mean")
+    np.testing.assert_allclose(m[:, 0, 0, 0], x.mean(axis=(1, 2, 3)), rtol=1e-6)
+    assert np.all(m == m[:, :1, :1, :])
+    assert np.all(pt.perturbed_images(x, "mean", fill=0.25) == 0.25)
+    b = pt.perturbed_images(x, "blur", blur_sigma=2.0)
+    assert b.std() < 0.5 * x.std() and abs(b.mean() - x.mean()) < 0.02
+    flat = np.full((1, 16, 16, 1), 0.4, np.float32)
+    np.testing.assert_allclose(pt.perturbed_images(flat, "blur"), flat, atol=1e-6)
+    # clipping to [0, 1]
+    assert pt.perturbed_images(np.ones((1, 8, 8), np.float32), "gaussian", 0.5).max() <= 1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Batched curves against the slow reference
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_curves_equal_slow_reference_mean_perturbation(random_case):
+    c = random_case
+    x = c["images"].astype(np.float32) / 255.0
+    orders = np.argsort(-c["heatmaps"].reshape(5, -1), axis=1)  # distinct values: no ties
+    g = np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True), x.shape)
+    expected = reference_curves(c["a"], x, g, orders, 4, c["classes"])
+    for batch_size in (7, 65, 400):
+        got = pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=batch_size, progress=False)
+        np.testing.assert_allclose(got, expected, atol=2e-6)
+    # several device-resident groups (one image each) give the same numbers
+    got = pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=65, device_budget_bytes=1, progress=False)
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+
+def test_same_noise_across_models_and_batch_sizes(random_case):
+    c = random_case
+    x = c["images"].astype(np.float32) / 255.0
+    g = pt.perturbed_images(c["images"], "gaussian", 0.1, seed=3)
+    orders = np.argsort(-c["heatmaps"].reshape(5, -1), axis=1)
+    for model in (c["a"], c["b"]):
+        expected = reference_curves(model, x, g, orders, 4, c["classes"])
+        for batch_size in (13, 128):
+            got = pt.morf_curves(model, c["images"], c["heatmaps"], c["classes"], 4, "gaussian", 0.1, seed=3, batch_size=batch_size, progress=False)
+            np.testing.assert_allclose(got, expected, atol=2e-6)
+    # a subset scored with its original ids reproduces the full run's rows (LeRF and random too)
+    for order in ("lerf", "random"):
+        full = pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"], 4, order=order, seed=3, batch_size=16, progress=False)
+        part = pt.morf_curves(c["a"], c["images"][1:4], c["heatmaps"][1:4], c["classes"][1:4], 4, order=order, seed=3, batch_size=50, image_ids=[1, 2, 3], progress=False)
+        np.testing.assert_allclose(part, full[1:4], atol=2e-6)
+
+
+def test_step_zero_is_unperturbed_probability_and_last_step_is_g(random_case):
+    c = random_case
+    x = c["images"].astype(np.float32) / 255.0
+    curves = pt.morf_curves(c["b"], c["images"], c["heatmaps"], c["classes"], 5, "uniform", seed=1, batch_size=32, progress=False)
+    assert curves.shape == (5, pt.region_grid(SIZE, 5).n_regions + 1)  # 7 x 7 regions at 5 px, last ones 2 px
+    probs = keras.ops.convert_to_numpy(c["b"](x))
+    np.testing.assert_allclose(curves[:, 0], probs[np.arange(5), c["classes"]], atol=2e-6)
+    g = pt.perturbed_images(c["images"], "uniform", seed=1)
+    probs_g = keras.ops.convert_to_numpy(c["b"](g))
+    np.testing.assert_allclose(curves[:, -1], probs_g[np.arange(5), c["classes"]], atol=2e-6)
+
+
+def test_ideal_heatmap_ranks_morf_over_random_over_lerf(toy):
+    t = toy
+    result = {}
+    for order in ("morf", "random", "lerf"):
+        curves = pt.morf_curves(t["model"], t["images"], t["heatmaps"], t["classes"], REGION, "mean", order=order, batch_size=130, progress=False)
+        result[order] = pt.aopc(curves)["final"]
+        if order == "morf":  # the four patch regions go first: the probability collapses by step 4
+            assert curves[:, 0].min() > 0.95 and curves[:, 4].max() < 0.1
+    assert result["morf"] > result["random"] + 0.1 > result["lerf"] + 0.2
+    # a heatmap pointing away from the patch scores like LeRF
+    wrong = 1.0 - t["heatmaps"]
+    curves = pt.morf_curves(t["model"], t["images"], wrong, t["classes"], REGION, "mean", progress=False)
+    assert pt.aopc(curves)["final"] < result["random"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# AOPC and statistics
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_aopc_hand_computed():
+    curves = np.array([[1.0, 0.5, 0.25], [0.8, 0.8, 0.0]])
+    result = pt.aopc(curves)
+    # image 0: L=1 (0.5)/2, L=2 (0.5 + 0.75)/3; image 1: L=1 0/2, L=2 (0 + 0.8)/3
+    np.testing.assert_allclose(result["per_image"], [[0, 0.25, 1.25 / 3], [0, 0, 0.8 / 3]])
+    np.testing.assert_allclose(result["aopc"], [0, 0.125, (1.25 + 0.8) / 6])
+    assert result["final"] == pytest.approx((1.25 + 0.8) / 6) and result["n_images"] == 2
+    masked = pt.aopc(curves, mask=np.array([True, False]))
+    np.testing.assert_allclose(masked["aopc"], [0, 0.25, 1.25 / 3])
+    assert masked["indices"].tolist() == [0]
+
+
+def test_masks_and_paired_difference():
+    predicted, labels = np.array([0, 1, 2, 1]), np.array([0, 1, 1, 1])
+    other = np.array([0, 2, 1, 1])
+    a_ok, b_ok = pt.correct_mask(predicted, labels), pt.correct_mask(other, labels)
+    assert a_ok.tolist() == [True, True, False, True]
+    assert pt.common_mask(a_ok, b_ok).tolist() == [True, False, False, True]
+    rng = np.random.default_rng(0)
+    ca, cb = rng.random((4, 5)), rng.random((4, 5))
+    both = pt.common_mask(a_ok, b_ok)
+    diff = pt.paired_difference(ca, cb, both, n_boot=200)
+    assert diff["final"] == pytest.approx(pt.aopc(ca, both)["final"] - pt.aopc(cb, both)["final"])
+    assert diff["final_low"] <= diff["final"] <= diff["final_high"] and diff["n_images"] == 2
+
+
+def test_bootstrap_interval():
+    values = np.random.default_rng(3).normal(0.5, 0.2, 400)
+    ci = pt.bootstrap_ci(values, n_boot=2000, seed=1)
+    assert ci["low"] < ci["mean"] < ci["high"] and ci["mean"] == pytest.approx(values.mean())
+    # width matches the normal-theory interval 2 * 1.96 * sd / sqrt(n) within 15 %
+    expected = 2 * 1.96 * values.std(ddof=1) / np.sqrt(len(values))
+    assert abs((ci["high"] - ci["low"]) / expected - 1) < 0.15
+    assert ci == pt.bootstrap_ci(values, n_boot=2000, seed=1)
+    assert ci["low"] != pt.bootstrap_ci(values, n_boot=2000, seed=2)["low"]
+    # a 2-D input gives per-column intervals, column 1 equal to the 1-D call on the same resamples
+    two = pt.bootstrap_ci(np.stack([values * 2, values], axis=1), n_boot=2000, seed=1)
+    assert two["low"][1] == pytest.approx(ci["low"]) and two["high"][0] == pytest.approx(2 * ci["high"])
+    summary = pt.aopc_summary(np.random.default_rng(0).random((30, 6)), n_boot=300)
+    assert np.all(summary["aopc_low"] <= summary["aopc"] + 1e-12) and np.all(summary["aopc"] <= summary["aopc_high"] + 1e-12)
+
+
+def test_report_and_summary(tmp_path):
+    from helpers import config
+
+    rng = np.random.default_rng(0)
+    curves = {m: {o: rng.random((8, 5)) for o in ("morf", "random", "lerf")} for m in ("vgg16", "densenet201")}
+    masks = {"vgg16": np.arange(8) < 6, "densenet201": np.arange(8) > 1}
+    report = pt.aopc_report(curves, masks, n_boot=100)
+    assert report["paired"]["n_images"] == 4
+    assert report["models"]["vgg16"]["morf"]["n_images"] == 6
+    rows = pt.summary_rows(report, {"vgg16": {"recall": 0.86, "f1": 0.85}, "densenet201": {"recall": 0.88, "f1": 0.88}})
+    assert [r["model"] for r in rows] == ["vgg16", "densenet201"] and rows[0]["test recall"] == 0.86
+    paths = config.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
+    written = pt.write_summary(paths, rows, report)
+    text = written["markdown"].read_text()
+    assert "| model |" in text and "vgg16" in text and f"{report['models']['vgg16']['morf']['final']:.3f}" in text
+    assert config.load_json(written["json"])["rows"][1]["model"] == "densenet201"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_bad_arguments_give_clear_errors(random_case):
+    c = random_case
+    args = (c["a"], c["images"], c["heatmaps"], c["classes"])
+    with pytest.raises(ValueError, match="region_size"):
+        pt.region_grid(32, 33)
+    with pytest.raises(ValueError, match="region_size"):
+        pt.morf_curves(*args, 40, progress=False)
+    with pytest.raises(ValueError, match="region_size"):
+        pt.region_grid(32, 0)
+    with pytest.raises(ValueError, match="image_size"):
+        pt.region_grid(-3, 2)
+    with pytest.raises(ValueError, match="heatmaps"):
+        pt.morf_curves(c["a"], c["images"], c["heatmaps"][:3], c["classes"], 4, progress=False)
+    with pytest.raises(ValueError, match="classes"):
+        pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"][:2], 4, progress=False)
+    with pytest.raises(ValueError, match="classes"):
+        pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"] + 3, 4, progress=False)
+    with pytest.raises(ValueError, match="perturbation"):
+        pt.morf_curves(*args, 4, perturbation="salt", progress=False)
+    with pytest.raises(ValueError, match="order"):
+        pt.morf_curves(*args, 4, order="best", progress=False)
+    with pytest.raises(ValueError, match="heatmaps are required"):
+        pt.morf_curves(c["a"], c["images"], None, c["classes"], 4, progress=False)
+    with pytest.raises(ValueError, match="images"):
+        pt.morf_curves(c["a"], c["images"].astype(np.float32), c["heatmaps"], c["classes"], 4, progress=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        pt.morf_curves(*args, 4, batch_size=0, progress=False)
+    with pytest.raises(ValueError, match="image_ids"):
+        pt.morf_curves(*args, 4, image_ids=[0, 1], progress=False)
+    with pytest.raises(ValueError, match="mask"):
+        pt.aopc(np.ones((3, 4)), mask=np.zeros(3, bool))
