@@ -421,3 +421,27 @@ def test_figures(phantom_dataset):
     fig = data.plot_masks_overlay(frame[frame["label"] == "Normal"])
     assert fig.axes[2].get_title() == "no lesion mask" and fig.axes[1].get_title() == "lung mask (outline)"
     plt.close(fig)
+
+
+def test_scan_old_layout_without_images_subfolder(tmp_path):
+    dataset = tmp_path / DATASET_DIRNAME
+    for name in CLASS_NAMES:
+        (dataset / name).mkdir(parents=True)
+        for n in (10, 2, 1):
+            cv2.imwrite(str(dataset / name / f"{name} ({n}).png"), np.full((20, 20), n, np.uint8))
+        (dataset / name / "metadata.xlsx").write_bytes(b"PK")
+    frame = data.scan_dataset(tmp_path)
+    assert [Path(p).name for p in frame["path"][:3]] == ["COVID (1).png", "COVID (2).png", "COVID (10).png"]
+    assert (frame["mask_path"] == "").all() and len(frame) == 12
+
+
+def test_scan_corrupt_mask_raises_or_is_dropped(tmp_path):
+    dataset = _real_layout(tmp_path)
+    mask = dataset / "Normal" / "masks" / "Normal-2.png"
+    mask.write_bytes(b"broken")
+    with pytest.raises(DatasetError, match=str(mask)):
+        data.scan_dataset(dataset)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        frame = data.scan_dataset(dataset, skip_unreadable=True)
+    row = frame[frame["path"].str.endswith("Normal-2.png")].iloc[0]
+    assert row["mask_path"] == "" and frame.attrs["skipped"] == [str(mask)] and len(frame) == 12

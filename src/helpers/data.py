@@ -838,7 +838,7 @@ def plot_masks_overlay(frame: pd.DataFrame, image_size: int | None = None, seed:
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].set_title(f"{row['label'].iloc[0]}: image")
+    axes[0].set_title(f"{row['label'].iloc[0]}: {Path(row['path'].iloc[0]).name}")
     if lung.any():
         axes[1].contour(lung, levels=[0.5], colors=["tab:cyan"], linewidths=1.2)
     axes[1].set_title("lung mask (outline)" if lung.any() else "no lung mask")
@@ -846,6 +846,5 @@ def plot_masks_overlay(frame: pd.DataFrame, image_size: int | None = None, seed:
         axes[2].imshow(np.ma.masked_where(lesion == 0, lesion), cmap="autumn", alpha=0.45, vmin=0, vmax=1)
         axes[2].contour(lesion, levels=[0.5], colors=["tab:red"], linewidths=1.0)
     axes[2].set_title("lesion mask (overlay)" if lesion.any() else "no lesion mask")
-    fig.suptitle(Path(row["path"].iloc[0]).name)
     fig.tight_layout()
     return fig
