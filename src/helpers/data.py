@@ -367,6 +367,7 @@ def synthesize_dataset(root: str | os.PathLike, per_class: int, image_size: int 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".tmp", dir=root))
     try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         jobs = [(name, n) for name in CLASS_NAMES for n in range(1, per_class + 1)]
         for name in CLASS_NAMES:
             for sub in ("images", "masks", LESION_DIRNAME):
@@ -408,7 +409,7 @@ def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+    return tqdm(iterable, desc=desc, total=total, unit="img")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -485,6 +486,9 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
                        key=lambda p: _natural_key(p.name))
         if image_dir == folder:  # old layout: ignore non-image files beside the images (metadata)
             files = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        # Mask folders are listed once (no per-image stat); the old layout has no masks.
+        mask_names = {sub: ({p.name for p in (folder / sub).iterdir()} if image_dir != folder and (folder / sub).is_dir() else set())
+                      for sub in ("masks", LESION_DIRNAME)}
         class_rows = []
         for path in files:
             problem = _image_header_problem(path)
@@ -496,7 +500,7 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
             masks = []
             for sub in ("masks", LESION_DIRNAME):
                 mask = folder / sub / path.name
-                if mask.is_file() and image_dir != folder:
+                if path.name in mask_names[sub]:
                     problem = _image_header_problem(mask)
                     if problem:
                         if not skip_unreadable:
