@@ -1,0 +1,456 @@
+"""Training with per-class recall history and best-epoch selection; saving and loading trained models.
+
+The classifier is fit with Adam and categorical cross-entropy, one shuffled pass over the training set per
+epoch (a seeded permutation, partial last batch included). After every epoch the history records the
+training loss and the per-class training recall (running over the epoch's batches, as Keras reports
+training metrics), and the validation loss and per-class validation recall at the epoch's end. The chosen
+epoch maximizes the mean validation recall over ``config.DISEASE_CLASSES`` (ties: the earliest), and its
+weights are restored.
+
+Fast path: when the backbone is frozen and no augmentation is asked for, the backbone's output for each
+image never changes, so the features are computed once and the head is fit on them. Its batches, shuffling
+order, initial weights and optimizer are those of fitting the whole frozen model, so both give the same
+history and weights up to float round-off (``use_feature_cache=False`` runs the whole model every batch).
+
+References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images" (training protocol and checkpoint
+criterion); Kingma & Ba 2015 (Adam).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import pandas as pd
+from keras import ops
+from tqdm.auto import tqdm
+
+from . import config
+from .models import head_probability_model, load_classifier, parameter_counts, split_classifier
+
+#: Files written by :func:`save_training` into ``paths.models``.
+MODEL_SUFFIX, HISTORY_SUFFIX, INFO_SUFFIX = ".keras", "_history.csv", "_training.json"
+
+
+def recall_column(split: str, class_name: str) -> str:
+    """History column of one class's recall: ``train_recall_<class>`` or ``val_recall_<class>``."""
+    return f"{split}_recall_{class_name}"
+
+
+#: History column of the checkpoint criterion (mean validation recall of the disease classes).
+CRITERION_COLUMN = "val_mean_disease_recall"
+
+
+@keras.saving.register_keras_serializable(package="helpers")
+class ClassCount(keras.metrics.Metric):
+    """Count of one class's examples (``kind="examples"``) or of its correct arg-max predictions (``kind="hits"``).
+
+    ``train_on_batch`` resets metrics every call, so the training loop sums these per-batch counts
+    itself to get the running recall of the epoch.
+    """
+
+    def __init__(self, class_id: int, kind: str = "hits", name: str | None = None, **kwargs):
+        if kind not in ("hits", "examples"):
+            raise ValueError(f"kind must be 'hits' or 'examples', got {kind!r}")
+        super().__init__(name=name or f"{kind}_{class_id}", **kwargs)
+        self.class_id, self.kind = int(class_id), kind
+        self.total = self.add_variable(shape=(), initializer="zeros", name="total")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        """Add the batch's count from one-hot labels and scores."""
+        true = ops.argmax(y_true, axis=-1)
+        counted = ops.cast(ops.equal(true, self.class_id), "float32")
+        if self.kind == "hits":
+            counted = counted * ops.cast(ops.equal(ops.argmax(y_pred, axis=-1), self.class_id), "float32")
+        self.total.assign_add(ops.sum(counted))
+
+    def result(self):
+        """The count so far."""
+        return ops.convert_to_tensor(self.total)
+
+    def reset_state(self):
+        """Zero the count."""
+        self.total.assign(0.0)
+
+    def get_config(self):
+        """Serializable configuration."""
+        return {**super().get_config(), "class_id": self.class_id, "kind": self.kind}
+
+
+@dataclass
+class TrainingResult:
+    """A trained classifier (chosen epoch's weights), its per-epoch history, the chosen epoch and timings."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    chosen_epoch: int
+    val_recalls: dict[str, float]
+    timings: dict[str, float]
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def chosen_row(self) -> pd.Series:
+        """History row of the chosen epoch."""
+        return self.history.loc[self.history["epoch"] == self.chosen_epoch].iloc[0]
+
+    def info(self) -> dict:
+        """JSON-ready summary: chosen epoch, its validation recalls, parameter counts, timings, settings."""
+        row = self.chosen_row
+        return {
+            "chosen_epoch": int(self.chosen_epoch),
+            "val_recalls": {k: float(v) for k, v in self.val_recalls.items()},
+            "val_mean_disease_recall": float(row[CRITERION_COLUMN]),
+            "val_loss": float(row["val_loss"]),
+            "epochs": int(len(self.history)),
+            "parameters": parameter_counts(self.model),
+            "timings": {k: float(v) for k, v in self.timings.items()},
+            "settings": self.settings,
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+# Options a GPU user expects
+# --------------------------------------------------------------------------------------------------
+
+
+def configure_precision(mixed_precision: bool | str = False) -> str:
+    """Set Keras's global dtype policy *before building a model*; True means ``mixed_float16``. Returns the policy name."""
+    if mixed_precision is True:
+        policy = "mixed_float16"
+    elif mixed_precision in (False, None, "", "float32"):
+        policy = "float32"
+    elif mixed_precision in ("mixed_float16", "mixed_bfloat16"):
+        policy = mixed_precision
+    else:
+        raise ValueError(
+            f"mixed_precision must be True, False, 'mixed_float16' or 'mixed_bfloat16', got {mixed_precision!r}"
+        )
+    keras.config.set_dtype_policy(policy)
+    return policy
+
+
+def enable_gpu_memory_growth() -> list[str]:
+    """On the TensorFlow backend, let TensorFlow grow GPU memory on demand; returns the GPUs set (empty elsewhere)."""
+    if keras.backend.backend() != "tensorflow":
+        return []
+    import tensorflow as tf
+
+    done = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+            done.append(gpu.name)
+        except RuntimeError:  # GPUs already initialized: the setting can no longer change
+            pass
+    return done
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def _as_labels(y, n_classes: int, name: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2:
+        if y.shape[1] != n_classes:
+            raise ValueError(f"{name} is one-hot with {y.shape[1]} columns but the model has {n_classes} classes")
+        y = y.argmax(axis=1)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be integer labels (N,) or one-hot (N, C), got shape {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= n_classes or not np.all(np.equal(np.mod(y, 1), 0))):
+        raise ValueError(f"{name} must hold class indices in [0, {n_classes}), got values {np.unique(y)[:10]}")
+    return y.astype(np.int64)
+
+
+def _check_images(x, model: keras.Model, name: str) -> None:
+    shape = tuple(model.input_shape[1:])
+    if not hasattr(x, "shape") or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {getattr(x, 'shape', type(x))}")
+    if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{name} must be uint8 images (0-255) or floats in [0, 1], got dtype {x.dtype}")
+
+
+def to_unit_range(batch) -> np.ndarray:
+    """Convert a batch of uint8 images to float32 in [0, 1] (floats pass through as float32)."""
+    batch = np.asarray(batch)
+    if batch.dtype == np.uint8:
+        return batch.astype(np.float32) / np.float32(255.0)
+    return batch.astype(np.float32, copy=False)
+
+
+def predict_batches(model: keras.Model, x, batch_size: int = 64, transform: Callable | None = to_unit_range, desc: str | None = None) -> np.ndarray:
+    """Run ``model`` over ``x`` in batches (each batch passed through ``transform``), returning one float32 array."""
+    n = len(x)
+    outputs = []
+    starts = range(0, n, batch_size)
+    if desc:
+        starts = tqdm(starts, desc=desc, total=(n + batch_size - 1) // batch_size, leave=False)
+    for start in starts:
+        batch = x[start : start + batch_size]
+        if transform is not None:
+            batch = transform(batch)
+        outputs.append(np.asarray(ops.convert_to_numpy(model.predict_on_batch(batch)), dtype=np.float32))
+    if not outputs:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
+    return np.concatenate(outputs, axis=0)
+
+
+def per_class_recall(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Recall of every class (NaN for a class without examples)."""
+    recalls = np.full(n_classes, np.nan)
+    for c in range(n_classes):
+        mask = labels == c
+        if mask.any():
+            recalls[c] = float(np.mean(predicted[mask] == c))
+    return recalls
+
+
+def _cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    eps = 1e-7  # Keras's epsilon for categorical cross-entropy on probabilities
+    p = np.clip(probabilities[np.arange(len(labels)), labels], eps, 1 - eps)
+    return float(-np.mean(np.log(p)))
+
+
+def _backbone_is_frozen(model: keras.Model) -> bool:
+    base = model.get_layer(config.FEATURE_LAYER)
+    return not base.trainable or not base.trainable_weights
+
+
+def train_classifier(
+    model: keras.Model,
+    x_train,
+    y_train,
+    x_val,
+    y_val,
+    epochs: int,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    seed: int = 0,
+    use_feature_cache: bool = True,
+    class_names: Sequence[str] = config.CLASS_NAMES,
+    progress: bool = True,
+    augment: Callable | None = None,
+    feature_batch_size: int | None = None,
+) -> TrainingResult:
+    """Fit ``model`` (a :func:`helpers.models.build_classifier` model) and keep the epoch with the best disease recall.
+
+    ``x_*``: uint8 images (N, H, W, 1) (scaled to [0, 1] batch by batch) or floats in [0, 1]; ``y_*``: class
+    indices (N,) or one-hot. ``augment(batch, rng)``, if given, transforms each float training batch (and
+    turns the feature cache off). ``use_feature_cache`` fits the head on backbone features computed once
+    when the backbone is frozen. Returns a :class:`TrainingResult` whose model holds the chosen epoch's weights.
+    """
+    class_names = tuple(class_names)
+    n_classes = int(model.output_shape[-1])
+    if len(class_names) != n_classes:
+        raise ValueError(f"class_names has {len(class_names)} names but the model has {n_classes} outputs")
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
+    _check_images(x_train, model, "x_train")
+    _check_images(x_val, model, "x_val")
+    y_train = _as_labels(y_train, n_classes, "y_train")
+    y_val = _as_labels(y_val, n_classes, "y_val")
+    if len(y_train) != len(x_train) or len(y_val) != len(x_val):
+        raise ValueError(
+            f"images and labels differ in length: x_train {len(x_train)} / y_train {len(y_train)}, "
+            f"x_val {len(x_val)} / y_val {len(y_val)}"
+        )
+    if len(x_train) == 0 or len(x_val) == 0:
+        raise ValueError("x_train and x_val must not be empty")
+    disease = [class_names.index(c) for c in config.DISEASE_CLASSES if c in class_names] or list(range(n_classes))
+    feature_batch_size = int(feature_batch_size or max(batch_size, 64))
+
+    t_start = time.perf_counter()
+    keras.utils.set_random_seed(int(seed))
+    order_rng = np.random.default_rng(int(seed))
+    augment_rng = np.random.default_rng([int(seed), 1])
+    fast = bool(use_feature_cache) and augment is None and _backbone_is_frozen(model)
+
+    timings = {"features_s": 0.0}
+    if fast:
+        feature_model, _ = split_classifier(model)
+        t0 = time.perf_counter()
+        train_inputs = predict_batches(feature_model, x_train, feature_batch_size, desc="backbone features (train)" if progress else None)
+        val_inputs = predict_batches(feature_model, x_val, feature_batch_size, desc="backbone features (val)" if progress else None)
+        timings["features_s"] = time.perf_counter() - t0
+        fit_model = head_probability_model(model)
+        transform = None
+    else:
+        train_inputs, val_inputs = x_train, x_val
+        fit_model = model
+        transform = to_unit_range
+
+    fit_model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)),
+        loss="categorical_crossentropy",
+        metrics=[ClassCount(c, kind) for c in range(n_classes) for kind in ("hits", "examples")],
+    )
+    eye = np.eye(n_classes, dtype=np.float32)
+    n = len(train_inputs)
+    rows, best_score, best_weights, chosen = [], -np.inf, None, 1
+    t_fit = time.perf_counter()
+    epoch_iter = tqdm(range(1, epochs + 1), desc=f"training {model.name}", disable=not progress)
+    for epoch in epoch_iter:
+        t0 = time.perf_counter()
+        perm = order_rng.permutation(n)
+        loss_sum, hits, examples = 0.0, np.zeros(n_classes), np.zeros(n_classes)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            xb = train_inputs[idx]
+            if transform is not None:
+                xb = transform(xb)
+            if augment is not None:
+                xb = np.asarray(augment(xb, augment_rng), dtype=np.float32)
+            logs = fit_model.train_on_batch(xb, eye[y_train[idx]], return_dict=True)
+            loss_sum += float(logs["loss"]) * len(idx)  # batch mean loss, weighted by batch size as Keras does
+            hits += [float(logs[f"hits_{c}"]) for c in range(n_classes)]
+            examples += [float(logs[f"examples_{c}"]) for c in range(n_classes)]
+        train_recall = np.where(examples > 0, hits / np.maximum(examples, 1), np.nan)
+        val_probs = predict_batches(fit_model, val_inputs, feature_batch_size, transform)
+        val_recall = per_class_recall(y_val, val_probs.argmax(axis=1), n_classes)
+        row = {"epoch": epoch, "loss": loss_sum / n, "val_loss": _cross_entropy(val_probs, y_val)}
+        for c, name in enumerate(class_names):
+            row[recall_column("train", name)] = float(train_recall[c])
+        for c, name in enumerate(class_names):
+            row[recall_column("val", name)] = float(val_recall[c])
+        score = float(np.nanmean(val_recall[disease]))
+        row[CRITERION_COLUMN] = score
+        row["val_accuracy"] = float(np.mean(val_probs.argmax(axis=1) == y_val))
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        if score > best_score:
+            best_score, chosen = score, epoch
+            best_weights = [np.array(w) for w in model.get_weights()]
+        epoch_iter.set_postfix(loss=f"{row['loss']:.3f}", val_disease_recall=f"{score:.3f}", best=chosen)
+    timings["fit_s"] = time.perf_counter() - t_fit
+    model.set_weights(best_weights)
+    # Leave the classifier compiled with built-in objects only, so the saved file needs no training code.
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)), loss="categorical_crossentropy")
+    timings["total_s"] = time.perf_counter() - t_start
+
+    history = pd.DataFrame(rows)
+    chosen_row = history.iloc[chosen - 1]
+    val_recalls = {name: float(chosen_row[recall_column("val", name)]) for name in class_names}
+    settings = {
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "learning_rate": float(learning_rate),
+        "seed": int(seed),
+        "feature_cache": fast,
+        "augment": augment is not None,
+        "class_names": list(class_names),
+        "criterion": f"mean validation recall of {', '.join(class_names[c] for c in disease)}",
+        "image_shape": list(model.input_shape[1:]),
+        "dtype_policy": keras.config.dtype_policy().name,
+        "backend": keras.backend.backend(),
+        "keras_version": keras.__version__,
+        "train_size": int(len(x_train)),
+        "val_size": int(len(x_val)),
+    }
+    return TrainingResult(model, history, int(chosen), val_recalls, timings, settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving and loading
+# --------------------------------------------------------------------------------------------------
+
+
+def training_files(paths, model_name: str) -> dict[str, Path]:
+    """The three files of a trained model in ``paths.models``: ``model``, ``history``, ``info``."""
+    if not model_name or any(sep in model_name for sep in ("/", "\\")):
+        raise ValueError(f"model_name must be a plain name such as 'vgg16', got {model_name!r}")
+    folder = Path(paths.models)
+    return {
+        "model": folder / f"{model_name}{MODEL_SUFFIX}",
+        "history": folder / f"{model_name}{HISTORY_SUFFIX}",
+        "info": folder / f"{model_name}{INFO_SUFFIX}",
+    }
+
+
+def save_training(result: TrainingResult, paths, model_name: str, **extra) -> dict[str, Path]:
+    """Write ``<model_name>.keras``, ``<model_name>_history.csv`` and ``<model_name>_training.json`` into ``paths.models`` atomically.
+
+    ``extra`` (e.g. ``backbone="small_vgg"``, ``weights=None``) is added to the JSON.
+    """
+    files = training_files(paths, model_name)
+    with config.atomic_path(files["model"], suffix=MODEL_SUFFIX) as tmp:
+        result.model.save(tmp)
+    with config.atomic_path(files["history"], suffix=".csv") as tmp:
+        result.history.to_csv(tmp, index=False)
+    info = {"model_name": model_name, **result.info(), **extra}
+    config.save_json(info, files["info"])
+    return files
+
+
+def load_training(paths, model_name: str, load_model: bool = True) -> TrainingResult:
+    """Read a model saved by :func:`save_training` (safe mode), its history and its chosen epoch."""
+    files = training_files(paths, model_name)
+    for key in ("history", "info") + (("model",) if load_model else ()):
+        if not files[key].is_file():
+            raise FileNotFoundError(f"{files[key]} does not exist: run the training notebook for {model_name!r} first")
+    info = config.load_json(files["info"])
+    history = pd.read_csv(files["history"])
+    model = load_classifier(files["model"]) if load_model else None
+    return TrainingResult(
+        model=model,
+        history=history,
+        chosen_epoch=int(info["chosen_epoch"]),
+        val_recalls=dict(info["val_recalls"]),
+        timings=dict(info.get("timings", {})),
+        settings={**info.get("settings", {}), **{k: v for k, v in info.items() if k not in ("settings", "timings")}},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures 2-3
+# --------------------------------------------------------------------------------------------------
+
+
+def plot_recall_history(
+    history: pd.DataFrame,
+    class_names: Sequence[str] = config.CLASS_NAMES,
+    chosen_epoch: int | None = None,
+    title: str | None = None,
+    show_train: bool = True,
+):
+    """Per-class recall per epoch (validation solid, training dashed), the chosen epoch marked: the paper's Figures 2-3."""
+    import matplotlib.pyplot as plt
+
+    class_names = list(class_names)
+    cols = 2 if len(class_names) > 1 else 1
+    rows = int(np.ceil(len(class_names) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), sharex=True, sharey=True, squeeze=False)
+    epochs = history["epoch"].to_numpy()
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(class_names):
+        ax = axes.flat[i]
+        color = colors[i % len(colors)]
+        ax.plot(epochs, history[recall_column("val", name)], "-o", ms=3, color=color, label="validation")
+        if show_train and recall_column("train", name) in history:
+            ax.plot(epochs, history[recall_column("train", name)], "--", color=color, alpha=0.7, label="training")
+        if chosen_epoch is not None:
+            ax.axvline(chosen_epoch, color="0.3", lw=1, ls=":", label=f"chosen epoch {chosen_epoch}")
+            value = history.loc[history["epoch"] == chosen_epoch, recall_column("val", name)]
+            if len(value):
+                ax.annotate(f"{float(value.iloc[0]):.2f}", (chosen_epoch, float(value.iloc[0])), textcoords="offset points", xytext=(4, -12), fontsize=8)
+        ax.set_title(name)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        if i % cols == 0:
+            ax.set_ylabel("recall")
+        if i >= len(class_names) - cols:
+            ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(class_names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(title or "Per-class recall per epoch")
+    fig.tight_layout()
+    return fig
