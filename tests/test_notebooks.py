@@ -55,5 +55,5 @@ def test_runner_executes_01_on_smoke(tmp_path):
                  "figures/fig1_examples.png", "figures/masks_overlay.png", "metrics/data.json"):
         assert (report / name).is_file(), name
     counts = json.loads((report / "metrics" / "data.json").read_text())["counts"]
-    assert counts["total"]["total"] == 4 * 12
+    assert counts["Total"]["total"] == 4 * 12
     assert (tmp_path / "data" / "processed" / "smoke" / "split.csv").is_file()

@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -298,7 +299,7 @@ def run_study(
     if export_html:
         from .reporting import export_report
 
-        export_report(staging, log=log)
+        export_report(staging, log=lambda *a: None)
 
     backup = reports / f".{name}.previous"
     if backup.exists():
@@ -308,7 +309,8 @@ def run_study(
     staging.rename(final)
     if backup.exists():
         shutil.rmtree(backup)
-    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}")
+    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
+        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
     return result
 
 
@@ -323,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
     args = parser.parse_args(argv)
+    # a terminated run unwinds like Ctrl-C, so papermill shuts its kernel down and the report stays as it was
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         run_study(
             profile=args.profile,
@@ -338,7 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     except NotebookFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the previous report and the cached data are unchanged", file=sys.stderr)
+        return 130
     return 0
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
