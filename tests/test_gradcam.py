@@ -95,22 +95,23 @@ def contract_model(seed=0, size=16, channels=5, classes=4, hidden=8):
     return model
 
 
-def contract_reference(model, x, classes=None, method="gradcam"):
-    """Numpy backward pass through MaxPool(2) -> Flatten -> Dense relu -> Dense (independent of gradcam)."""
-    a = np.asarray(keras.ops.convert_to_numpy(model.get_layer(config.FEATURE_LAYER)(x)), np.float64)
-    w1, b1 = (np.asarray(v, np.float64) for v in model.get_layer("hidden").get_weights())
-    w2, b2 = (np.asarray(v, np.float64) for v in model.get_layer(config.LOGITS_LAYER).get_weights())
+def head_reference(a, hidden, logits_layer, pool=2, classes=None, method="gradcam"):
+    """Numpy backward pass through MaxPool(pool) -> Flatten -> Dense relu -> Dense (independent of gradcam)."""
+    a = np.asarray(a, np.float64)
+    w1, b1 = (np.asarray(v, np.float64) for v in hidden.get_weights())
+    w2, b2 = (np.asarray(v, np.float64) for v in logits_layer.get_weights())
     n, h, w, k = a.shape
-    windows = a.reshape(n, h // 2, 2, w // 2, 2, k).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // 2, w // 2, k, 4)
+    p = pool
+    windows = a.reshape(n, h // p, p, w // p, p, k).transpose(0, 1, 3, 5, 2, 4).reshape(n, h // p, w // p, k, p * p)
     pooled = windows.max(axis=-1)
     z1 = pooled.reshape(n, -1) @ w1 + b1
     logits = np.maximum(z1, 0) @ w2 + b2
     classes = logits.argmax(axis=1) if classes is None else np.asarray(classes)
     maps = []
     for i, c in enumerate(classes):
-        d_pooled = (w1 @ (w2[:, c] * (z1[i] > 0))).reshape(h // 2, w // 2, k)
-        onehot = np.eye(4)[windows[i].argmax(axis=-1)]  # route each window's gradient to its maximum
-        g = (onehot * d_pooled[..., None]).reshape(h // 2, w // 2, k, 2, 2).transpose(0, 3, 1, 4, 2).reshape(h, w, k)
+        d_pooled = (w1 @ (w2[:, c] * (z1[i] > 0))).reshape(h // p, w // p, k)
+        onehot = np.eye(p * p)[windows[i].argmax(axis=-1)]  # route each window's gradient to its maximum
+        g = (onehot * d_pooled[..., None]).reshape(h // p, w // p, k, p, p).transpose(0, 3, 1, 4, 2).reshape(h, w, k)
         if method == "gradcam":
             weights = g.mean(axis=(0, 1))
         else:
@@ -120,6 +121,12 @@ def contract_reference(model, x, classes=None, method="gradcam"):
             weights = (coeff * np.maximum(g, 0)).sum(axis=(0, 1))
         maps.append(np.maximum((a[i] * weights).sum(axis=-1), 0))
     return np.stack(maps), classes
+
+
+def contract_reference(model, x, classes=None, method="gradcam"):
+    """:func:`head_reference` on the feature map of :func:`contract_model` (its backbone takes the image directly)."""
+    a = model.get_layer(config.FEATURE_LAYER).predict(x, verbose=0)
+    return head_reference(a, model.get_layer("hidden"), model.get_layer(config.LOGITS_LAYER), 2, classes, method)
 
 
 def lesion_model(size=32, stride=4):
@@ -189,6 +196,30 @@ def test_contract_head_matches_numpy_backprop(method):
     np.testing.assert_array_equal(classes, predicted)
     assert expected.max() > 0
     np.testing.assert_allclose(heat, expected, rtol=2e-4, atol=1e-6 * expected.max())
+
+
+@pytest.mark.parametrize("backbone", [
+    "small_vgg",
+    pytest.param("small_densenet", marks=pytest.mark.skipif(
+        BACKEND == "jax", reason="building small_densenet takes ~30 s on the JAX CPU backend; covered on TensorFlow")),
+])
+def test_study_classifier_matches_numpy_backprop(backbone):
+    """The study's classifier (preprocessing, nested backbone with BatchNorm, the paper's head) at 64 px."""
+    models = pytest.importorskip("helpers.models")
+    model = models.build_classifier(backbone, image_size=64, weights=None, seed=9)
+    rng = np.random.default_rng(9)
+    model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
+    feature_model, _ = models.split_classifier(model)  # adds a second call node to the backbone layer
+    x = rng.uniform(0, 1, (4, 64, 64, 1)).astype("float32")
+    a = feature_model.predict(x, verbose=0)
+    pool = models.head_pool_size(a.shape[1])
+    for method in ("gradcam", "gradcam++"):
+        expected, predicted = head_reference(a, model.get_layer("head_dense"), model.get_layer(config.LOGITS_LAYER),
+                                             pool, method=method)
+        heat, classes = G.gradcam(model, x, method=method, return_classes=True)
+        np.testing.assert_array_equal(classes, predicted)
+        assert heat.shape == a.shape[:3] and expected.max() > 0
+        np.testing.assert_allclose(heat, expected, rtol=1e-3, atol=1e-5 * expected.max())
 
 
 def test_batched_equals_one_by_one_and_uint8():
