@@ -458,3 +458,40 @@ def test_gallery_indices_and_plots():
     assert fig4.axes[0].get_ylabel().startswith("share of heatmap mass")
     for f in (fig, fig2, fig3, fig4):
         plt.close(f)
+
+
+def test_mask_energies_report_and_frame():
+    heat = {"vgg16": np.array([[[1.0, 0.0], [0.0, 0.0]]] * 3), "densenet201": np.ones((3, 2, 2))}
+    lesion = np.zeros((3, 2, 2), np.uint8)
+    lesion[0, 0, 0] = lesion[2, 0, 0] = 1  # image 1 has no lesion
+    lung = np.zeros((3, 2, 2), np.uint8)
+    lung[:, :, 1] = 1  # right column
+    energies = G.mask_energies(heat, {"lesion": lesion, "lung": lung})
+    np.testing.assert_allclose(energies["lesion"]["vgg16"], [1.0, np.nan, 1.0], equal_nan=True)
+    np.testing.assert_allclose(energies["lesion"]["densenet201"], [0.25, np.nan, 0.25], equal_nan=True)
+    np.testing.assert_allclose(energies["lung"]["vgg16"], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(energies["lung"]["densenet201"], [0.5, 0.5, 0.5])
+    report = G.mask_energy_report(energies, np.array([0, 0, 1]), ("a", "b"))
+    assert report["vgg16"]["lesion"]["a"]["n"] == 2 and report["vgg16"]["lesion"]["a"]["n_valid"] == 1
+    assert report["densenet201"]["lung"]["b"]["mean"] == pytest.approx(0.5)
+    frame = G.mask_energy_frame(report)
+    assert len(frame) == 2 * 2 * 3  # models x masks x (classes + all)
+    row = frame[(frame.model == "densenet201") & (frame["mask"] == "lesion") & (frame["class"] == "a")].iloc[0]
+    assert row["mean"] == pytest.approx(0.25) and row["n_valid"] == 1
+    import matplotlib.pyplot as plt
+
+    fig = G.plot_mask_energy(energies, np.array([0, 0, 1]), ("a", "b"))
+    assert [ax.get_title() for ax in fig.axes] == ["Grad-CAM mass inside the lesion mask",
+                                                   "Grad-CAM mass inside the lung mask"]
+    plt.close(fig)
+
+
+def test_pick_common_example():
+    labels = np.array([0, 0, 1, 0, 2])
+    preds = {"a": np.array([0, 1, 0, 0, 0]), "b": np.array([1, 0, 0, 0, 0])}
+    assert G.pick_common_example(labels, preds, target=0) == (3, "correct")
+    assert G.pick_common_example(labels, {"a": np.array([1, 1, 0, 1, 1])}, target=0) == (2, "predicted")
+    idx, how = G.pick_common_example(labels, {"a": np.full(5, 2)}, target=1)
+    assert (idx, how) == (2, "label")
+    with pytest.raises(ValueError, match="class 3"):
+        G.pick_common_example(labels, preds, target=3)

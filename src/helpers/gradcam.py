@@ -562,6 +562,65 @@ def mask_energy_summary(energy, labels, class_names=config.CLASS_NAMES) -> dict:
     return out
 
 
+def mask_energies(heatmaps: dict, masks: dict, size=None) -> dict:
+    """Mask energy of every model's heatmaps for every mask kind: ``{kind: {model: (N,)}}``.
+
+    ``heatmaps``: {model: (N, h, w)}; ``masks``: {kind: (N, H, W)}, e.g. {"lesion": ..., "lung": ...}.
+    Rows whose mask is empty (no lesion, no lung mask) get NaN: there is nothing to compare with.
+    """
+    out = {}
+    for kind, mask in masks.items():
+        mask = np.asarray(mask)
+        empty = ~(mask.reshape(mask.shape[0], -1) != 0).any(axis=1)
+        out[kind] = {}
+        for name, heat in heatmaps.items():
+            energy = mask_energy(heat, mask, size=size)
+            energy[empty] = np.nan
+            out[kind][name] = energy
+    return out
+
+
+def mask_energy_report(energies: dict, labels, class_names=config.CLASS_NAMES) -> dict:
+    """Per-class statistics (:func:`mask_energy_summary`) of :func:`mask_energies`: ``{model: {kind: {class: stats}}}``."""
+    report: dict = {}
+    for kind, per_model in energies.items():
+        for name, energy in per_model.items():
+            report.setdefault(name, {})[kind] = mask_energy_summary(energy, labels, class_names)
+    return report
+
+
+def mask_energy_frame(report: dict):
+    """The report of :func:`mask_energy_report` as a long pandas DataFrame (model, mask, class, n_valid, mean, median, q25, q75)."""
+    import pandas as pd
+
+    rows = []
+    for name, kinds in report.items():
+        for kind, classes in kinds.items():
+            for class_name, stats in classes.items():
+                rows.append({"model": name, "mask": kind, "class": class_name, "n": stats["n"],
+                             "n_valid": stats["n_valid"], "mean": stats["mean"], "median": stats["median"],
+                             "q25": stats.get("q25"), "q75": stats.get("q75")})
+    return pd.DataFrame(rows)
+
+
+def pick_common_example(labels, predictions: dict, target: int = 0, seed: int = 0):
+    """Index of a test image of class ``target`` that every model predicts as ``target`` (seeded choice).
+
+    Falls back to an image every model predicts as ``target`` whatever its label, then to one of class
+    ``target``; returns ``(index, how)`` with ``how`` in {"correct", "predicted", "label"}; raises if none.
+    """
+    labels = np.asarray(labels)
+    agree = np.ones(labels.shape, bool)
+    for pred in predictions.values():
+        agree &= np.asarray(pred) == target
+    rng = np.random.default_rng(seed)
+    for how, candidates in (("correct", agree & (labels == target)), ("predicted", agree), ("label", labels == target)):
+        idx = np.flatnonzero(candidates)
+        if idx.size:
+            return int(rng.choice(idx)), how
+    raise ValueError(f"no test image has class {target} or is predicted as class {target} by every model")
+
+
 # ----------------------------------------------------------------------------------------------
 # Files
 # ----------------------------------------------------------------------------------------------
@@ -687,17 +746,10 @@ def plot_gallery(images, heatmaps: dict, labels, predictions: dict, class_names=
     return fig
 
 
-def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mask_kind: str = "lesion",
-                     seed: int = 0):
-    """Box plots (with jittered points) of mask energy per class, one box per model; NaN values are skipped."""
-    import matplotlib.pyplot as plt
-
-    labels = np.asarray(labels)
+def _mask_energy_panel(ax, energies: dict, labels, class_names, mask_kind: str, rng):
     names = list(energies)
     width = 0.8 / max(len(names), 1)
-    rng = np.random.default_rng(seed)
-    fig, ax = plt.subplots(figsize=(1.9 * len(class_names) + 2, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for m, name in enumerate(names):
         energy = np.asarray(energies[name], dtype=np.float64)
         data, positions = [], []
@@ -706,16 +758,15 @@ def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mas
             if values.size:
                 data.append(values)
                 positions.append(c + (m - (len(names) - 1) / 2) * width)
-        if not data:
-            continue
         colour = colours[m % len(colours)]
-        box = ax.boxplot(data, positions=positions, widths=width * 0.8, patch_artist=True, showfliers=False,
-                         manage_ticks=False)
-        for patch in box["boxes"]:
-            patch.set_facecolor(colour)
-            patch.set_alpha(0.35)
-        for pos, values in zip(positions, data):
-            ax.scatter(pos + rng.uniform(-width / 4, width / 4, values.size), values, s=6, color=colour, alpha=0.6)
+        if data:
+            box = ax.boxplot(data, positions=positions, widths=width * 0.8, patch_artist=True, showfliers=False,
+                             manage_ticks=False)
+            for patch in box["boxes"]:
+                patch.set_facecolor(colour)
+                patch.set_alpha(0.35)
+            for pos, values in zip(positions, data):
+                ax.scatter(pos + rng.uniform(-width / 4, width / 4, values.size), values, s=6, color=colour, alpha=0.6)
         ax.plot([], [], color=colour, lw=6, alpha=0.5, label=name)
     ax.set_xticks(range(len(class_names)))
     ax.set_xticklabels(class_names)
@@ -724,12 +775,33 @@ def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mas
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"Grad-CAM mass inside the {mask_kind} mask")
     ax.legend(title="model")
+
+
+def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mask_kind: str = "lesion",
+                     seed: int = 0):
+    """Box plots (with jittered points) of mask energy per class, one box per model; NaN values are skipped.
+
+    ``energies``: {model: (N,)} (one panel titled by ``mask_kind``) or {kind: {model: (N,)}} as returned by
+    :func:`mask_energies` (one panel per mask kind).
+    """
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    if energies and all(isinstance(v, dict) for v in energies.values()):
+        panels = list(energies.items())
+    else:
+        panels = [(mask_kind, energies)]
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(panels), figsize=((1.9 * len(class_names) + 2) * len(panels), 4.2), squeeze=False)
+    for ax, (kind, per_model) in zip(axes[0], panels):
+        _mask_energy_panel(ax, per_model, labels, class_names, kind, rng)
     fig.tight_layout()
     return fig
 
 
 __all__ = [
     "METHODS", "gradcam", "upsample", "normalize", "overlay", "mask_energy", "mask_energy_summary",
+    "mask_energies", "mask_energy_report", "mask_energy_frame", "pick_common_example",
     "heatmaps_path", "save_heatmaps", "load_heatmaps", "plot_gradcam_pair", "plot_overlays",
     "gallery_indices", "plot_gallery", "plot_mask_energy",
 ]
