@@ -706,9 +706,59 @@ def aopc_report(
     return report
 
 
+def sample_indices(mask, n: int, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` indices of ``mask``'s selected images, drawn with the seed and sorted (``n`` <= 0: all of them)."""
+    chosen = np.flatnonzero(np.asarray(mask, dtype=bool))
+    if n <= 0 or n >= len(chosen):
+        return chosen
+    rng = np.random.default_rng(np.random.SeedSequence([_check_seed(seed), 0x5AB5]))
+    return np.sort(rng.choice(chosen, size=int(n), replace=False))
+
+
+def load_model_outputs(paths, model_name: str, n_images: int | None = None) -> dict:
+    """Read one model's test predictions and heatmaps (``paths.processed``) and check they match each other and the test split.
+
+    Returns ``probabilities``, ``labels``, ``predicted``, ``heatmaps``, ``classes`` (explained class) and
+    ``correct`` (boolean mask of correctly classified images).
+    """
+    from .config import load_npz
+
+    pred_path = paths.processed / f"predictions_{model_name}.npz"
+    heat_path = paths.processed / f"heatmaps_{model_name}.npz"
+    pred, heat = load_npz(pred_path), load_npz(heat_path)
+    for key in ("probabilities", "labels", "predicted"):
+        if key not in pred:
+            raise KeyError(f"{pred_path} has no array {key!r}")
+    for key in ("heatmaps", "classes"):
+        if key not in heat:
+            raise KeyError(f"{heat_path} has no array {key!r}")
+    n = len(pred["labels"])
+    if n_images is not None and n != n_images:
+        raise ValueError(f"{pred_path} has {n} images but the test split has {n_images}: rerun notebook 04")
+    if len(heat["heatmaps"]) != n or len(heat["classes"]) != n:
+        raise ValueError(f"{heat_path} has {len(heat['heatmaps'])} heatmaps for {n} test images: rerun notebook 05")
+    return {
+        "probabilities": pred["probabilities"],
+        "labels": pred["labels"].astype(np.int64),
+        "predicted": pred["predicted"].astype(np.int64),
+        "heatmaps": heat["heatmaps"],
+        "classes": heat["classes"].astype(np.int64),
+        "correct": correct_mask(pred["predicted"], pred["labels"]),
+    }
+
+
 # ----------------------------------------------------------------------------------------------------
 # Ablation over perturbation functions
 # ----------------------------------------------------------------------------------------------------
+
+
+def setting_label(perturbation: str, sigma: float | None = None, blur_sigma: float | None = None) -> str:
+    """Short label of a perturbation setting, e.g. ``gaussian σ=0.1``, ``blur σ=4 px``, ``uniform``."""
+    if perturbation == "gaussian":
+        return f"gaussian σ={sigma:g}"
+    if perturbation == "blur":
+        return f"blur σ={blur_sigma:g} px"
+    return perturbation
 
 
 def perturbation_ablation(
@@ -724,24 +774,35 @@ def perturbation_ablation(
     image_ids=None,
     n_boot: int = 1000,
     level: float = 0.95,
+    blur_sigma: float | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """AOPC of MoRF and random orders for each (perturbation, sigma) in ``settings``: one row per setting.
+    """AOPC of MoRF and random orders for each (perturbation, sigma) in ``settings``: one row per distinct setting.
 
-    Rows: ``perturbation``, ``sigma``, ``aopc_morf`` with interval, ``aopc_random``, ``morf_minus_random`` with interval.
+    ``sigma`` matters for ``"gaussian"`` only (settings differing only in an unused sigma are run once).
+    Rows: ``setting`` (label), ``perturbation``, ``sigma`` (None unless Gaussian), ``aopc_morf`` with interval,
+    ``aopc_random``, ``morf_minus_random`` with interval, ``n_images``.
     """
-    settings = [(str(p), float(s)) for p, s in settings]
+    if blur_sigma is None:
+        blur_sigma = max(1.0, min(_pair(region_size, "region_size")) / 4.0)
+    unique = []
     for p, s in settings:
-        _check_perturbation(p, s, None, None)
+        _check_perturbation(str(p), float(s), None, blur_sigma)
+        key = (str(p), float(s) if p == "gaussian" else None)
+        if key not in unique:
+            unique.append(key)
     rows = []
-    for p, s in settings:
-        morf = morf_curves(model, images, heatmaps, classes, region_size, p, s, "morf", seed, batch_size, image_ids, progress)
-        rand = morf_curves(model, images, None, classes, region_size, p, s, "random", seed, batch_size, image_ids, progress)
+    for p, s in unique:
+        common = dict(perturbation=p, sigma=0.0 if s is None else s, seed=seed, batch_size=batch_size,
+                      image_ids=image_ids, progress=progress, blur_sigma=blur_sigma)
+        morf = morf_curves(model, images, heatmaps, classes, region_size, order="morf", **common)
+        rand = morf_curves(model, images, None, classes, region_size, order="random", **common)
         m = aopc_summary(morf, mask, n_boot, seed, level)
         r = aopc_summary(rand, mask, n_boot, seed, level)
         d = paired_difference(morf, rand, mask, n_boot, seed, level)
         rows.append(
             {
+                "setting": setting_label(p, s, blur_sigma),
                 "perturbation": p,
                 "sigma": s,
                 "aopc_morf": m["final"],
@@ -815,17 +876,17 @@ def plot_ablation(rows: Sequence[Mapping], ax=None, title: str | None = None):
     """Bar chart of MoRF - random AOPC (with interval) per perturbation setting and model (rows need a ``model`` key)."""
     fig, ax = _ax(ax, figsize=(8, 4.5))
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
-    settings = list(dict.fromkeys((r["perturbation"], r["sigma"]) for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
     width = 0.8 / max(1, len(models))
     for j, model in enumerate(models):
-        sel = {(r["perturbation"], r["sigma"]): r for r in rows if r.get("model", "") == model}
+        sel = {r["setting"]: r for r in rows if r.get("model", "") == model}
         pos = np.arange(len(settings)) + (j - (len(models) - 1) / 2) * width
         vals = np.array([sel[s]["morf_minus_random"] if s in sel else np.nan for s in settings])
         low = np.array([sel[s]["morf_minus_random_low"] if s in sel else np.nan for s in settings])
         high = np.array([sel[s]["morf_minus_random_high"] if s in sel else np.nan for s in settings])
         ax.bar(pos, vals, width, yerr=np.vstack([vals - low, high - vals]), capsize=3, label=model or None)
     ax.set_xticks(np.arange(len(settings)))
-    ax.set_xticklabels([p if p in ("uniform", "mean") else f"{p}\n{'σ' if p == 'gaussian' else 'blur σ'}={s:g}" for p, s in settings])
+    ax.set_xticklabels([label.replace(" ", "\n", 1) for label in settings])
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("AOPC(MoRF) − AOPC(random)")
     ax.set_title(title or "Perturbation ablation: heatmap advantage over a random order")
@@ -837,6 +898,17 @@ def plot_ablation(rows: Sequence[Mapping], ax=None, title: str | None = None):
 
 def _interval(value, low, high) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def classification_scores(metrics: Mapping, average: str = "macro avg") -> dict:
+    """Test recall and F1 of one model from its classification metrics (``classification_<name>.json``, scikit-learn report layout)."""
+    if average not in metrics:
+        raise KeyError(f"classification metrics have no {average!r} entry (keys: {sorted(metrics)})")
+    entry = metrics[average]
+    f1 = entry.get("f1-score", entry.get("f1"))
+    if "recall" not in entry or f1 is None:
+        raise KeyError(f"classification metrics {average!r} need 'recall' and 'f1-score' (got {sorted(entry)})")
+    return {"recall": float(entry["recall"]), "f1": float(f1)}
 
 
 def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
