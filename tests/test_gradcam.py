@@ -466,7 +466,8 @@ def test_mask_energies_report_and_frame():
     lesion[0, 0, 0] = lesion[2, 0, 0] = 1  # image 1 has no lesion
     lung = np.zeros((3, 2, 2), np.uint8)
     lung[:, :, 1] = 1  # right column
-    energies = G.mask_energies(heat, {"lesion": lesion, "lung": lung})
+    energies = G.mask_energies(heat, {"lesion": lesion, "lung": lung, "none": np.zeros_like(lung)})
+    assert list(energies) == ["lesion", "lung"]  # a kind without any mask is left out
     np.testing.assert_allclose(energies["lesion"]["vgg16"], [1.0, np.nan, 1.0], equal_nan=True)
     np.testing.assert_allclose(energies["lesion"]["densenet201"], [0.25, np.nan, 0.25], equal_nan=True)
     np.testing.assert_allclose(energies["lung"]["vgg16"], [0.0, 0.0, 0.0])

@@ -566,12 +566,15 @@ def mask_energies(heatmaps: dict, masks: dict, size=None) -> dict:
     """Mask energy of every model's heatmaps for every mask kind: ``{kind: {model: (N,)}}``.
 
     ``heatmaps``: {model: (N, h, w)}; ``masks``: {kind: (N, H, W)}, e.g. {"lesion": ..., "lung": ...}.
-    Rows whose mask is empty (no lesion, no lung mask) get NaN: there is nothing to compare with.
+    Rows whose mask is empty (no lesion, no lung mask) get NaN: there is nothing to compare with. A kind
+    whose masks are all empty (e.g. lesion masks of real images) is left out.
     """
     out = {}
     for kind, mask in masks.items():
         mask = np.asarray(mask)
         empty = ~(mask.reshape(mask.shape[0], -1) != 0).any(axis=1)
+        if empty.all():
+            continue
         out[kind] = {}
         for name, heat in heatmaps.items():
             energy = mask_energy(heat, mask, size=size)
@@ -673,6 +676,9 @@ def plot_gradcam_pair(image, heatmaps: dict, title: str = "", class_name: str = 
         heat = np.asarray(heat, dtype=np.float32)
         im = ax.imshow(heat, cmap="jet", interpolation="nearest", vmin=0.0)
         ax.set_title(f"{name}: Grad-CAM {heat.shape[0]}x{heat.shape[1]}")
+        step = max(1, int(np.ceil(max(heat.shape) / 10)))
+        ax.set_xticks(range(0, heat.shape[1], step))
+        ax.set_yticks(range(0, heat.shape[0], step))
         ax.set_xlabel("feature-map column")
         ax.set_ylabel("feature-map row")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="raw Grad-CAM")
