@@ -370,3 +370,73 @@ def test_bad_arguments_give_clear_errors(random_case):
         pt.morf_curves(*args, 4, image_ids=[0, 1], progress=False)
     with pytest.raises(ValueError, match="mask"):
         pt.aopc(np.ones((3, 4)), mask=np.zeros(3, bool))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Ablation, inputs of notebook 06, figures
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_perturbation_ablation_on_the_toy_model(toy):
+    t = toy
+    settings = [("mean", 0.1), ("mean", 0.3), ("gaussian", 0.5), ("blur", 0.1)]
+    rows = pt.perturbation_ablation(t["model"], t["images"], t["heatmaps"], t["classes"], REGION, settings,
+                                    batch_size=130, n_boot=200, progress=False)
+    assert [r["setting"] for r in rows] == ["mean", "gaussian σ=0.5", "blur σ=1 px"]  # sigma unused by mean: run once
+    mean_row = rows[0]
+    curves = pt.morf_curves(t["model"], t["images"], t["heatmaps"], t["classes"], REGION, "mean", progress=False)
+    assert mean_row["aopc_morf"] == pytest.approx(pt.aopc(curves)["final"])
+    assert mean_row["morf_minus_random_low"] > 0  # the ideal heatmap beats a random order
+    assert mean_row["morf_minus_random"] == pytest.approx(mean_row["aopc_morf"] - mean_row["aopc_random"])
+
+
+def test_sample_indices_and_classification_scores():
+    mask = np.arange(20) % 3 == 0
+    picked = pt.sample_indices(mask, 4, seed=1)
+    assert len(picked) == 4 and np.all(mask[picked]) and np.all(np.diff(picked) > 0)
+    assert np.array_equal(picked, pt.sample_indices(mask, 4, seed=1))
+    assert np.array_equal(pt.sample_indices(mask, 0), np.flatnonzero(mask))
+    metrics = {"macro avg": {"precision": 0.9, "recall": 0.86, "f1-score": 0.85, "support": 540}}
+    assert pt.classification_scores(metrics) == {"recall": 0.86, "f1": 0.85}
+    with pytest.raises(KeyError, match="macro avg"):
+        pt.classification_scores({"accuracy": 0.8})
+
+
+def test_load_model_outputs_checks_consistency(tmp_path):
+    from helpers import config
+
+    paths = config.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
+    labels, predicted = np.array([0, 1, 2, 3]), np.array([0, 1, 1, 3])
+    config.save_npz(paths.processed / "predictions_m.npz", probabilities=np.eye(4), labels=labels, predicted=predicted)
+    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=predicted)
+    out = pt.load_model_outputs(paths, "m", n_images=4)
+    assert out["correct"].tolist() == [True, True, False, True] and out["heatmaps"].shape == (4, 3, 3)
+    with pytest.raises(ValueError, match="predictions_m.npz"):
+        pt.load_model_outputs(paths, "m", n_images=5)
+    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((3, 3, 3)), classes=predicted[:3])
+    with pytest.raises(ValueError, match="heatmaps_m.npz"):
+        pt.load_model_outputs(paths, "m")
+    with pytest.raises(FileNotFoundError, match="predictions_x.npz"):
+        pt.load_model_outputs(paths, "x")
+
+
+def test_figures_draw_the_numbers():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(0)
+    curves = {"a": np.sort(rng.random((12, 6)), axis=1)[:, ::-1], "b": rng.random((12, 6))}
+    summaries = {k: pt.aopc_summary(c, n_boot=100) for k, c in curves.items()}
+    fig = pt.plot_aopc(summaries, baselines={"a": summaries["b"]})
+    lines = fig.axes[0].get_lines()
+    np.testing.assert_allclose(lines[0].get_ydata(), summaries["a"]["aopc"])
+    assert fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel() and fig.axes[0].get_legend() is not None
+    fig2 = pt.plot_curves(curves, n_boot=100)
+    np.testing.assert_allclose(fig2.axes[0].get_lines()[1].get_ydata(), curves["b"].mean(axis=0))
+    rows = [{"model": "m", "setting": "mean", "perturbation": "mean", "sigma": None, "morf_minus_random": 0.2,
+             "morf_minus_random_low": 0.1, "morf_minus_random_high": 0.3}]
+    fig3 = pt.plot_ablation(rows)
+    assert fig3.axes[0].patches[0].get_height() == pytest.approx(0.2)
+    plt.close("all")
