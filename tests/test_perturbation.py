@@ -324,6 +324,11 @@ def test_report_and_summary(tmp_path):
     masks = {"vgg16": np.arange(8) < 6, "densenet201": np.arange(8) > 1}
     report = pt.aopc_report(curves, masks, n_boot=100)
     assert report["paired"]["n_images"] == 4
+    assert report["models"]["vgg16"]["selection"] == "correctly classified"
+    # a model with no correctly classified image falls back to all images, and says so
+    fallback = pt.aopc_report(curves, {"vgg16": np.zeros(8, bool), "densenet201": masks["densenet201"]}, n_boot=50)
+    assert fallback["models"]["vgg16"]["morf"]["n_images"] == 8 and "paired" not in fallback
+    assert fallback["models"]["vgg16"]["selection"].startswith("all images")
     assert report["models"]["vgg16"]["morf"]["n_images"] == 6
     rows = pt.summary_rows(report, {"vgg16": {"recall": 0.86, "f1": 0.85}, "densenet201": {"recall": 0.88, "f1": 0.88}})
     assert [r["model"] for r in rows] == ["vgg16", "densenet201"] and rows[0]["test recall"] == 0.86
@@ -364,6 +369,8 @@ def test_bad_arguments_give_clear_errors(random_case):
         pt.morf_curves(c["a"], c["images"], None, c["classes"], 4, progress=False)
     with pytest.raises(ValueError, match="images"):
         pt.morf_curves(c["a"], c["images"].astype(np.float32), c["heatmaps"], c["classes"], 4, progress=False)
+    with pytest.raises(ValueError, match="images have shape"):
+        pt.morf_curves(c["a"], np.zeros((5, 16, 16, 1), np.uint8), c["heatmaps"], c["classes"], 4, progress=False)
     with pytest.raises(ValueError, match="batch_size"):
         pt.morf_curves(*args, 4, batch_size=0, progress=False)
     with pytest.raises(ValueError, match="image_ids"):

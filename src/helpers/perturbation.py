@@ -393,6 +393,17 @@ def _model_classes(model) -> int | None:
     return None
 
 
+def _model_input_shape(model) -> tuple | None:
+    """(H, W, C) the model declares for its single input, when fully known."""
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    if not isinstance(shape, tuple) or len(shape) != 4 or any(d is None for d in shape[1:]):
+        return None
+    return shape[1:]
+
+
 def _group_size(n_images: int, n_steps: int, batch_size: int, bytes_per_image: int, budget: int) -> int:
     """Images per device-resident group: a multiple of lcm(batch, L+1)/(L+1) so batches never straddle groups."""
     unit = math.lcm(batch_size, n_steps) // n_steps
@@ -443,6 +454,9 @@ def morf_curves(
     n, height, width, channels = x.shape
     if n == 0:
         raise ValueError("images is empty")
+    expected = _model_input_shape(model)
+    if expected is not None and tuple(expected) != (height, width, channels):
+        raise ValueError(f"images have shape (H, W, C) = {(height, width, channels)} but the model expects {tuple(expected)}")
     grid = region_grid((height, width), region_size)
     if heatmaps is None:
         if order != "random":
@@ -663,6 +677,16 @@ def paired_difference(curves_a, curves_b, mask=None, n_boot: int = 2000, seed: i
     }
 
 
+def selection_mask(mask) -> tuple[np.ndarray, str]:
+    """The images AOPC is computed on: ``mask`` (the correctly classified ones), or all images when it selects none (tiny runs)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 1:
+        raise ValueError(f"mask must be 1-D, got shape {mask.shape}")
+    if mask.any():
+        return mask, "correctly classified"
+    return np.ones_like(mask), "all images (none classified correctly)"
+
+
 def aopc_report(
     curves: Mapping[str, Mapping[str, np.ndarray]],
     masks: Mapping[str, np.ndarray],
@@ -672,9 +696,10 @@ def aopc_report(
 ) -> dict:
     """Every AOPC number of the study from ``curves[model][order]`` (N, L+1) and ``masks[model]`` (correctly classified).
 
-    Per model and order: :func:`aopc_summary` on that model's correct images; MoRF - random and MoRF - LeRF
-    (paired, same images). For the first two models: each one's MoRF AOPC on the images both classify
-    correctly and their paired difference (first minus second).
+    Per model and order: :func:`aopc_summary` on that model's correct images (all images if it has none,
+    see :func:`selection_mask`; ``selection`` says which); MoRF - random and MoRF - LeRF (paired, same images).
+    For the first two models: each one's MoRF AOPC on the images both classify correctly and their paired
+    difference (first minus second), when there are such images.
     """
     names = list(curves)
     if not names:
@@ -685,12 +710,14 @@ def aopc_report(
             raise ValueError(f"masks has no entry for model {name!r}")
         if "morf" not in curves[name]:
             raise ValueError(f"curves[{name!r}] has no 'morf' curves")
-        entry = {o: aopc_summary(c, masks[name], n_boot, seed, level) for o, c in curves[name].items()}
+        mask, selection = selection_mask(masks[name])
+        entry = {o: aopc_summary(c, mask, n_boot, seed, level) for o, c in curves[name].items()}
         for other in ("random", "lerf"):
             if other in curves[name]:
                 entry[f"morf_minus_{other}"] = paired_difference(
-                    curves[name]["morf"], curves[name][other], masks[name], n_boot, seed, level
+                    curves[name]["morf"], curves[name][other], mask, n_boot, seed, level
                 )
+        entry["selection"] = selection
         report["models"][name] = entry
     if len(names) >= 2:
         a, b = names[:2]
