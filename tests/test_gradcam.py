@@ -468,6 +468,9 @@ def test_mask_energies_report_and_frame():
     lung[:, :, 1] = 1  # right column
     energies = G.mask_energies(heat, {"lesion": lesion, "lung": lung, "none": np.zeros_like(lung)})
     assert list(energies) == ["lesion", "lung"]  # a kind without any mask is left out
+    # the chance level: a uniform map's energy is the mask's area share
+    np.testing.assert_allclose(energies["lesion"].pop(G.UNIFORM), [0.25, np.nan, 0.25], equal_nan=True)
+    np.testing.assert_allclose(energies["lung"].pop(G.UNIFORM), [0.5, 0.5, 0.5])
     np.testing.assert_allclose(energies["lesion"]["vgg16"], [1.0, np.nan, 1.0], equal_nan=True)
     np.testing.assert_allclose(energies["lesion"]["densenet201"], [0.25, np.nan, 0.25], equal_nan=True)
     np.testing.assert_allclose(energies["lung"]["vgg16"], [0.0, 0.0, 0.0])

@@ -562,12 +562,17 @@ def mask_energy_summary(energy, labels, class_names=config.CLASS_NAMES) -> dict:
     return out
 
 
-def mask_energies(heatmaps: dict, masks: dict, size=None) -> dict:
+#: Name of the chance-level entry of :func:`mask_energies`: a uniform heatmap, whose mask energy is the mask's area share.
+UNIFORM = "uniform map"
+
+
+def mask_energies(heatmaps: dict, masks: dict, size=None, baseline: bool = True) -> dict:
     """Mask energy of every model's heatmaps for every mask kind: ``{kind: {model: (N,)}}``.
 
     ``heatmaps``: {model: (N, h, w)}; ``masks``: {kind: (N, H, W)}, e.g. {"lesion": ..., "lung": ...}.
     Rows whose mask is empty (no lesion, no lung mask) get NaN: there is nothing to compare with. A kind
-    whose masks are all empty (e.g. lesion masks of real images) is left out.
+    whose masks are all empty (e.g. lesion masks of real images) is left out. ``baseline`` adds the
+    entry :data:`UNIFORM` (a constant heatmap: the mask's share of the image, the chance level).
     """
     out = {}
     for kind, mask in masks.items():
@@ -576,7 +581,10 @@ def mask_energies(heatmaps: dict, masks: dict, size=None) -> dict:
         if empty.all():
             continue
         out[kind] = {}
-        for name, heat in heatmaps.items():
+        items = list(heatmaps.items())
+        if baseline and items:
+            items.append((UNIFORM, np.ones_like(np.asarray(items[0][1], dtype=np.float32))))
+        for name, heat in items:
             energy = mask_energy(heat, mask, size=size)
             energy[empty] = np.nan
             out[kind][name] = energy
@@ -694,14 +702,13 @@ def plot_overlays(image, heatmaps: dict, alphas=(0.2, 0.4, 0.6, 0.8), cmap: str 
 
     alphas = list(alphas)
     fig, axes = plt.subplots(len(heatmaps), len(alphas), figsize=(2.8 * len(alphas), 2.9 * len(heatmaps)),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     for row, (name, heat) in enumerate(heatmaps.items()):
         for col, alpha in enumerate(alphas):
             ax = axes[row, col]
             _show_image(ax, overlay(image, heat, alpha=alpha, cmap=cmap))
             ax.set_title(f"{name}, alpha = {alpha:g}")
     fig.suptitle("Grad-CAM overlays (heatmap upsampled bilinearly, normalized per image)")
-    fig.tight_layout()
     return fig
 
 
@@ -729,7 +736,8 @@ def plot_gallery(images, heatmaps: dict, labels, predictions: dict, class_names=
     labels = np.asarray(labels)
     rows = [(c, name) for c in range(len(class_names)) for name in heatmaps]
     cols = 2 * per_class
-    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.2 * cols, 2.4 * len(rows)), squeeze=False,
+                             layout="constrained")
     picks = {name: gallery_indices(labels, predictions[name], per_class, seed, len(class_names)) for name in heatmaps}
     for r, (c, name) in enumerate(rows):
         correct, wrong = picks[name][c]
@@ -743,12 +751,12 @@ def plot_gallery(images, heatmaps: dict, labels, predictions: dict, class_names=
             else:
                 ax.imshow(overlay(images[idx], heatmaps[name][idx], alpha=alpha))
                 pred = int(np.asarray(predictions[name])[idx])
-                ax.set_title(f"#{idx}: pred {class_names[pred]}", fontsize=7,
+                zero = " (zero map)" if not np.asarray(heatmaps[name][idx]).max() > 0 else ""
+                ax.set_title(f"#{idx}: pred {class_names[pred]}{zero}", fontsize=7,
                              color="tab:green" if pred == c else "tab:red")
             if k == 0:
                 ax.set_ylabel(f"{name}\n{class_names[c]}", fontsize=8)
     fig.suptitle(f"Grad-CAM gallery: left {per_class} correct, right {per_class} wrong per true class")
-    fig.tight_layout()
     return fig
 
 
@@ -757,6 +765,7 @@ def _mask_energy_panel(ax, energies: dict, labels, class_names, mask_kind: str, 
     width = 0.8 / max(len(names), 1)
     colours = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"]
     for m, name in enumerate(names):
+        colour = "0.55" if name == UNIFORM else colours[m % len(colours)]
         energy = np.asarray(energies[name], dtype=np.float64)
         data, positions = [], []
         for c in range(len(class_names)):
@@ -764,7 +773,6 @@ def _mask_energy_panel(ax, energies: dict, labels, class_names, mask_kind: str, 
             if values.size:
                 data.append(values)
                 positions.append(c + (m - (len(names) - 1) / 2) * width)
-        colour = colours[m % len(colours)]
         if data:
             box = ax.boxplot(data, positions=positions, widths=width * 0.8, patch_artist=True, showfliers=False,
                              manage_ticks=False)
@@ -807,7 +815,7 @@ def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mas
 
 __all__ = [
     "METHODS", "gradcam", "upsample", "normalize", "overlay", "mask_energy", "mask_energy_summary",
-    "mask_energies", "mask_energy_report", "mask_energy_frame", "pick_common_example",
+    "UNIFORM", "mask_energies", "mask_energy_report", "mask_energy_frame", "pick_common_example",
     "heatmaps_path", "save_heatmaps", "load_heatmaps", "plot_gradcam_pair", "plot_overlays",
     "gallery_indices", "plot_gallery", "plot_mask_energy",
 ]
