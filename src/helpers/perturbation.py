@@ -297,28 +297,30 @@ def make_forward(model):
     cache = _COMPILED.setdefault(model, {})
     if "forward" in cache:
         return cache["forward"]
+    model_ref = weakref.ref(model)  # the cache must not keep the model alive
+    del model
     backend = _backend()
     if backend == "jax":
         import jax
 
         @jax.jit
         def _forward(trainable, non_trainable, inputs):
-            outputs, _ = model.stateless_call(trainable, non_trainable, inputs, training=False)
+            outputs, _ = model_ref().stateless_call(trainable, non_trainable, inputs, training=False)
             return outputs
 
         def forward(inputs):
             return _forward(
-                [v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], inputs
+                [v.value for v in model_ref().trainable_variables], [v.value for v in model_ref().non_trainable_variables], inputs
             )
 
     elif backend == "tensorflow":
         import tensorflow as tf
 
-        forward = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+        forward = tf.function(lambda inputs: model_ref()(inputs, training=False), reduce_retracing=True)
     else:
 
         def forward(inputs):
-            return model(inputs, training=False)
+            return model_ref()(inputs, training=False)
 
     cache["forward"] = forward
     return forward
@@ -334,6 +336,8 @@ def _make_curve_batch(model, batch_size: int):
     key = ("curve", batch_size)
     if key in cache:
         return cache[key]
+    model_ref = weakref.ref(model)  # the cache must not keep the model alive
+    del model
     import keras
     from keras import ops
 
@@ -353,14 +357,14 @@ def _make_curve_batch(model, batch_size: int):
         @jax.jit
         def _batch(trainable, non_trainable, x, g, steps, classes, start, n_steps):
             def forward(inputs):
-                return model.stateless_call(trainable, non_trainable, inputs, training=False)[0]
+                return model_ref().stateless_call(trainable, non_trainable, inputs, training=False)[0]
 
             return build_and_score(forward, x, g, steps, classes, start, n_steps)
 
         def batch(x, g, steps, classes, start, n_steps):
             return _batch(
-                [v.value for v in model.trainable_variables],
-                [v.value for v in model.non_trainable_variables],
+                [v.value for v in model_ref().trainable_variables],
+                [v.value for v in model_ref().non_trainable_variables],
                 x, g, steps, classes, start, n_steps,
             )
 
@@ -369,14 +373,14 @@ def _make_curve_batch(model, batch_size: int):
 
         batch = tf.function(
             lambda x, g, steps, classes, start, n_steps: build_and_score(
-                lambda inputs: model(inputs, training=False), x, g, steps, classes, start, n_steps
+                lambda inputs: model_ref()(inputs, training=False), x, g, steps, classes, start, n_steps
             ),
             reduce_retracing=True,
         )
     else:
 
         def batch(x, g, steps, classes, start, n_steps):
-            return build_and_score(lambda inputs: model(inputs, training=False), x, g, steps, classes, start, n_steps)
+            return build_and_score(lambda inputs: model_ref()(inputs, training=False), x, g, steps, classes, start, n_steps)
 
     cache[key] = batch
     return batch
