@@ -11,9 +11,11 @@ On the same images and heatmaps, measured side by side in one run:
     batch size and through the same kind of compiled forward.
 
 Prints a/b (speed-up over the loop; goal >= 10x on two CPU cores) and a/c (overhead of building the
-perturbed inputs; goal <= 1.15), and checks that (a) and (b) agree.
+perturbed inputs; goal <= 1.15) from the best of interleaved runs, both as wall-clock and as process CPU
+time (the latter is steadier on a machine shared with other work), and checks that (a), (b) and (c) agree.
 
-    KERAS_BACKEND=jax python benchmarks/bench_aopc.py --images 60
+    KERAS_BACKEND=tensorflow python benchmarks/bench_aopc.py --images 60
+    KERAS_BACKEND=jax python benchmarks/bench_aopc.py --images 60 --backbone small_densenet
 """
 
 from __future__ import annotations
