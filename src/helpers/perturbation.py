@@ -823,9 +823,15 @@ def perturbation_ablation(
         if key not in unique:
             unique.append(key)
     rows = []
-    for p, s in unique:
+    if progress:
+        from tqdm.auto import tqdm
+
+        unique_iter = tqdm(unique, desc="perturbation ablation", unit="setting")
+    else:
+        unique_iter = unique
+    for p, s in unique_iter:
         common = dict(perturbation=p, sigma=0.0 if s is None else s, seed=seed, batch_size=batch_size,
-                      image_ids=image_ids, progress=progress, blur_sigma=blur_sigma)
+                      image_ids=image_ids, progress=False, blur_sigma=blur_sigma)
         morf = morf_curves(model, images, heatmaps, classes, region_size, order="morf", **common)
         rand = morf_curves(model, images, None, classes, region_size, order="random", **common)
         m = aopc_summary(morf, mask, n_boot, seed, level)
