@@ -242,7 +242,8 @@ def train_classifier(
     ``x_*``: uint8 images (N, H, W, 1) (scaled to [0, 1] batch by batch) or floats in [0, 1]; ``y_*``: class
     indices (N,) or one-hot. ``augment(batch, rng)``, if given, transforms each float training batch (and
     turns the feature cache off). ``use_feature_cache`` fits the head on backbone features computed once
-    when the backbone is frozen. Returns a :class:`TrainingResult` whose model holds the chosen epoch's weights.
+    when the backbone is frozen. Returns a :class:`TrainingResult` whose model (left uncompiled) holds the
+    chosen epoch's weights.
     """
     class_names = tuple(class_names)
     n_classes = int(model.output_shape[-1])
@@ -285,7 +286,8 @@ def train_classifier(
         transform = None
     else:
         train_inputs, val_inputs = x_train, x_val
-        fit_model = model
+        # A functional twin sharing every layer: compiling it leaves the classifier itself uncompiled.
+        fit_model = keras.Model(model.inputs, model.outputs, name=f"{model.name}_fit")
         transform = to_unit_range
 
     fit_model.compile(
@@ -332,8 +334,6 @@ def train_classifier(
         epoch_iter.set_postfix(loss=f"{row['loss']:.3f}", val_disease_recall=f"{score:.3f}", best=chosen)
     timings["fit_s"] = time.perf_counter() - t_fit
     model.set_weights(best_weights)
-    # Leave the classifier compiled with built-in objects only, so the saved file needs no training code.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=float(learning_rate)), loss="categorical_crossentropy")
     timings["total_s"] = time.perf_counter() - t_start
 
     history = pd.DataFrame(rows)

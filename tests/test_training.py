@@ -1,0 +1,183 @@
+"""Tests for helpers.training: the cached-feature fast path, checkpoint choice, recall history, saving."""
+
+import keras
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss, recall_score
+
+from helpers import config, models, training
+
+matplotlib.use("Agg")
+
+SIZE = 32
+CLASSES = config.CLASS_NAMES
+
+
+def quadrant_images(n, seed):
+    """uint8 images whose class c has a bright quadrant c on a noisy background: learnable, known answer."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 4
+    rng.shuffle(labels)
+    images = rng.integers(0, 90, (n, SIZE, SIZE, 1)).astype(np.uint8)
+    half = SIZE // 2
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c), 2)
+        images[i, r * half : (r + 1) * half, q * half : (q + 1) * half] += 150
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    x_train, y_train = quadrant_images(72, 0)
+    x_val, y_val = quadrant_images(24, 1)
+    return x_train, y_train, x_val, y_val
+
+
+def tiny_model(freeze=True, seed=1, backbone="small_vgg"):
+    return models.build_classifier(backbone, SIZE, weights=None, freeze_backbone=freeze, seed=seed)
+
+
+def test_fast_path_matches_full_frozen_model(tiny_data):
+    results = {}
+    for cache in (True, False):
+        model = tiny_model(freeze=True, backbone="small_densenet")  # frozen BatchNormalization included
+        results[cache] = training.train_classifier(
+            model, *tiny_data, epochs=3, batch_size=16, learning_rate=3e-3, seed=4, use_feature_cache=cache, progress=False
+        )
+    fast, full = results[True], results[False]
+    assert fast.settings["feature_cache"] and not full.settings["feature_cache"]
+    assert fast.timings["features_s"] > 0 and full.timings["features_s"] == 0
+    columns = [c for c in fast.history.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(fast.history[columns], full.history[columns], rtol=1e-4, atol=1e-5)
+    assert fast.chosen_epoch == full.chosen_epoch
+    for u, v in zip(fast.model.get_weights(), full.model.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+    # The backbone was frozen: its weights are those it was built with.
+    reference = tiny_model(freeze=True, backbone="small_densenet").get_layer("backbone").get_weights()
+    for u, v in zip(reference, fast.model.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_same_seed_same_history_and_checkpoint_is_the_best_epoch(tiny_data):
+    x_train, y_train, x_val, y_val = tiny_data
+    kwargs = dict(epochs=3, batch_size=12, learning_rate=3e-3, seed=7, progress=False)
+    first = training.train_classifier(tiny_model(), *tiny_data, **kwargs)
+    second = training.train_classifier(tiny_model(), *tiny_data, **kwargs)
+    pd.testing.assert_frame_equal(first.history.drop(columns="seconds"), second.history.drop(columns="seconds"))
+    other = training.train_classifier(tiny_model(), *tiny_data, **{**kwargs, "seed": 8})
+    assert not np.allclose(first.history["loss"], other.history["loss"])
+
+    history = first.history
+    assert list(history["epoch"]) == [1, 2, 3]
+    disease = history[[training.recall_column("val", c) for c in config.DISEASE_CLASSES]].mean(axis=1).to_numpy()
+    np.testing.assert_allclose(history[training.CRITERION_COLUMN], disease)
+    assert first.chosen_epoch == int(np.flatnonzero(disease == disease.max())[0]) + 1  # ties: the earliest
+
+    # The restored weights are the chosen epoch's: retraining for exactly that many epochs gives them.
+    again = training.train_classifier(tiny_model(), *tiny_data, **{**kwargs, "epochs": first.chosen_epoch})
+    for u, v in zip(first.model.get_weights(), again.model.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+    # The recorded validation recalls and loss are those of the restored model (independent computation).
+    probs = first.model.predict(x_val.astype("float32") / 255.0, verbose=0)
+    expected = recall_score(y_val, probs.argmax(1), labels=range(4), average=None, zero_division=0)
+    np.testing.assert_allclose([first.val_recalls[c] for c in CLASSES], expected, atol=1e-6)
+    assert first.chosen_row["val_loss"] == pytest.approx(log_loss(y_val, probs, labels=range(4)), rel=1e-4)
+
+
+def test_training_metrics_against_an_unchanging_model(tiny_data):
+    """With a vanishing learning rate the model does not move: the epoch's running metrics are the initial model's."""
+    x_train, y_train, x_val, y_val = tiny_data
+    model = tiny_model()
+    probs = model.predict(x_train.astype("float32") / 255.0, verbose=0)
+    result = training.train_classifier(model, *tiny_data, epochs=1, batch_size=12, learning_rate=1e-12, progress=False)
+    row = result.history.iloc[0]
+    expected = recall_score(y_train, probs.argmax(1), labels=range(4), average=None, zero_division=0)
+    np.testing.assert_allclose([row[training.recall_column("train", c)] for c in CLASSES], expected, atol=1e-6)
+    assert row["loss"] == pytest.approx(log_loss(y_train, probs, labels=range(4)), rel=1e-4)
+
+
+def test_unfrozen_training_learns_and_augment_disables_cache(tiny_data):
+    calls = []
+
+    def augment(batch, rng):
+        calls.append(batch.shape)
+        assert batch.dtype == np.float32 and 0.0 <= batch.min() and batch.max() <= 1.0
+        return batch
+
+    result = training.train_classifier(
+        tiny_model(freeze=False, backbone="small_vgg"), *tiny_data, epochs=6, batch_size=12, learning_rate=3e-3,
+        augment=augment, progress=False,
+    )
+    assert not result.settings["feature_cache"]
+    assert len(calls) == 6 * 6
+    assert result.history[training.CRITERION_COLUMN].max() >= 0.9
+    assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
+
+
+def test_save_and_load_training(tmp_path, tiny_data):
+    paths = config.study_paths("unit", work_dir=tmp_path)
+    result = training.train_classifier(tiny_model(), *tiny_data, epochs=2, batch_size=12, progress=False)
+    files = training.save_training(result, paths, "vgg16", backbone="small_vgg")
+    assert {p.name for p in files.values()} == {"vgg16.keras", "vgg16_history.csv", "vgg16_training.json"}
+    assert not [p for p in paths.models.iterdir() if p.name.startswith(".")]  # no temporary files left
+    loaded = training.load_training(paths, "vgg16")
+    assert loaded.chosen_epoch == result.chosen_epoch
+    assert loaded.val_recalls == pytest.approx(result.val_recalls)
+    assert loaded.settings["backbone"] == "small_vgg"
+    pd.testing.assert_frame_equal(loaded.history, result.history, check_dtype=False)
+    x = tiny_data[2].astype("float32") / 255.0
+    np.testing.assert_array_equal(loaded.model.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    plain = keras.models.load_model(files["model"], safe_mode=True)  # no training code needed to reload
+    np.testing.assert_array_equal(plain.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    with pytest.raises(FileNotFoundError, match="densenet201"):
+        training.load_training(paths, "densenet201")
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        ({"y_train": np.full(72, 4)}, "class indices"),
+        ({"x_train": np.zeros((72, 16, 16, 1), np.uint8)}, "x_train must have shape"),
+        ({"y_val": np.zeros(3, int)}, "differ in length"),
+        ({"epochs": 0}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"class_names": ("a", "b")}, "class_names"),
+    ],
+)
+def test_bad_arguments_raise_before_training(tiny_data, change, pattern):
+    x_train, y_train, x_val, y_val = tiny_data
+    kwargs = dict(x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, epochs=1, progress=False)
+    kwargs.update(change)
+    with pytest.raises(ValueError, match=pattern):
+        training.train_classifier(tiny_model(), **kwargs)
+
+
+def test_recall_history_figure_marks_the_chosen_epoch():
+    epochs = np.arange(1, 6)
+    history = pd.DataFrame({"epoch": epochs})
+    for i, c in enumerate(CLASSES):
+        history[training.recall_column("train", c)] = np.linspace(0.2, 0.9, 5)
+        history[training.recall_column("val", c)] = np.linspace(0.1, 0.8, 5) + 0.01 * i
+    fig = training.plot_recall_history(history, CLASSES, chosen_epoch=3, title="demo")
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 4
+    for ax, c in zip(axes, CLASSES):
+        assert ax.get_title() == c
+        xs = [tuple(line.get_xdata()) for line in ax.lines]
+        assert (3, 3) in xs  # the vertical chosen-epoch line
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), history[training.recall_column("val", c)])
+    matplotlib.pyplot.close(fig)
+
+
+def test_precision_and_gpu_options():
+    try:
+        assert training.configure_precision(True) == "mixed_float16"
+        assert keras.config.dtype_policy().name == "mixed_float16"
+        assert training.configure_precision("mixed_bfloat16") == "mixed_bfloat16"
+        with pytest.raises(ValueError, match="mixed_precision"):
+            training.configure_precision("fp8")
+    finally:
+        assert training.configure_precision(False) == "float32"
+    assert isinstance(training.enable_gpu_memory_growth(), list)
