@@ -54,6 +54,8 @@ def test_metrics_match_scikit_learn_on_random_predictions():
     for avg in ("macro", "weighted"):
         assert m[f"{avg}_avg"]["f1"] == pytest.approx(ref[f"{avg} avg"]["f1-score"])
         assert m[f"{avg}_avg"]["recall"] == pytest.approx(ref[f"{avg} avg"]["recall"])
+        for key in ("precision", "recall", "f1-score", "support"):  # the scikit-learn layout aliases
+            assert m[f"{avg} avg"][key] == pytest.approx(ref[f"{avg} avg"][key])
     # Predicted indices give the same report as scores.
     assert evaluation.classification_metrics(labels, scores.argmax(1), config.CLASS_NAMES) == m
 

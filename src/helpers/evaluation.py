@@ -49,6 +49,9 @@ def classification_metrics(labels, probabilities, class_names: Sequence[str] = c
     """Per-class precision/recall/F1/support, accuracy, macro and weighted averages and the confusion matrix.
 
     ``probabilities``: (N, C) scores (the arg-max is the prediction) or (N,) predicted class indices.
+    Keys: ``per_class[name]`` and ``macro_avg``/``weighted_avg`` hold ``precision``, ``recall``, ``f1``,
+    ``support``; ``"macro avg"`` and ``"weighted avg"`` repeat the averages in scikit-learn's report layout
+    (``f1-score``) for readers of that layout.
     """
     class_names = list(class_names)
     n_classes = len(class_names)
@@ -82,12 +85,17 @@ def classification_metrics(labels, probabilities, class_names: Sequence[str] = c
     total = int(support.sum())
     macro = {s: float(np.mean([per_class[n][s] for n in class_names])) for s in SCORES}
     weighted = {s: float(np.sum([per_class[n][s] * per_class[n]["support"] for n in class_names]) / total) for s in SCORES}
+    def sklearn_layout(avg):
+        return {"precision": avg["precision"], "recall": avg["recall"], "f1-score": avg["f1"], "support": total}
+
     return {
         "class_names": class_names,
         "per_class": per_class,
         "accuracy": float(np.trace(matrix) / total),
         "macro_avg": {**macro, "support": total},
         "weighted_avg": {**weighted, "support": total},
+        "macro avg": sklearn_layout(macro),
+        "weighted avg": sklearn_layout(weighted),
         "confusion_matrix": matrix.tolist(),
         "n": total,
     }
