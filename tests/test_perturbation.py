@@ -397,16 +397,12 @@ def test_perturbation_ablation_on_the_toy_model(toy):
     assert mean_row["morf_minus_random"] == pytest.approx(mean_row["aopc_morf"] - mean_row["aopc_random"])
 
 
-def test_sample_indices_and_classification_scores():
+def test_sample_indices():
     mask = np.arange(20) % 3 == 0
     picked = pt.sample_indices(mask, 4, seed=1)
     assert len(picked) == 4 and np.all(mask[picked]) and np.all(np.diff(picked) > 0)
     assert np.array_equal(picked, pt.sample_indices(mask, 4, seed=1))
     assert np.array_equal(pt.sample_indices(mask, 0), np.flatnonzero(mask))
-    metrics = {"macro avg": {"precision": 0.9, "recall": 0.86, "f1-score": 0.85, "support": 540}}
-    assert pt.classification_scores(metrics) == {"recall": 0.86, "f1": 0.85}
-    with pytest.raises(KeyError, match="macro avg"):
-        pt.classification_scores({"accuracy": 0.8})
 
 
 def test_load_model_outputs_checks_consistency(tmp_path):

@@ -937,21 +937,11 @@ def _interval(value, low, high) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def classification_scores(metrics: Mapping, average: str = "macro avg") -> dict:
-    """Test recall and F1 of one model from its classification metrics (``classification_<name>.json``, scikit-learn report layout)."""
-    if average not in metrics:
-        raise KeyError(f"classification metrics have no {average!r} entry (keys: {sorted(metrics)})")
-    entry = metrics[average]
-    f1 = entry.get("f1-score", entry.get("f1"))
-    if "recall" not in entry or f1 is None:
-        raise KeyError(f"classification metrics {average!r} need 'recall' and 'f1-score' (got {sorted(entry)})")
-    return {"recall": float(entry["recall"]), "f1": float(f1)}
-
-
 def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
     """The study's final table as rows for ``reporting.markdown_table``: model, test recall, test F1, AOPC with interval, random baseline.
 
-    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds ``recall`` and ``f1`` (test set).
+    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
+    (macro averages, e.g. from ``evaluation.summary_row``).
     """
     rows = []
     for name, entry in report["models"].items():
