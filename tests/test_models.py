@@ -88,6 +88,18 @@ def test_same_seed_same_weights_different_seed_differs():
     assert not all(np.array_equal(u, v) for u, v in zip(a.get_weights(), c.get_weights()))
 
 
+def test_seeded_uniform_limits_and_reproducibility():
+    conv = models.SeededUniform(2.0, "fan_in", seed=3)((3, 3, 8, 16))
+    conv = keras.ops.convert_to_numpy(conv)
+    limit = np.sqrt(6.0 / (3 * 3 * 8))  # He uniform: fan-in 72
+    assert conv.shape == (3, 3, 8, 16) and np.abs(conv).max() <= limit and np.abs(conv).max() > 0.95 * limit
+    dense = keras.ops.convert_to_numpy(models.SeededUniform(1.0, "fan_avg", seed=3)((100, 50)))
+    assert np.abs(dense).max() <= np.sqrt(6.0 / 150) and dense.std() == pytest.approx(np.sqrt(2.0 / 150), rel=0.05)
+    again = keras.ops.convert_to_numpy(models.SeededUniform(2.0, "fan_in", seed=3)((3, 3, 8, 16)))
+    np.testing.assert_array_equal(conv, again)
+    assert models.SeededUniform.from_config(models.SeededUniform(2.0, "fan_in", 3).get_config()).seed == 3
+
+
 def test_backbone_weights_file_round_trips(tmp_path):
     source = models.build_classifier("small_vgg", 32, weights=None, seed=1)
     path = tmp_path / "backbone.weights.h5"

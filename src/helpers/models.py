@@ -123,10 +123,49 @@ class BackboneNormalization(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="helpers")
+class SeededUniform(keras.initializers.Initializer):
+    """Variance-scaling uniform initializer drawn with NumPy's seeded generator: the same values on every backend.
+
+    ``limit = sqrt(3 * scale / n)`` with ``n`` the fan-in (``mode="fan_in"``, He uniform with ``scale=2``) or the
+    mean of fan-in and fan-out (``mode="fan_avg"``, Glorot uniform with ``scale=1``). Drawing on the host also
+    avoids compiling one random kernel per weight shape on the JAX backend.
+
+    References: He et al. 2015 (fan-in scaling); Glorot & Bengio 2010 (fan-average scaling).
+    """
+
+    def __init__(self, scale: float = 1.0, mode: str = "fan_avg", seed: int | None = None):
+        if mode not in ("fan_in", "fan_avg"):
+            raise ValueError(f"mode must be 'fan_in' or 'fan_avg', got {mode!r}")
+        self.scale, self.mode, self.seed = float(scale), mode, seed
+
+    def __call__(self, shape, dtype=None):
+        """Draw a tensor of ``shape``."""
+        shape = tuple(int(d) for d in shape)
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in = shape[-2] * receptive if len(shape) >= 2 else shape[0]
+        fan_out = shape[-1] * receptive
+        n = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
+        limit = np.sqrt(3.0 * self.scale / max(n, 1.0))
+        values = np.random.default_rng(self.seed).uniform(-limit, limit, size=shape)
+        return ops.convert_to_tensor(values.astype(keras.backend.standardize_dtype(dtype or "float32")))
+
+    def get_config(self):
+        """Serializable configuration."""
+        return {"scale": self.scale, "mode": self.mode, "seed": self.seed}
+
+
 CUSTOM_OBJECTS = {
     "GrayscaleToRGB": GrayscaleToRGB,
     "BackboneNormalization": BackboneNormalization,
+    "SeededUniform": SeededUniform,
 }
+
+
+def _seed_stream(seed: int | None, salt: int):
+    """Distinct, reproducible initializer seeds for one network (None stays unseeded)."""
+    counter = iter(range(1_000_000))
+    return lambda: None if seed is None else int(np.random.SeedSequence([int(seed), salt, next(counter)]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -137,13 +176,13 @@ CUSTOM_OBJECTS = {
 def _small_vgg(input_shape, seed: int | None) -> keras.Model:
     """VGG-style backbone: four blocks of 3x3 ReLU convolutions + 2x2 max pooling (stride 16)."""
     blocks = ((16, 1), (32, 1), (48, 2), (64, 2))
-    init = keras.initializers.GlorotUniform
+    next_seed = _seed_stream(seed, 1)
     inputs = keras.Input(shape=input_shape, name="input")
     x = inputs
     for b, (filters, convs) in enumerate(blocks, start=1):
         for c in range(1, convs + 1):
-            s = None if seed is None else seed * 100 + b * 10 + c
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init(seed=s), name=f"block{b}_conv{c}")(x)
+            init = SeededUniform(1.0, "fan_avg", next_seed())
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init, name=f"block{b}_conv{c}")(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     return keras.Model(inputs, x, name=config.FEATURE_LAYER)
 
@@ -151,10 +190,10 @@ def _small_vgg(input_shape, seed: int | None) -> keras.Model:
 def _small_densenet(input_shape, seed: int | None) -> keras.Model:
     """DenseNet-style backbone: stem conv (stride 2), three dense blocks with transitions, a final dense block, BN-ReLU (stride 16)."""
     growth, layers_per_block, stem = 12, (2, 2, 2, 2), 16
-    counter = iter(range(10_000))
+    next_seed = _seed_stream(seed, 2)
 
     def init():
-        return keras.initializers.HeNormal(seed=None if seed is None else seed * 1000 + next(counter))
+        return SeededUniform(2.0, "fan_in", next_seed())
 
     inputs = keras.Input(shape=input_shape, name="input")
     x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init(), name="stem_conv")(inputs)
@@ -265,7 +304,8 @@ def build_classifier(
     for offline machines) or a ``.weights.h5`` written by ``model.get_layer("backbone").save_weights(path)``.
     The head is always freshly initialized. ``freeze_backbone`` makes the backbone non-trainable (its
     BatchNormalization layers then run in inference mode). ``seed`` seeds Keras, NumPy and Python
-    (``keras.utils.set_random_seed``) and the initializers, so the same seed builds the same weights.
+    (``keras.utils.set_random_seed``) and the initializers, so the same seed builds the same weights; the head
+    and the small backbones use :class:`SeededUniform`, whose draws are the same on every backend.
     """
     _check_backbone(backbone)
     _check_image_size(backbone, image_size)
@@ -281,8 +321,10 @@ def build_classifier(
     grid = int(base.output.shape[1])
     pool = head_pool_size(grid)
 
-    def init(offset):
-        return keras.initializers.GlorotUniform(seed=None if seed is None else int(seed) * 7919 + offset)
+    next_seed = _seed_stream(seed, 3)
+
+    def init():
+        return SeededUniform(1.0, "fan_avg", next_seed())
 
     inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
     x = GrayscaleToRGB(name="to_rgb")(inputs)
@@ -290,8 +332,8 @@ def build_classifier(
     x = base(x)
     x = layers.MaxPooling2D(pool_size=pool, strides=pool, name="head_pool")(x)
     x = layers.Flatten(name="head_flatten")(x)
-    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init(1), name="head_dense")(x)
-    x = layers.Dense(int(num_classes), kernel_initializer=init(2), dtype="float32", name=config.LOGITS_LAYER)(x)
+    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init(), name="head_dense")(x)
+    x = layers.Dense(int(num_classes), kernel_initializer=init(), dtype="float32", name=config.LOGITS_LAYER)(x)
     outputs = layers.Softmax(dtype="float32", name=config.PROBABILITIES_LAYER)(x)
     return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
 
