@@ -119,13 +119,13 @@ def test_unfrozen_training_learns_and_augment_disables_cache(tiny_data):
 def test_save_and_load_training(tmp_path, tiny_data):
     paths = config.study_paths("unit", work_dir=tmp_path)
     result = training.train_classifier(tiny_model(), *tiny_data, epochs=2, batch_size=12, progress=False)
-    files = training.save_training(result, paths, "vgg16", backbone="small_vgg")
+    files = training.save_training(result, paths, "vgg16", weights=None)
     assert {p.name for p in files.values()} == {"vgg16.keras", "vgg16_history.csv", "vgg16_training.json"}
     assert not [p for p in paths.models.iterdir() if p.name.startswith(".")]  # no temporary files left
     loaded = training.load_training(paths, "vgg16")
     assert loaded.chosen_epoch == result.chosen_epoch
     assert loaded.val_recalls == pytest.approx(result.val_recalls)
-    assert loaded.settings["backbone"] == "small_vgg"
+    assert loaded.settings["backbone"] == "small_vgg" and loaded.settings["weights"] is None
     pd.testing.assert_frame_equal(loaded.history, result.history, check_dtype=False)
     x = tiny_data[2].astype("float32") / 255.0
     np.testing.assert_array_equal(loaded.model.predict(x, verbose=0), result.model.predict(x, verbose=0))

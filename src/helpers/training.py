@@ -378,9 +378,12 @@ def training_files(paths, model_name: str) -> dict[str, Path]:
 def save_training(result: TrainingResult, paths, model_name: str, **extra) -> dict[str, Path]:
     """Write ``<model_name>.keras``, ``<model_name>_history.csv`` and ``<model_name>_training.json`` into ``paths.models`` atomically.
 
-    ``extra`` (e.g. ``backbone="small_vgg"``, ``weights=None``) is added to the JSON.
+    ``extra`` (e.g. ``backbone="small_vgg"``, ``weights=None``) is added to the JSON; ``backbone`` defaults to
+    the name :func:`helpers.models.build_classifier` gives the model (``<backbone>_classifier``).
     """
     files = training_files(paths, model_name)
+    if "backbone" not in extra and result.model.name.endswith("_classifier"):
+        extra["backbone"] = result.model.name[: -len("_classifier")]
     with config.atomic_path(files["model"], suffix=MODEL_SUFFIX) as tmp:
         result.model.save(tmp)
     with config.atomic_path(files["history"], suffix=".csv") as tmp:
