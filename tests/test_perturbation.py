@@ -336,7 +336,10 @@ def test_report_and_summary(tmp_path):
     written = pt.write_summary(paths, rows, report)
     text = written["markdown"].read_text()
     assert "| model |" in text and "vgg16" in text and f"{report['models']['vgg16']['morf']['final']:.3f}" in text
-    assert config.load_json(written["json"])["rows"][1]["model"] == "densenet201"
+    saved = config.load_json(written["json"])
+    assert saved["rows"][1]["model"] == "densenet201"
+    assert saved["aopc"]["vgg16"]["morf"]["final"] == pytest.approx(report["models"]["vgg16"]["morf"]["final"])
+    assert saved["paired_difference"]["n_images"] == 4
 
 
 # ----------------------------------------------------------------------------------------------------

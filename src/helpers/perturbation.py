@@ -985,6 +985,13 @@ def write_summary(paths, rows: list[dict], report: Mapping | None = None, title:
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines))
     payload = {"profile": paths.profile, "rows": rows}
+    if report is not None:
+        keys = ("final", "final_low", "final_high", "n_images")
+        payload["aopc"] = {
+            name: {order: {k: entry[order][k] for k in keys} for order in ORDERS if order in entry}
+            | {"selection": entry.get("selection", "")}
+            for name, entry in report["models"].items()
+        }
     if report is not None and "paired" in report:
         d = report["paired"]["difference"]
         payload["paired_difference"] = {k: d[k] for k in ("final", "final_low", "final_high", "n_images", "share_positive")}
