@@ -144,6 +144,7 @@ def test_save_and_load_training(tmp_path, tiny_data):
         ({"epochs": 0}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
         ({"class_names": ("a", "b")}, "class_names"),
+        ({"y_val": np.full(24, 2)}, "no example of COVID"),
     ],
 )
 def test_bad_arguments_raise_before_training(tiny_data, change, pattern):

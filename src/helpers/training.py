@@ -267,6 +267,10 @@ def train_classifier(
     if len(x_train) == 0 or len(x_val) == 0:
         raise ValueError("x_train and x_val must not be empty")
     disease = [class_names.index(c) for c in config.DISEASE_CLASSES if c in class_names] or list(range(n_classes))
+    if not np.isin(y_val, disease).any():
+        raise ValueError(
+            f"y_val has no example of {', '.join(class_names[c] for c in disease)}: the checkpoint criterion needs them"
+        )
     feature_batch_size = int(feature_batch_size or max(batch_size, 64))
 
     t_start = time.perf_counter()
