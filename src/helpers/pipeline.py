@@ -249,6 +249,8 @@ def run_study(
         shutil.copytree(final, staging)  # a partial run updates the existing report
     staging.mkdir(parents=True, exist_ok=True)
 
+    # kernels inherit the environment: keep TensorFlow's start-up chatter out of the rendered notebooks
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = RunResult(profile=name, report_dir=final)
     log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
     started = time.perf_counter()
