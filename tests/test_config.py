@@ -48,3 +48,14 @@ def test_json_and_npz_round_trip(tmp_path):
     assert config.load_npz(tmp_path / "a.npz")["h"].shape == (2, 3)
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         config.load_npz(tmp_path / "missing.npz")
+
+
+def test_atomic_writes_get_the_umask_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        config.save_json({"a": 1}, tmp_path / "m.json")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
