@@ -407,7 +407,7 @@ def _check_existing_synthetic(target: Path, params: dict) -> None:
 def _progress(iterable, enabled: bool, desc: str, total: int | None = None):
     if not enabled:
         return iterable
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit="img")
 

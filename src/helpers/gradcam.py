@@ -398,7 +398,7 @@ def gradcam(model, images, classes=None, layer=None, batch_size: int = 32, metho
     explained = np.empty(n, dtype=np.int32)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         bar = tqdm(total=n, desc=f"{method} ({layer_name})", unit="img")
     for start in range(0, n, chunk):

@@ -497,7 +497,7 @@ def morf_curves(
     )
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         bar = tqdm(total=total_batches, desc=f"{order} curves ({perturbation})", unit="batch")
     for first in range(0, n, group):
@@ -824,7 +824,7 @@ def perturbation_ablation(
             unique.append(key)
     rows = []
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         unique_iter = tqdm(unique, desc="perturbation ablation", unit="setting")
     else:

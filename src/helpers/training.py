@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import pandas as pd
 from keras import ops
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import config
 from .models import head_probability_model, load_classifier, parameter_counts, split_classifier
