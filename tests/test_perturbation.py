@@ -316,12 +316,31 @@ def test_bootstrap_interval():
     assert np.all(summary["aopc_low"] <= summary["aopc"] + 1e-12) and np.all(summary["aopc"] <= summary["aopc_high"] + 1e-12)
 
 
-def test_report_and_summary(tmp_path):
-    from helpers import config
-
+def _report_case():
+    """Random curves for two models with overlapping correct masks (6, 6 of 8; 4 in common)."""
     rng = np.random.default_rng(0)
     curves = {m: {o: rng.random((8, 5)) for o in ("morf", "random", "lerf")} for m in ("vgg16", "densenet201")}
     masks = {"vgg16": np.arange(8) < 6, "densenet201": np.arange(8) > 1}
+    return curves, masks
+
+
+def _final(curves, mask):
+    """Independent AOPC after the last step: mean over the masked images of sum_k (f0 - fk) / (L+1)."""
+    c = curves[mask]
+    return float(np.mean((c[:, :1] - c).sum(axis=1) / c.shape[1]))
+
+
+def _parse(cell):
+    """'value [low, high]' -> (value, low, high)."""
+    value, rest = cell.split(" [")
+    low, high = rest.rstrip("]").split(", ")
+    return float(value), float(low), float(high)
+
+
+def test_report_and_summary(tmp_path):
+    from helpers import config
+
+    curves, masks = _report_case()
     report = pt.aopc_report(curves, masks, n_boot=100)
     assert report["paired"]["n_images"] == 4
     assert report["models"]["vgg16"]["selection"] == "correctly classified"
@@ -331,15 +350,135 @@ def test_report_and_summary(tmp_path):
     assert fallback["models"]["vgg16"]["selection"].startswith("all images")
     assert report["models"]["vgg16"]["morf"]["n_images"] == 6
     rows = pt.summary_rows(report, {"vgg16": {"recall": 0.86, "f1": 0.85}, "densenet201": {"recall": 0.88, "f1": 0.88}})
-    assert [r["model"] for r in rows] == ["vgg16", "densenet201"] and rows[0]["test recall"] == 0.86
+    assert [r["model"] for r in rows] == ["vgg16", "densenet201"] and rows[0]["macro test recall"] == 0.86
+    assert rows[1]["macro test F1"] == 0.88
+    # MoRF - random and MoRF - LeRF equal differences of independently computed AOPC finals on the same images
+    for row in rows:
+        name, mask = row["model"], masks[row["model"]]
+        morf = _final(curves[name]["morf"], mask)
+        assert _parse(row["AOPC (MoRF) [95% CI]"])[0] == pytest.approx(morf, abs=6e-4)
+        assert _parse(row["random-order AOPC [95% CI]"])[0] == pytest.approx(_final(curves[name]["random"], mask), abs=6e-4)
+        value, low, high = _parse(row["MoRF − random [95% CI]"])
+        assert value == pytest.approx(morf - _final(curves[name]["random"], mask), abs=6e-4) and low <= value <= high
+        assert _parse(row["MoRF − LeRF [95% CI]"])[0] == pytest.approx(morf - _final(curves[name]["lerf"], mask), abs=6e-4)
+        assert row["images"] == 6
     paths = config.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
     written = pt.write_summary(paths, rows, report)
     text = written["markdown"].read_text()
-    assert "| model |" in text and "vgg16" in text and f"{report['models']['vgg16']['morf']['final']:.3f}" in text
+    assert text.startswith("# Study summary (unit profile)\n") and "Profile:" not in text
+    assert "| model | macro test recall | macro test F1 |" in text and "MoRF − random [95% CI]" in text
+    assert f"{report['models']['vgg16']['morf']['final']:.3f}" in text
+    heat = report["paired"]["morf_minus_random_difference"]
+    assert f"paired difference vgg16 − densenet201 = {heat['final']:.3f}" in text
+    assert "The heatmaps are measured by MoRF − random" in text
     saved = config.load_json(written["json"])
     assert saved["rows"][1]["model"] == "densenet201"
     assert saved["aopc"]["vgg16"]["morf"]["final"] == pytest.approx(report["models"]["vgg16"]["morf"]["final"])
+    assert saved["aopc"]["vgg16"]["morf_minus_lerf"]["final"] == pytest.approx(
+        report["models"]["vgg16"]["morf_minus_lerf"]["final"])
     assert saved["paired_difference"]["n_images"] == 4
+    assert saved["paired_morf_minus_random_difference"]["final"] == pytest.approx(heat["final"])
+
+
+def test_paired_difference_of_morf_minus_random_between_models():
+    curves, masks = _report_case()
+    report = pt.aopc_report(curves, masks, n_boot=300)
+    p = report["paired"]
+    both = masks["vgg16"] & masks["densenet201"]
+    expected = {}
+    for name in ("vgg16", "densenet201"):
+        expected[name] = _final(curves[name]["morf"], both) - _final(curves[name]["random"], both)
+        assert p["orders"][name]["morf_minus_random"]["final"] == pytest.approx(expected[name])
+        assert p["orders"][name]["random"]["n_images"] == 4
+    d = p["morf_minus_random_difference"]
+    assert d["final"] == pytest.approx(expected["vgg16"] - expected["densenet201"]) and d["n_images"] == 4
+    assert d["final_low"] <= d["final"] <= d["final_high"]
+    assert p["order_differences"]["random"]["final"] == pytest.approx(
+        _final(curves["vgg16"]["random"], both) - _final(curves["densenet201"]["random"], both))
+    # bootstrap over images: per-image contrasts resampled together, so the same interval as a 1-D bootstrap of them
+    per_image = [(c["morf"][both] - c["random"][both]) for c in (curves["vgg16"], curves["densenet201"])]
+    values = [((x[:, :1] - x).sum(axis=1) / x.shape[1]) for x in per_image]
+    ci = pt.bootstrap_ci(values[0] - values[1], n_boot=300, seed=0)
+    assert d["final_low"] == pytest.approx(ci["low"]) and d["final_high"] == pytest.approx(ci["high"])
+    with pytest.raises(ValueError, match="one shape"):
+        pt.paired_contrast_difference(np.ones((3, 4)), np.ones((3, 4)), np.ones((3, 5)), np.ones((3, 5)))
+
+
+def test_aopc_and_ablation_tables():
+    curves, masks = _report_case()
+    report = pt.aopc_report(curves, masks, n_boot=100)
+    rows = pt.aopc_table(report)
+    assert [r["model"] for r in rows] == ["vgg16", "densenet201", "vgg16 − densenet201 (paired, both correct)"]
+    assert _parse(rows[0]["LeRF AOPC [95% CI]"])[0] == pytest.approx(_final(curves["vgg16"]["lerf"], masks["vgg16"]), abs=6e-4)
+    both = masks["vgg16"] & masks["densenet201"]
+    paired = rows[2]
+    assert paired["images"] == 4
+    assert _parse(paired["AOPC (MoRF) [95% CI]"])[0] == pytest.approx(
+        _final(curves["vgg16"]["morf"], both) - _final(curves["densenet201"]["morf"], both), abs=6e-4)
+    heat = [_final(curves[m]["morf"], both) - _final(curves[m]["random"], both) for m in ("vgg16", "densenet201")]
+    assert _parse(paired["MoRF − random [95% CI]"])[0] == pytest.approx(heat[0] - heat[1], abs=6e-4)
+    ablation = [{"model": "m", "setting": "mean", "aopc_morf": 0.4, "aopc_random": 0.1, "morf_minus_random": 0.3,
+                 "morf_minus_random_low": 0.2, "morf_minus_random_high": 0.35, "n_images": 7, "level": 0.9}]
+    table = pt.ablation_table(ablation)
+    assert table == [{"model": "m", "perturbation": "mean", "AOPC (MoRF)": 0.4, "random-order AOPC": 0.1,
+                      "MoRF − random [90% CI]": "0.300 [0.200, 0.350]", "images": 7}]
+
+
+def _conclusion_report(morf_a, morf_b, rand_a, rand_b, n=40, steps=5, seed=0):
+    """aopc_report of :func:`_conclusion_curves` with every image correct."""
+    curves = _conclusion_curves(morf_a, morf_b, rand_a, rand_b, n, steps, seed)
+    return pt.aopc_report(curves, {m: np.ones(n, bool) for m in curves}, n_boot=300)
+
+
+def _conclusion_curves(morf_a, morf_b, rand_a, rand_b, n=40, steps=5, seed=0):
+    """Two models whose per-image curves give AOPC finals near the given values (small per-image noise)."""
+    rng = np.random.default_rng(seed)
+
+    def curves_with(final):
+        # f0 = 1, f_k = 1 - d for k >= 1 gives AOPC = L * d / (L + 1)
+        d = final * steps / (steps - 1) + rng.normal(0, 0.01, n)
+        c = np.ones((n, steps))
+        c[:, 1:] -= d[:, None]
+        return c
+
+    curves = {"vgg16": {"morf": curves_with(morf_a), "random": curves_with(rand_a)},
+              "densenet201": {"morf": curves_with(morf_b), "random": curves_with(rand_b)}}
+    return curves
+
+
+def test_conclusions_follow_the_numbers():
+    low, high = {"recall": 0.86, "f1": 0.86}, {"recall": 0.88, "f1": 0.88}
+    # densenet201: better recall, higher AOPC and larger MoRF - random -> the claim holds
+    report = _conclusion_report(0.45, 0.49, 0.30, 0.30)
+    c = pt.aopc_conclusions(report, {"vgg16": low, "densenet201": high})
+    assert c["verdict"] == "holds" and c["better_generalizing"] == "densenet201" == c["better_aopc"]
+    assert c["better_heatmaps"] == "densenet201"
+    assert "The paper's claim holds on this run." in c["sentences"][0]
+    # swap the models' accuracy: the verdict flips
+    swapped = pt.aopc_conclusions(report, {"vgg16": high, "densenet201": low})
+    assert swapped["verdict"] == "does not hold" and swapped["better_generalizing"] == "vgg16"
+    assert "The paper's claim does not hold on this run." in swapped["sentences"][0]
+    # swap the models' AOPC numbers instead: the verdict flips too
+    mirrored = pt.aopc_conclusions(_conclusion_report(0.49, 0.45, 0.30, 0.30), {"vgg16": low, "densenet201": high})
+    assert mirrored["verdict"] == "does not hold" and mirrored["better_aopc"] == "vgg16"
+    # equal recall (the demo's phantoms): cannot be judged by accuracy
+    tie = pt.aopc_conclusions(report, {"vgg16": {"recall": 1.0, "f1": 1.0}, "densenet201": {"recall": 1.0, "f1": 1.0}})
+    assert tie["verdict"] == "cannot be judged" and tie["better_generalizing"] is None
+    assert "cannot be judged by accuracy" in tie["sentences"][0]
+    # higher AOPC only from noise sensitivity: raw AOPC says densenet201, MoRF - random says vgg16
+    confounded_report = _conclusion_report(0.10, 0.60, 0.02, 0.55)
+    confounded = pt.aopc_conclusions(confounded_report, {"vgg16": low, "densenet201": high})
+    assert confounded["verdict"] == "holds" and confounded["better_heatmaps"] == "vgg16"
+    text = " ".join(confounded["sentences"])
+    assert "confounded" in text and "not the better-generalizing model's" in text
+    for name in ("vgg16", "densenet201"):  # the random-order AOPCs are quoted
+        final = _final(_conclusion_curves(0.10, 0.60, 0.02, 0.55)[name]["random"], np.ones(40, bool))
+        assert f"{name} {final:.3f}" in text
+    # a heatmap no better than random is called so
+    flat = pt.aopc_conclusions(_conclusion_report(0.30, 0.40, 0.30, 0.30), {"vgg16": low, "densenet201": high})
+    assert "vgg16 " in flat["sentences"][-1] and "(no better than a random order)" in flat["sentences"][-1]
+    with pytest.raises(ValueError, match="classification"):
+        pt.aopc_conclusions(report, {"vgg16": low})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -441,8 +580,12 @@ def test_figures_draw_the_numbers():
     assert fig.axes[0].get_xlabel() and fig.axes[0].get_ylabel() and fig.axes[0].get_legend() is not None
     fig2 = pt.plot_curves(curves, n_boot=100)
     np.testing.assert_allclose(fig2.axes[0].get_lines()[1].get_ydata(), curves["b"].mean(axis=0))
-    rows = [{"model": "m", "setting": "mean", "perturbation": "mean", "sigma": None, "morf_minus_random": 0.2,
-             "morf_minus_random_low": 0.1, "morf_minus_random_high": 0.3}]
+    rows = [{"model": m, "setting": s, "perturbation": s, "sigma": None, "morf_minus_random": v,
+             "morf_minus_random_low": v - 0.1, "morf_minus_random_high": v + 0.1, "n_images": 48}
+            for m, s, v in [("a", "mean", 0.2), ("a", "blur", 0.0), ("b", "mean", -0.05), ("b", "blur", 0.1)]]
     fig3 = pt.plot_ablation(rows)
-    assert fig3.axes[0].patches[0].get_height() == pytest.approx(0.2)
+    ax3 = fig3.axes[0]
+    assert [p.get_height() for p in ax3.patches] == pytest.approx([0.2, 0.0, -0.05, 0.1])
+    assert sorted(t.get_text() for t in ax3.texts) == sorted(["0.200", "0.000", "-0.050", "0.100"])  # 0 is labelled
+    assert "n = 48" in ax3.get_title()
     plt.close("all")

@@ -666,7 +666,11 @@ def paired_difference(curves_a, curves_b, mask=None, n_boot: int = 2000, seed: i
     if a.shape != b.shape:
         raise ValueError(f"curves_a and curves_b must have one shape, got {a.shape} and {b.shape}")
     mask = _mask_array(mask, len(a))
-    diff = per_image_aopc(a[mask]) - per_image_aopc(b[mask])
+    return _difference_summary(per_image_aopc(a[mask]) - per_image_aopc(b[mask]), n_boot, seed, level)
+
+
+def _difference_summary(diff: np.ndarray, n_boot: int, seed: int, level: float) -> dict:
+    """Mean curve, final value and bootstrap intervals of per-image AOPC differences (n, L+1)."""
     band = bootstrap_ci(diff, n_boot, seed, level)
     return {
         "difference": band["mean"],
@@ -676,9 +680,27 @@ def paired_difference(curves_a, curves_b, mask=None, n_boot: int = 2000, seed: i
         "final_low": float(band["low"][-1]),
         "final_high": float(band["high"][-1]),
         "share_positive": float(np.mean(diff[:, -1] > 0)),
-        "n_images": int(mask.sum()),
+        "n_images": int(len(diff)),
         "level": level,
     }
+
+
+def paired_contrast_difference(
+    curves_a, baseline_a, curves_b, baseline_b, mask=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> dict:
+    """[AOPC(a) - AOPC(baseline_a)] - [AOPC(b) - AOPC(baseline_b)] on the same images, per-image values resampled together.
+
+    With a = model 1 MoRF, baseline_a = model 1 random order (and b, baseline_b the same for model 2) this
+    compares the heatmaps' advantage over a random order between two models, which removes each model's
+    own sensitivity to the perturbation. Same keys as :func:`paired_difference`.
+    """
+    arrays = [_curves_array(c, name) for c, name in
+              ((curves_a, "curves_a"), (baseline_a, "baseline_a"), (curves_b, "curves_b"), (baseline_b, "baseline_b"))]
+    if any(arr.shape != arrays[0].shape for arr in arrays):
+        raise ValueError(f"all curves must have one shape, got {[arr.shape for arr in arrays]}")
+    mask = _mask_array(mask, len(arrays[0]))
+    pa, ba, pb, bb = (per_image_aopc(arr[mask]) for arr in arrays)
+    return _difference_summary((pa - ba) - (pb - bb), n_boot, seed, level)
 
 
 def selection_mask(mask) -> tuple[np.ndarray, str]:
@@ -702,8 +724,10 @@ def aopc_report(
 
     Per model and order: :func:`aopc_summary` on that model's correct images (all images if it has none,
     see :func:`selection_mask`; ``selection`` says which); MoRF - random and MoRF - LeRF (paired, same images).
-    For the first two models: each one's MoRF AOPC on the images both classify correctly and their paired
-    difference (first minus second), when there are such images.
+    For the first two models, on the images both classify correctly (when there are such images): each
+    model's AOPC per order and its MoRF - random / MoRF - LeRF (``orders``), the paired difference per order
+    (first minus second, ``order_differences``; MoRF also as ``difference``) and the paired difference of MoRF - random (``morf_minus_random_difference``:
+    the heatmap comparison, free of each model's sensitivity to the perturbation) and of MoRF - LeRF.
     """
     names = list(curves)
     if not names:
@@ -727,13 +751,32 @@ def aopc_report(
         a, b = names[:2]
         both = common_mask(masks[a], masks[b])
         if both.any():
-            report["paired"] = {
+            paired = {
                 "models": [a, b],
                 "n_images": int(both.sum()),
                 a: aopc_summary(curves[a]["morf"], both, n_boot, seed, level),
                 b: aopc_summary(curves[b]["morf"], both, n_boot, seed, level),
                 "difference": paired_difference(curves[a]["morf"], curves[b]["morf"], both, n_boot, seed, level),
+                "orders": {},
+                "order_differences": {
+                    o: paired_difference(curves[a][o], curves[b][o], both, n_boot, seed, level)
+                    for o in curves[a] if o in curves[b]
+                },
             }
+            for name in (a, b):
+                paired["orders"][name] = {
+                    o: aopc_summary(c, both, n_boot, seed, level) for o, c in curves[name].items()
+                }
+            for other in ("random", "lerf"):
+                if other in curves[a] and other in curves[b]:
+                    for name in (a, b):
+                        paired["orders"][name][f"morf_minus_{other}"] = paired_difference(
+                            curves[name]["morf"], curves[name][other], both, n_boot, seed, level
+                        )
+                    paired[f"morf_minus_{other}_difference"] = paired_contrast_difference(
+                        curves[a]["morf"], curves[a][other], curves[b]["morf"], curves[b][other], both, n_boot, seed, level
+                    )
+            report["paired"] = paired
     return report
 
 
@@ -850,6 +893,7 @@ def perturbation_ablation(
                 "morf_minus_random_low": d["final_low"],
                 "morf_minus_random_high": d["final_high"],
                 "n_images": m["n_images"],
+                "level": level,
             }
         )
     return rows
@@ -909,24 +953,56 @@ def plot_curves(curves: Mapping[str, np.ndarray], ax=None, title: str | None = N
     return fig
 
 
+def _ablation_subset_text(rows: Sequence[Mapping]) -> str:
+    """'n = 48 images per model' (or per-model counts) from the ablation rows' ``n_images``."""
+    counts = {r.get("model", ""): r["n_images"] for r in rows if "n_images" in r}
+    if not counts:
+        return ""
+    if len(set(counts.values())) == 1:
+        n = next(iter(counts.values()))
+        return f"subset of n = {n} correctly classified test images" + (" per model" if len(counts) > 1 else "")
+    return "subsets of " + ", ".join(f"n = {n} ({m})" if m else f"n = {n}" for m, n in counts.items()) + " test images"
+
+
 def plot_ablation(rows: Sequence[Mapping], ax=None, title: str | None = None):
-    """Bar chart of MoRF - random AOPC (with interval) per perturbation setting and model (rows need a ``model`` key)."""
-    fig, ax = _ax(ax, figsize=(8, 4.5))
+    """Bar chart of MoRF - random AOPC (with interval) per perturbation setting and model (rows need a ``model`` key).
+
+    Every bar carries its value as text (so a bar of exactly 0 reads "0.000" rather than looking missing);
+    the default title names the image subset (the rows' ``n_images``).
+    """
+    fig, ax = _ax(ax, figsize=(9, 4.8))
     models = list(dict.fromkeys(r.get("model", "") for r in rows))
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     width = 0.8 / max(1, len(models))
+    extent = [0.0]
+    labels = []
     for j, model in enumerate(models):
         sel = {r["setting"]: r for r in rows if r.get("model", "") == model}
         pos = np.arange(len(settings)) + (j - (len(models) - 1) / 2) * width
         vals = np.array([sel[s]["morf_minus_random"] if s in sel else np.nan for s in settings])
         low = np.array([sel[s]["morf_minus_random_low"] if s in sel else np.nan for s in settings])
         high = np.array([sel[s]["morf_minus_random_high"] if s in sel else np.nan for s in settings])
-        ax.bar(pos, vals, width, yerr=np.vstack([vals - low, high - vals]), capsize=3, label=model or None)
+        ax.bar(pos, vals, width, yerr=np.vstack([vals - low, high - vals]), capsize=3, label=model or None,
+               color=f"C{j}", edgecolor=f"C{j}", lw=1.0)
+        for x, v, lo, hi in zip(pos, vals, low, high):
+            if np.isfinite(v):
+                labels.append((x, v, lo, hi))
+                extent += [lo, hi]
+    span = max(extent) - min(extent) or 1.0
+    pad = 0.02 * span
+    for x, v, lo, hi in labels:
+        # above the interval for values >= 0, below it for negative values
+        y, va = (max(v, hi) + pad, "bottom") if v >= 0 else (min(v, lo) - pad, "top")
+        ax.text(x, y, f"{v:.3f}", ha="center", va=va, fontsize=7, rotation=90 if len(models) > 2 else 0)
+        if v == 0:
+            ax.plot([x - width / 2, x + width / 2], [0, 0], lw=2.5, color="black", solid_capstyle="butt")
+    ax.set_ylim(min(extent) - 0.15 * span, max(extent) + 0.2 * span)
     ax.set_xticks(np.arange(len(settings)))
     ax.set_xticklabels([label.replace(" ", "\n", 1) for label in settings])
     ax.axhline(0, color="black", lw=0.8)
     ax.set_ylabel("AOPC(MoRF) − AOPC(random)")
-    ax.set_title(title or "Perturbation ablation: heatmap advantage over a random order")
+    subset = _ablation_subset_text(rows)
+    ax.set_title(title or "Perturbation ablation: heatmap advantage over a random order" + (f"\n({subset})" if subset else ""))
     if any(models):
         ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
@@ -937,64 +1013,285 @@ def _interval(value, low, high) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
-    """The study's final table as rows for ``reporting.markdown_table``: model, test recall, test F1, AOPC with interval, random baseline.
+def _entry_interval(entry: Mapping) -> str:
+    """'final [low, high]' of an :func:`aopc_summary` or :func:`paired_difference` result."""
+    return _interval(entry["final"], entry["final_low"], entry["final_high"])
 
-    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
-    (macro averages, e.g. from ``evaluation.summary_row``).
+
+def _ci_label(level: float) -> str:
+    return f"[{int(round(100 * level))}% CI]"
+
+
+#: Column names of the AOPC quantities, by report key.
+AOPC_LABELS: dict[str, str] = {
+    "morf": "AOPC (MoRF)",
+    "random": "random-order AOPC",
+    "lerf": "LeRF AOPC",
+    "morf_minus_random": "MoRF − random",
+    "morf_minus_lerf": "MoRF − LeRF",
+}
+
+
+def aopc_table(report: Mapping) -> list[dict]:
+    """Rows for ``reporting.markdown_table``: per model its images, AOPC per order, MoRF − random and MoRF − LeRF ('value [low, high]').
+
+    When the report has a paired comparison, a last row gives the paired differences first − second model on the
+    images both classify correctly, per order and for MoRF − random / MoRF − LeRF.
     """
+    ci = _ci_label(report["level"])
     rows = []
     for name, entry in report["models"].items():
-        if name not in classification:
-            raise ValueError(f"classification has no metrics for model {name!r}")
-        morf = entry["morf"]
-        level = int(round(100 * morf["level"]))
-        row = {
-            "model": name,
-            "test recall": float(classification[name]["recall"]),
-            "test F1": float(classification[name]["f1"]),
-            f"AOPC [{level}% CI]": _interval(morf["final"], morf["final_low"], morf["final_high"]),
-        }
-        if "random" in entry:
-            r = entry["random"]
-            row[f"random-order AOPC [{level}% CI]"] = _interval(r["final"], r["final_low"], r["final_high"])
-        row["images"] = morf["n_images"]
+        row = {"model": name, "images": entry["morf"]["n_images"]}
+        for key, label in AOPC_LABELS.items():
+            if key in entry:
+                row[f"{label} {ci}"] = _entry_interval(entry[key])
+        rows.append(row)
+    if "paired" in report:
+        p = report["paired"]
+        a, b = p["models"]
+        row = {"model": f"{a} − {b} (paired, both correct)", "images": p["n_images"]}
+        differences = dict(p.get("order_differences", {"morf": p["difference"]}))
+        for other in ("random", "lerf"):
+            if f"morf_minus_{other}_difference" in p:
+                differences[f"morf_minus_{other}"] = p[f"morf_minus_{other}_difference"]
+        for key, label in AOPC_LABELS.items():
+            if key in differences:
+                row[f"{label} {ci}"] = _entry_interval(differences[key])
         rows.append(row)
     return rows
 
 
-def write_summary(paths, rows: list[dict], report: Mapping | None = None, title: str = "Study summary", notes: str = "") -> dict:
-    """Write the final table to ``paths.report / "summary.md"`` and ``paths.metrics / "summary.json"``; return both paths."""
+def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
+    """Rows for ``reporting.markdown_table`` from :func:`perturbation_ablation` rows (with a ``model`` key): AOPC of MoRF and random, MoRF − random with interval."""
+    table = []
+    for r in rows:
+        table.append(
+            {
+                "model": r.get("model", ""),
+                "perturbation": r["setting"],
+                "AOPC (MoRF)": float(r["aopc_morf"]),
+                "random-order AOPC": float(r["aopc_random"]),
+                f"MoRF − random {_ci_label(r.get('level', 0.95))}": _interval(
+                    r["morf_minus_random"], r["morf_minus_random_low"], r["morf_minus_random_high"]
+                ),
+                "images": r["n_images"],
+            }
+        )
+    return table
+
+
+def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
+    """The study's final table as rows for ``reporting.markdown_table``: model, macro test recall and F1, AOPC, random baseline, MoRF − random, MoRF − LeRF (with intervals).
+
+    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
+    (macro averages, e.g. from ``evaluation.summary_row``). MoRF − random is the heatmap's own score: the raw
+    AOPC also grows with the model's sensitivity to the perturbation, which the random order measures.
+    """
+    ci = _ci_label(report["level"])
+    rows = []
+    for name, entry in report["models"].items():
+        if name not in classification:
+            raise ValueError(f"classification has no metrics for model {name!r}")
+        row = {
+            "model": name,
+            "macro test recall": float(classification[name]["recall"]),
+            "macro test F1": float(classification[name]["f1"]),
+        }
+        for key, label in AOPC_LABELS.items():
+            if key != "lerf" and key in entry:
+                row[f"{label} {ci}"] = _entry_interval(entry[key])
+        row["images"] = entry["morf"]["n_images"]
+        rows.append(row)
+    return rows
+
+
+def paired_sentences(report: Mapping) -> list[str]:
+    """The paired model comparison as text: MoRF AOPC difference, the random-order AOPCs it is confounded with, and the MoRF − random difference that measures the heatmaps."""
+    if "paired" not in report:
+        return []
+    p = report["paired"]
+    a, b = p["models"]
+    orders = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
+    lines = [
+        f"Paired comparison on the {p['n_images']} test images both models classify correctly. "
+        f"AOPC (MoRF): {a} {p[a]['final']:.3f}, {b} {p[b]['final']:.3f}, "
+        f"difference {a} − {b} = {_entry_interval(p['difference'])}."
+    ]
+    if "random" in orders[a] and "random" in orders[b]:
+        lines.append(
+            f"This raw AOPC difference mixes the heatmaps with each model's sensitivity to the perturbation itself: "
+            f"a random region order already gives AOPC {a} {orders[a]['random']['final']:.3f}, "
+            f"{b} {orders[b]['random']['final']:.3f}."
+        )
+    if "morf_minus_random_difference" in p:
+        lines.append(
+            f"The heatmaps are measured by MoRF − random (the AOPC a heatmap adds over a random order on the same "
+            f"images): {a} {_entry_interval(orders[a]['morf_minus_random'])}, "
+            f"{b} {_entry_interval(orders[b]['morf_minus_random'])}; paired difference {a} − {b} = "
+            f"{_entry_interval(p['morf_minus_random_difference'])}."
+        )
+    return lines
+
+
+def _ci_sign(entry: Mapping) -> int:
+    """+1 when the interval lies above 0, -1 below 0, 0 when it contains 0."""
+    return 1 if entry["final_low"] > 0 else (-1 if entry["final_high"] < 0 else 0)
+
+
+def aopc_conclusions(report: Mapping, classification: Mapping[str, Mapping[str, float]], recall_tolerance: float = 0.01) -> dict:
+    """Whether this run supports the paper's claim (the better-generalizing model has the better AOPC), as sentences computed from the numbers.
+
+    The better-generalizing model is the one with the higher macro test recall; recalls within
+    ``recall_tolerance`` make the claim impossible to judge by accuracy. AOPC is compared on the images
+    both models classify correctly (paired intervals), then the caveats: AOPC also measures the model's
+    sensitivity to the perturbation (the random-order AOPC), and the heatmaps' own quality is MoRF − random.
+    Returns ``verdict`` ("holds", "does not hold", "cannot be judged"), ``better_generalizing`` and
+    ``better_aopc`` (model names or None), ``better_heatmaps`` (the model whose MoRF − random is higher
+    with an interval excluding 0, else None) and ``sentences``.
+    References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images"; Samek et al., IEEE TNNLS 2017.
+    """
+    if not recall_tolerance >= 0:
+        raise ValueError(f"recall_tolerance must be non-negative, got {recall_tolerance!r}")
+    names = list(report["paired"]["models"]) if "paired" in report else list(report["models"])[:2]
+    if len(names) != 2:
+        raise ValueError(f"aopc_conclusions needs two models in the report, got {list(report['models'])}")
+    for name in names:
+        if name not in classification:
+            raise ValueError(f"classification has no metrics for model {name!r}")
+    a, b = names
+    recall = {n: float(classification[n]["recall"]) for n in names}
+    f1 = {n: float(classification[n]["f1"]) for n in names}
+    if "paired" in report:
+        p = report["paired"]
+        src = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
+        where = f"on the {p['n_images']} test images both models classify correctly"
+        morf_diff, heat_diff = p["difference"], p.get("morf_minus_random_difference")
+        rand_diff = p.get("order_differences", {}).get("random")
+    else:
+        src = report["models"]
+        where = "on each model's own correctly classified test images (no image is classified correctly by both)"
+        morf_diff = heat_diff = rand_diff = None
+    morf = {n: src[n]["morf"]["final"] for n in names}
+    sentences = []
+
+    # 1. the paper's claim: accuracy first, then raw AOPC
+    better_aopc = a if morf[a] > morf[b] else (b if morf[b] > morf[a] else None)
+    if morf_diff is not None and _ci_sign(morf_diff) == 0:
+        aopc_text = (f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}; the paired difference "
+                     f"{_entry_interval(morf_diff)} does not exclude 0")
+    elif morf_diff is not None:
+        aopc_text = (f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}, paired difference "
+                     f"{a} − {b} = {_entry_interval(morf_diff)}")
+    else:
+        aopc_text = f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}"
+    if abs(recall[a] - recall[b]) <= recall_tolerance:
+        verdict, better_gen = "cannot be judged", None
+        sentences.append(
+            f"The paper's claim (the better-generalizing model has the better AOPC) cannot be judged by accuracy "
+            f"on this run: macro test recall is {recall[a]:.3f} for {a} and {recall[b]:.3f} for {b} (F1 {f1[a]:.3f} "
+            f"and {f1[b]:.3f}), within {recall_tolerance:g} of each other, so neither model generalizes better."
+        )
+        sentences.append(f"For the record, {aopc_text}.")
+    else:
+        better_gen = a if recall[a] > recall[b] else b
+        other = b if better_gen == a else a
+        verdict = "holds" if better_aopc == better_gen else "does not hold"
+        qualifier = ""
+        if verdict == "holds" and morf_diff is not None and _ci_sign(morf_diff) == 0:
+            qualifier = " only as a point estimate"
+        sentences.append(
+            f"{better_gen} generalizes better (macro test recall {recall[better_gen]:.3f} vs {recall[other]:.3f}, "
+            f"F1 {f1[better_gen]:.3f} vs {f1[other]:.3f}) and "
+            f"{'has' if verdict == 'holds' else 'does not have'} the higher AOPC: {aopc_text}. "
+            f"The paper's claim {verdict} on this run{qualifier}."
+        )
+
+    # 2. caveat: sensitivity to the perturbation, measured by the random order
+    if all("random" in src[n] for n in names):
+        rand = {n: src[n]["random"]["final"] for n in names}
+        text = (f"Caveat: AOPC also grows with a model's sensitivity to the perturbation itself; a random region "
+                f"order already gives AOPC {a} {rand[a]:.3f} and {b} {rand[b]:.3f}")
+        if rand_diff is not None and _ci_sign(rand_diff) != 0:
+            text += (f" (paired difference {_entry_interval(rand_diff)}), so the raw AOPC comparison between "
+                     f"the models is confounded by how each reacts to the noise")
+        sentences.append(text + ".")
+
+    # 3. the heatmaps' own score: MoRF - random
+    better_heat = None
+    if all("morf_minus_random" in src[n] for n in names):
+        per_model = []
+        for n in names:
+            entry = src[n]["morf_minus_random"]
+            judgement = {1: "better than a random order", 0: "no better than a random order",
+                         -1: "worse than a random order"}[_ci_sign(entry)]
+            per_model.append(f"{n} {_entry_interval(entry)} ({judgement})")
+        text = "The heatmaps themselves are measured by MoRF − random: " + "; ".join(per_model)
+        if heat_diff is not None:
+            sign = _ci_sign(heat_diff)
+            better_heat = {1: a, -1: b, 0: None}[sign]
+            text += f"; paired difference {a} − {b} = {_entry_interval(heat_diff)}"
+            if better_heat is None:
+                text += ", so neither model's heatmaps are distinguishably better"
+            else:
+                text += f", so {better_heat}'s heatmaps are better"
+                if better_gen is not None:
+                    text += " (the better-generalizing model's)" if better_heat == better_gen else " (not the better-generalizing model's)"
+        sentences.append(text + ".")
+    return {
+        "verdict": verdict,
+        "better_generalizing": better_gen,
+        "better_aopc": better_aopc,
+        "better_heatmaps": better_heat,
+        "sentences": sentences,
+    }
+
+
+def write_summary(
+    paths,
+    rows: list[dict],
+    report: Mapping | None = None,
+    title: str | None = None,
+    notes: str = "",
+    conclusions: Mapping | None = None,
+) -> dict:
+    """Write the final table to ``paths.report / "summary.md"`` and ``paths.metrics / "summary.json"``; return both paths.
+
+    Under the table: the paired model comparison (:func:`paired_sentences`), ``notes``, and the sentences of
+    ``conclusions`` (:func:`aopc_conclusions`) when given. ``title`` defaults to "Study summary (<profile> profile)".
+    """
     from .config import atomic_path, save_json
     from .reporting import markdown_table
 
-    lines = [f"# {title}", "", f"Profile: `{paths.profile}`", "", markdown_table(rows)]
-    if report is not None and "paired" in report:
-        p = report["paired"]
-        a, b = p["models"]
-        d = p["difference"]
-        lines += [
-            f"Paired comparison on the {p['n_images']} test images both models classify correctly: "
-            f"AOPC {a} {p[a]['final']:.3f}, {b} {p[b]['final']:.3f}; "
-            f"difference {a} − {b} = {_interval(d['final'], d['final_low'], d['final_high'])}.",
-            "",
-        ]
+    title = title or f"Study summary ({paths.profile} profile)"
+    lines = [f"# {title}", "", markdown_table(rows)]
+    if report is not None:
+        paired = paired_sentences(report)
+        if paired:
+            lines += [" ".join(paired), ""]
     if notes:
         lines += [notes, ""]
+    if conclusions is not None:
+        lines += ["## Conclusions", ""] + [f"- {s}" for s in conclusions["sentences"]] + [""]
     md_path = paths.report / "summary.md"
     with atomic_path(md_path) as tmp:
         tmp.write_text("\n".join(lines))
     payload = {"profile": paths.profile, "rows": rows}
+    keys = ("final", "final_low", "final_high", "n_images")
     if report is not None:
-        keys = ("final", "final_low", "final_high", "n_images")
         payload["aopc"] = {
-            name: {order: {k: entry[order][k] for k in keys} for order in ORDERS if order in entry}
+            name: {order: {k: entry[order][k] for k in keys} for order in AOPC_LABELS if order in entry}
             | {"selection": entry.get("selection", "")}
             for name, entry in report["models"].items()
         }
     if report is not None and "paired" in report:
-        d = report["paired"]["difference"]
-        payload["paired_difference"] = {k: d[k] for k in ("final", "final_low", "final_high", "n_images", "share_positive")}
-        payload["paired_models"] = report["paired"]["models"]
+        p = report["paired"]
+        payload["paired_models"] = p["models"]
+        payload["paired_difference"] = {k: p["difference"][k] for k in (*keys, "share_positive")}
+        for other in ("random", "lerf"):
+            key = f"morf_minus_{other}_difference"
+            if key in p:
+                payload[f"paired_{key}"] = {k: p[key][k] for k in (*keys, "share_positive")}
+    if conclusions is not None:
+        payload["conclusions"] = dict(conclusions)
     json_path = save_json(payload, paths.metrics / "summary.json")
     return {"markdown": md_path, "json": json_path}
