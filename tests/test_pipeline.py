@@ -39,7 +39,7 @@ def project(tmp_path):
               'profile = "demo"\nreport_dir = ""\nwork_dir = ""\nseed = 0\nvalue = 1',
               ["NAME = '01'", write])
     _notebook(tmp_path / "notebooks" / "02_second.ipynb",
-              'profile = "demo"\nreport_dir = ""\nseed = 0\nvalue = 2\nfail = False',
+              'profile = "demo"\nreport_dir = ""\nseed = 0\nvalue = 2\nfail = False\nrate = 0.5',
               ["NAME = '02'", write, "if fail:\n    raise RuntimeError('asked to fail')"])
     _notebook(tmp_path / "notebooks" / "scratch.ipynb", "x = 1", ["raise SystemExit"])
     (tmp_path / "params" / "tiny.yaml").write_text(yaml.safe_dump({
@@ -69,6 +69,8 @@ def test_profile_parameters_are_combined(project):
     ({}, ["01_first.fail=1"], "notebook '01_first' has no parameter 'fail'"),
     ({}, ["09_x.value=1"], "no notebook named '09_x'"),
     ({}, ["value"], "expected key=value"),
+    ({}, ["valeu=3"], "did you mean 'value'"),
+    ({}, ["value=abc"], "expects an integer like its default 1, got 'abc'"),
 ])
 def test_unknown_keys_are_rejected_with_their_name(project, content, overrides, message):
     (project / "params" / "bad.yaml").write_text(yaml.safe_dump(content))
@@ -76,6 +78,54 @@ def test_unknown_keys_are_rejected_with_their_name(project, content, overrides, 
     profile = pipeline.load_profile("bad", project / "params")
     with pytest.raises(ProfileError, match=message):
         pipeline.resolve_parameters(profile, notebooks, overrides)
+
+
+def test_values_take_the_type_of_the_notebook_default(project):
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    (project / "params" / "types.yaml").write_text("02_second:\n  rate: 1e-3\n")  # YAML 1.1 reads this as text
+    profile = pipeline.load_profile("types", project / "params")
+    params = pipeline.resolve_parameters(profile, notebooks, ["01_first.value=3", "02.fail=True"])
+    assert params["02_second"]["rate"] == pytest.approx(0.001) and isinstance(params["02_second"]["rate"], float)
+    assert params["01_first"]["value"] == 3 and params["02_second"]["fail"] is True
+    assert pipeline.resolve_parameters(profile, notebooks, ["rate=2"])["02_second"]["rate"] == 2.0
+    with pytest.raises(ProfileError, match="02_second.rate: expects a number"):
+        pipeline.resolve_parameters(profile, notebooks, ["rate=fast"])
+
+
+def test_relative_path_parameters_are_taken_from_the_start_folder(project, tmp_path):
+    nb = project / "notebooks" / "03_third.ipynb"
+    _notebook(nb, 'data_dir = ""\nweights = "imagenet"\nsource = "synthetic"', ["pass"])
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    (tmp_path / "download").mkdir()
+    params = pipeline.resolve_parameters({}, notebooks, ["data_dir=download", "weights=w.h5"], base_dir=tmp_path)
+    assert params["03_third"]["data_dir"] == str(tmp_path / "download")
+    assert params["03_third"]["weights"] == str(tmp_path / "w.h5")
+    assert pipeline.resolve_parameters({}, notebooks, [])["03_third"] == {}
+
+
+def test_kaggle_source_without_data_dir_is_caught_before_running(project):
+    nb = project / "notebooks" / "03_third.ipynb"
+    _notebook(nb, 'data_dir = ""\nsource = "synthetic"', ["pass"])
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
+        pipeline.resolve_parameters({}, notebooks, ["source=kaggle"])
+    with pytest.raises(ProfileError, match="data_dir /no/such/folder does not exist"):
+        pipeline.resolve_parameters({}, notebooks, ["source=kaggle", "data_dir=/no/such/folder"])
+
+
+def test_clean_outputs_drops_tensorflow_start_up_lines(tmp_path):
+    noise = ("I0000 00:00:1795672123.984999   25286 port.cc:153] oneDNN custom operations are on.\n"
+             "E0000 00:00:1795672134.148866   25334 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
+    cell = nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("stream", name="stderr", text=noise),
+        nbformat.v4.new_output("stream", name="stderr", text=noise + "UserWarning: keep me\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="I0000 00:00:1 1 a.cc:1] stdout is kept\n"),
+    ])
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
+    assert pipeline.clean_outputs(path) == 4
+    outputs = nbformat.read(str(path), as_version=4).cells[0].outputs
+    assert [o["text"] for o in outputs] == ["UserWarning: keep me\n", "I0000 00:00:1 1 a.cc:1] stdout is kept\n"]
 
 
 def test_missing_profile_lists_the_available_ones(project):
@@ -117,10 +167,12 @@ def test_run_writes_report_and_failure_keeps_previous(project):
     assert json.loads((report / "metrics" / "02.json").read_text()) == {"seed": 3, "value": 5}
     assert (report / "01_first.ipynb").is_file() and (report / "index.html").is_file()
     run = json.loads((report / "run.json").read_text())
-    assert run["parameters"]["01_first"]["report_dir"].endswith(".tiny.staging")
+    assert run["parameters"]["01_first"]["report_dir"] == str(report)  # the final folder, not the staging one
+    assert run["total_seconds"] == pytest.approx(sum(run["seconds"].values()), abs=0.05)
     assert any("[2/2] 02_second done" in line for line in logs)
 
-    with pytest.raises(pipeline.NotebookFailed, match=r"02_second\.ipynb failed in cell \d+.*asked to fail"):
+    # cell numbers as in the source notebook (papermill's injected cell not counted), with the cell's first line
+    with pytest.raises(pipeline.NotebookFailed, match=r"02_second\.ipynb failed in cell 3 \(if fail:\).*asked to fail"):
         pipeline.run_study("tiny", overrides=["value=9", "fail=true"], project_dir=project, work_dir=project,
                            progress=False, export_html=False, log=logs.append)
     # the previous report is untouched; the failed run is kept aside for inspection
@@ -132,3 +184,10 @@ def test_run_writes_report_and_failure_keeps_previous(project):
     assert json.loads((report / "metrics" / "01.json").read_text())["value"] == 4
     assert json.loads((report / "metrics" / "02.json").read_text())["value"] == 5  # kept from the full run
     assert not (project / "reports" / ".tiny.failed").exists()
+    run = json.loads((report / "run.json").read_text())
+    assert run["stale"] == ["02_second"]  # 02 reads what 01 wrote and was not rerun
+    assert any("02_second read what the rerun notebooks wrote" in line for line in logs)
+
+    pipeline.run_study("tiny", start="01", project_dir=project, work_dir=project, progress=False, log=logs.append)
+    run = json.loads((report / "run.json").read_text())
+    assert run["stale"] == [] and sorted(run["seconds"]) == ["01_first", "02_second"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import config, data, pipeline
-from helpers.pipeline import NotebookFailed
+from helpers.pipeline import NotebookFailed, ProfileError
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.notebook
@@ -84,7 +84,7 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
         assert time.monotonic() < deadline, "".join(lines)
     output = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
-    assert "interrupted" in output
+    assert "interrupted: the previous report is unchanged" in output
     after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
     assert after == before  # the previous report is untouched
     paths = config.study_paths("smoke", work)
@@ -95,11 +95,15 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
 
 
 def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
-    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed.*data_dir"):
+    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
         _run(tmp_path, profile="paper", only="01", export_html=False)
-    missing = tmp_path / "no-such-download"
-    with pytest.raises(NotebookFailed, match="no-such-download"):
-        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={missing}"])
+    with pytest.raises(ProfileError, match="no-such-download does not exist"):
+        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={tmp_path / 'no-such-download'}"])
+    assert not (tmp_path / "reports").exists()  # stopped before any kernel started
+    empty = tmp_path / "empty-download"
+    empty.mkdir()
+    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in cell \d+ .*empty-download"):
+        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={empty}"])
     assert not (tmp_path / "reports" / "paper").exists()
 
 

@@ -14,6 +14,8 @@ folder; the report folder ``reports/<profile>/`` is replaced only when every not
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import platform
@@ -113,7 +115,7 @@ def _parse_override(text: str) -> tuple[str | None, str, object]:
         raise ProfileError(f"-p {text!r}: expected key=value or NN_notebook.key=value")
     key, raw = text.split("=", 1)
     key = key.strip()
-    value = yaml.safe_load(raw) if raw.strip() else ""
+    value = _parse_value(raw)
     section = None
     if "." in key:
         section, key = key.split(".", 1)
@@ -122,7 +124,67 @@ def _parse_override(text: str) -> tuple[str | None, str, object]:
     return section, key, value
 
 
-def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str] = ()) -> dict[str, dict]:
+def _parse_value(raw: str):
+    """A command-line value: a Python literal (``1e-3``, ``None``, ``[1, 2]``), else YAML (``true``, ``imagenet``)."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return yaml.safe_load(raw)
+
+
+def _coerce(value, default_literal: str | None, where: str, problems: list[str]):
+    """Give a value the type of the notebook's literal default where that is safe (``"1e-3"`` -> 0.001 for a float)."""
+    try:
+        default = ast.literal_eval(default_literal) if default_literal is not None else None
+    except (ValueError, SyntaxError):
+        return value
+    if isinstance(default, bool) or isinstance(value, bool) or value is None:
+        return value
+    if isinstance(default, float) and isinstance(value, (int, str)):
+        try:
+            return float(value)
+        except ValueError:
+            problems.append(f"{where}: expects a number like its default {default_literal}, got {value!r}")
+    elif isinstance(default, int) and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            problems.append(f"{where}: expects an integer like its default {default_literal}, got {value!r}")
+    return value
+
+
+#: Parameters holding paths: relative values are taken from the folder the runner was started in.
+def _is_path_parameter(key: str) -> bool:
+    return key.endswith("_dir") or key in ("weights",)
+
+
+def _absolute_paths(params: dict, base: Path) -> dict:
+    out = dict(params)
+    for key, value in params.items():
+        if (_is_path_parameter(key) and isinstance(value, str) and value and value != "imagenet"
+                and not Path(value).expanduser().is_absolute()):
+            out[key] = str((base / Path(value).expanduser()).resolve())
+    return out
+
+
+def _suggest(name: str, candidates) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _section_for(name: str, stems) -> str | None:
+    """A notebook stem from a stem or its number (``02`` or ``2`` -> ``02_train_vgg16``)."""
+    if name in stems:
+        return name
+    matches = [stem for stem in stems if name.isdigit() and stem[:2] == name.zfill(2)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str] = (),
+                       base_dir: str | os.PathLike | None = None) -> dict[str, dict]:
     """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys."""
     source = profile.get("_path", "profile")
     declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
@@ -134,20 +196,22 @@ def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str
         if section in META_KEYS or section in ("_path", "shared"):
             continue
         if section not in stems:
-            problems.append(f"{source}: section '{section}' names no notebook (notebooks: {', '.join(sorted(stems))})")
+            problems.append(f"{source}: section '{section}' names no notebook{_suggest(section, stems)}"
+                            f" (notebooks: {', '.join(sorted(stems))})")
     shared = dict(profile.get("shared") or {})
     for key in shared:
         if key in RUNNER_KEYS:
             problems.append(f"{source}: shared key '{key}' is set by the runner, not by a profile")
         elif key not in all_names:
-            problems.append(f"{source}: shared key '{key}' is declared by no notebook")
+            problems.append(f"{source}: shared key '{key}' is declared by no notebook{_suggest(key, all_names)}")
     for stem in sorted(stems & set(profile)):
         for key in profile[stem]:
             if key in RUNNER_KEYS:
                 problems.append(f"{source}: key '{stem}.{key}' is set by the runner, not by a profile")
             elif key not in declared[stem]:
                 known = ", ".join(sorted(declared[stem]))
-                problems.append(f"{source}: unknown key '{key}' in section '{stem}' (its parameters: {known})")
+                problems.append(f"{source}: unknown key '{key}' in section '{stem}'{_suggest(key, declared[stem])}"
+                                f" (its parameters: {known})")
 
     per_notebook = {stem: {} for stem in sorted(stems)}
     for stem in per_notebook:
@@ -160,22 +224,52 @@ def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str
             problems.append(f"-p {text}: '{key}' is set by the runner (use --profile / --work-dir)")
             continue
         if section is not None:
-            if section not in stems:
-                problems.append(f"-p {text}: no notebook named '{section}'")
-            elif key not in declared[section]:
-                problems.append(f"-p {text}: notebook '{section}' has no parameter '{key}'")
+            stem = _section_for(section, stems)
+            if stem is None:
+                problems.append(f"-p {text}: no notebook named '{section}'{_suggest(section, stems)}")
+            elif key not in declared[stem]:
+                problems.append(f"-p {text}: notebook '{stem}' has no parameter '{key}'{_suggest(key, declared[stem])}")
             else:
-                per_notebook[section][key] = value
+                per_notebook[stem][key] = value
         elif key not in all_names:
-            problems.append(f"-p {text}: no notebook declares a parameter '{key}'")
+            problems.append(f"-p {text}: no notebook declares a parameter '{key}'{_suggest(key, all_names)}")
         else:
             for stem in per_notebook:
                 if key in declared[stem]:
                     per_notebook[stem][key] = value
 
+    base = Path(base_dir) if base_dir else Path.cwd()
+    for stem, params in per_notebook.items():
+        for key, value in params.items():
+            params[key] = _coerce(value, declared[stem].get(key), f"{stem}.{key}", problems)
+        per_notebook[stem] = _absolute_paths(params, base)
+    problems += preflight(per_notebook, declared)
     if problems:
         raise ProfileError("invalid parameters:\n  " + "\n  ".join(problems))
     return per_notebook
+
+
+def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[str]:
+    """Problems that would only surface inside a kernel, found before anything runs (e.g. no ``data_dir``)."""
+    problems = []
+    for stem, params in per_notebook.items():
+        names = declared[stem]
+        source = params.get("source", _literal(names.get("source")))
+        data_dir = params.get("data_dir", _literal(names.get("data_dir")))
+        if source == "kaggle":
+            if not data_dir:
+                problems.append(f"{stem}: source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset"
+                                " (pass -p data_dir=/path/to/it)")
+            elif not Path(str(data_dir)).exists():
+                problems.append(f"{stem}: data_dir {data_dir} does not exist")
+    return problems
+
+
+def _literal(text):
+    try:
+        return ast.literal_eval(text) if text is not None else None
+    except (ValueError, SyntaxError):
+        return None
 
 
 def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
@@ -206,14 +300,58 @@ def _environment() -> dict:
 
 
 def _failure_message(nb: Path, exc: Exception) -> str:
-    cell = getattr(exc, "cell_index", None)
-    count = getattr(exc, "exec_count", None)
+    """Name the notebook and the failing cell as the user sees it in ``notebooks/`` (papermill's injected cell not counted)."""
+    import nbformat
+
     ename = getattr(exc, "ename", type(exc).__name__)
     evalue = getattr(exc, "evalue", str(exc))
-    where = f"cell {cell}" if cell is not None else "a cell"
-    if count is not None:
-        where += f" (execution count {count})"
+    source = getattr(exc, "source", None)
+    where = "a cell"
+    if source is not None:
+        cells = nbformat.read(str(nb), as_version=4).cells
+        index = next((i for i, cell in enumerate(cells) if cell.source == source), None)
+        first = next((line for line in source.splitlines() if line.strip() and not line.startswith("#")), "")
+        if index is not None:
+            where = f"cell {index}"
+        if first:
+            where += f" ({first.strip()[:70]})"
     return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+
+
+#: Start-up chatter of TensorFlow/XLA and the kernel that the executed notebooks should not keep.
+_NOISE = re.compile(
+    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+\] .*"
+    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    r"|.*oneDNN custom operations are on.*|.*TF_ENABLE_ONEDNN_OPTS.*"
+    r"|.*Could not find cuda drivers.*|.*failed call to cuInit.*|.*Unable to register cu\w+ factory.*"
+    r"|.*This TensorFlow binary is optimized to use available CPU instructions.*"
+    r"|.*To enable the following instructions.*rebuild TensorFlow.*)$"
+)
+
+
+def clean_outputs(path: str | os.PathLike) -> int:
+    """Drop TensorFlow start-up log lines from an executed notebook's stderr outputs; return how many were removed."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                lines = output.get("text", "").splitlines(keepends=True)
+                clean = [line for line in lines if not _NOISE.match(line.rstrip("\r\n"))]
+                removed += len(lines) - len(clean)
+                if not "".join(clean).strip():
+                    continue
+                output["text"] = "".join(clean)
+            kept.append(output)
+        cell["outputs"] = kept
+    if removed:
+        nbformat.write(nb, str(path))
+    return removed
 
 
 def run_study(
@@ -226,14 +364,28 @@ def run_study(
     export_html: bool = True,
     kernel_name: str | None = None,
     log=print,
+    start: str | None = None,
 ) -> RunResult:
-    """Execute the profile's notebooks in order; replace ``reports/<profile>/`` only when all succeed."""
+    """Execute the profile's notebooks in order; replace ``reports/<profile>/`` only when all succeed.
+
+    ``only`` runs the listed notebooks; ``start`` runs one notebook and every later one. A partial run
+    updates the existing report and says which later notebooks still show results of an earlier run.
+    """
     import papermill as pm
 
+    if only and start:
+        raise ProfileError("use either --only or --from, not both")
     project = Path(project_dir).resolve() if project_dir else find_project_root()
     work = Path(work_dir).resolve() if work_dir else project
     notebooks = discover_notebooks(project / "notebooks")
-    selected = select_notebooks(notebooks, only)
+    if start:
+        first = select_notebooks(notebooks, start)
+        if len(first) != 1:
+            raise ProfileError(f"--from {start!r} must name one notebook")
+        selected = [nb for nb in notebooks if nb.name >= first[0].name]
+    else:
+        selected = select_notebooks(notebooks, only)
+    partial = len(selected) < len(notebooks)
     profile_dict = load_profile(profile, project / "params")
     name = Path(profile).stem
     parameters = resolve_parameters(profile_dict, notebooks, overrides)
@@ -245,12 +397,14 @@ def run_study(
     for leftover in (staging, failed):
         if leftover.exists():
             shutil.rmtree(leftover)
-    if final.exists() and only:
+    if final.exists() and partial:
         shutil.copytree(final, staging)  # a partial run updates the existing report
     staging.mkdir(parents=True, exist_ok=True)
 
-    # kernels inherit the environment: keep TensorFlow's start-up chatter out of the rendered notebooks
+    # kernels inherit the environment: quiet TensorFlow, plain-text progress bars in the saved notebooks
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
+    os.environ.setdefault("TQDM_MININTERVAL", "2")
     result = RunResult(profile=name, report_dir=final)
     log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
     started = time.perf_counter()
@@ -259,7 +413,7 @@ def run_study(
         declared = notebook_parameters(nb)
         runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
         params.update({k: v for k, v in runner_values.items() if k in declared})
-        result.parameters[nb.stem] = params
+        result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
         log(f"[{position}/{len(selected)}] {nb.stem} ...")
         t0 = time.perf_counter()
         try:
@@ -273,35 +427,40 @@ def run_study(
             )
         except Exception as exc:  # papermill raises PapermillExecutionError with the cell
             message = _failure_message(nb, exc)
+            if (staging / nb.name).is_file():
+                clean_outputs(staging / nb.name)
             staging.rename(failed)
             log(f"FAILED: {message}")
-            log(f"the partial run is in {failed / nb.name}; the previous report in {final} is unchanged")
+            kept = f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
+            log(f"the partial run is in {failed / nb.name}; {kept}")
             raise NotebookFailed(message) from exc
+        clean_outputs(staging / nb.name)
         result.timings[nb.stem] = time.perf_counter() - t0
         log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 
+    stale = [nb.stem for nb in notebooks if nb.name > selected[0].name and nb not in selected]
     run_info = {
         "profile": name,
+        "report_dir": str(final),
         "notebooks": list(result.timings),
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
-        "total_seconds": round(time.perf_counter() - started, 2),
         "parameters": result.parameters,
         "environment": _environment(),
     }
-    previous = {}
-    if (staging / "run.json").is_file():
+    if partial and (staging / "run.json").is_file():
         previous = json.loads((staging / "run.json").read_text())
-    if only and previous:
-        previous.get("seconds", {}).update(run_info["seconds"])
-        previous.get("parameters", {}).update(run_info["parameters"])
-        run_info["seconds"] = previous.get("seconds", run_info["seconds"])
-        run_info["parameters"] = previous.get("parameters", run_info["parameters"])
+        run_info["seconds"] = {**previous.get("seconds", {}), **run_info["seconds"]}
+        run_info["parameters"] = {**previous.get("parameters", {}), **run_info["parameters"]}
         run_info["notebooks"] = sorted(run_info["seconds"])
+        stale_before = set(previous.get("stale", [])) - set(result.timings)
+        stale = sorted(stale_before | set(stale))
+    run_info["total_seconds"] = round(sum(run_info["seconds"].values()), 2)
+    run_info["stale"] = stale
     save_json(run_info, staging / "run.json")
     if export_html:
         from .reporting import export_report
 
-        export_report(staging, log=lambda *a: None)
+        export_report(staging, log=lambda *a: None, stale=stale)
 
     backup = reports / f".{name}.previous"
     if backup.exists():
@@ -313,6 +472,9 @@ def run_study(
         shutil.rmtree(backup)
     log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
         + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
+    if stale:
+        log(f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
+            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}")
     return result
 
 
@@ -321,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,02")
+    parser.add_argument("--from", dest="start", default=None, metavar="NN",
+                        help="run this notebook and every later one, e.g. --from 02")
     parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter: key=value (every notebook declaring it) or NN_notebook.key=value")
     parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
@@ -333,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         run_study(
             profile=args.profile,
             only=args.only,
+            start=args.start,
             overrides=args.param,
             work_dir=args.work_dir,
             progress=not args.no_progress and sys.stderr.isatty(),
@@ -345,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the previous report and the cached data are unchanged", file=sys.stderr)
+        print("interrupted: the previous report is unchanged; files under data/ that finished notebooks rewrote"
+              " (split, cached images, models) are complete but may come from this run", file=sys.stderr)
         return 130
     return 0
 

@@ -54,57 +54,138 @@ def notebook_to_html(notebook_path: str | os.PathLike, html_path: str | os.PathL
     return html_path
 
 
-def _markdown_table_to_html(markdown: str) -> str:
-    rows = [line.strip() for line in markdown.splitlines() if line.strip().startswith("|")]
-    rows = [row for row in rows if not set(row.replace("|", "").strip()) <= set("-: ")]
-    if not rows:
-        return ""
-    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
-    head = "".join(f"<th>{_html_escape(c)}</th>" for c in cells[0])
-    body = "".join("<tr>" + "".join(f"<td>{_html_escape(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+#: Known figures in study order, with the caption shown in ``index.html``.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "fig1_examples": "Figure 1: one example image per class (01)",
+    "masks_overlay": "An example image with its lung and lesion masks (01)",
+    "fig2_recall_history_vgg16": "Figure 2: per-class recall per epoch of the vgg16 slot, the kept epoch marked (02)",
+    "fig3_recall_history_densenet201": "Figure 3: per-class recall per epoch of the densenet201 slot (03)",
+    "fig4_classification_report_vgg16": "Figure 4: test-set classification report of the vgg16 slot (04)",
+    "fig5_classification_report_densenet201": "Figure 5: test-set classification report of the densenet201 slot (04)",
+    "confusion_matrices": "Test-set confusion matrices of both models (04)",
+    "fig6_gradcam_covid": "Figure 6: Grad-CAM of one test image both models classify as COVID, at the feature grid (05)",
+    "fig7_overlays": "Figure 7: Grad-CAM overlays at several opacities (05)",
+    "gradcam_gallery": "Correct and wrong predictions per class with their heatmaps (05)",
+    "gradcam_mask_energy": "Share of heatmap mass inside the lesion and lung masks, per model and class (05)",
+    "morf_curves": "Mean probability of the explained class along the perturbation steps (06)",
+    "fig8_aopc": "Figure 8: AOPC against the perturbation step, with random-order baselines and 95% bands (06)",
+    "aopc_ablation": "Ablation over perturbation functions and noise levels (06)",
+}
 
 
-def write_index(report_dir: str | os.PathLike, title: str | None = None) -> Path:
-    """Write ``index.html`` linking the report's notebooks, figures and metrics, with the summary table on top."""
+def _inline(text: str) -> str:
+    import re
+
+    escaped = _html_escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+def markdown_to_html(markdown: str) -> str:
+    """Render the small markdown subset of ``summary.md`` (headings, tables, paragraphs, lists, code, bold) as HTML."""
+    html, block = [], []
+
+    def flush_table():
+        if not block:
+            return
+        rows = [r for r in block if not set(r.replace("|", "").strip()) <= set("-: ")]
+        cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
+        head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
+        body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
+        html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        block.clear()
+
+    paragraph: list[str] = []
+
+    def flush_paragraph():
+        if paragraph:
+            html.append("<p>" + _inline(" ".join(paragraph)) + "</p>")
+            paragraph.clear()
+
+    for line in markdown.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("|"):
+            flush_paragraph()
+            block.append(stripped)
+            continue
+        flush_table()
+        if not stripped:
+            flush_paragraph()
+        elif stripped.startswith("#"):
+            flush_paragraph()
+            level = min(len(stripped) - len(stripped.lstrip("#")) + 1, 4)
+            html.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
+        elif stripped.startswith(("- ", "* ")):
+            flush_paragraph()
+            html.append(f"<ul><li>{_inline(stripped[2:])}</li></ul>")
+        else:
+            paragraph.append(stripped)
+    flush_table()
+    flush_paragraph()
+    return "\n".join(html).replace("</ul>\n<ul>", "\n")
+
+
+def _figure_order(path: Path) -> tuple:
+    names = list(FIGURE_CAPTIONS)
+    return (names.index(path.stem) if path.stem in names else len(names), path.stem)
+
+
+def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=()) -> Path:
+    """Write ``index.html``: the summary on top, then the notebooks, figures (in study order, captioned) and metrics."""
+    import json
+
     report = Path(report_dir)
-    title = title or f"Grad-CAM / AOPC study: {report.name.lstrip('.').split('.')[0]}"
+    run = json.loads((report / "run.json").read_text()) if (report / "run.json").is_file() else {}
+    profile = run.get("profile") or report.name.lstrip(".").split(".")[0]
+    title = title or f"Grad-CAM / AOPC study: {profile} profile"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{_html_escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
-        "th{background:#eee}img{max-width:340px;border:1px solid #ddd;margin:4px}"
-        "figure{display:inline-block;margin:6px;vertical-align:top}figcaption{font-size:0.85em}</style>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
+        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+        "th{background:#eee}img{max-width:100%;border:1px solid #ddd}"
+        "figure{display:inline-block;width:48%;margin:0.5%;vertical-align:top}figcaption{font-size:0.9em}"
+        ".note{background:#fff6d6;border:1px solid #e0c060;padding:0.5em 1em}</style>",
         f"</head><body><h1>{_html_escape(title)}</h1>",
     ]
+    if profile != "paper":
+        parts.append(f"<p class='note'>The <code>{_html_escape(profile)}</code> profile runs on synthetic phantom X-rays "
+                     "with small backbones trained from scratch: its numbers show the method at work, they are not "
+                     "the paper's results (run the <code>paper</code> profile on the real dataset for those).</p>")
+    if stale:
+        parts.append("<p class='note'>Partial run: " + ", ".join(f"<code>{_html_escape(s)}</code>" for s in stale)
+                     + " were not rerun after notebooks they read from, so their figures and metrics come from an earlier run.</p>")
     summary = report / "summary.md"
     if summary.is_file():
-        table = _markdown_table_to_html(summary.read_text())
-        parts.append("<h2>Summary</h2>" + (table or f"<pre>{_html_escape(summary.read_text())}</pre>"))
+        parts.append("<section>" + markdown_to_html(summary.read_text()) + "</section>")
         parts.append("<p><a href='summary.md'>summary.md</a></p>")
     notebooks = sorted(report.glob("*.ipynb"))
     if notebooks:
         parts.append("<h2>Notebooks</h2><ul>")
+        seconds = run.get("seconds", {})
         for nb in notebooks:
             html_file = nb.with_suffix(".html")
             link = f"<a href='{html_file.name}'>{_html_escape(nb.stem)}</a>" if html_file.is_file() else _html_escape(nb.stem)
-            parts.append(f"<li>{link} (<a href='{nb.name}'>ipynb</a>)</li>")
+            took = f", {seconds[nb.stem]:.0f} s" if nb.stem in seconds else ""
+            parts.append(f"<li>{link} (<a href='{nb.name}'>ipynb</a>{took})</li>")
         parts.append("</ul>")
-    figures = sorted((report / "figures").glob("*.png"))
+    figures = sorted((report / "figures").glob("*.png"), key=_figure_order)
     if figures:
         parts.append("<h2>Figures</h2>")
         for fig in figures:
             rel = f"figures/{fig.name}"
-            parts.append(f"<figure><a href='{rel}'><img src='{rel}' alt='{_html_escape(fig.stem)}'></a>"
-                         f"<figcaption>{_html_escape(fig.stem)}</figcaption></figure>")
+            caption = FIGURE_CAPTIONS.get(fig.stem, fig.stem)
+            parts.append(f"<figure><a href='{rel}'><img src='{rel}' alt='{_html_escape(caption)}'></a>"
+                         f"<figcaption>{_html_escape(caption)}</figcaption></figure>")
     metrics = sorted((report / "metrics").glob("*.json"))
     if metrics:
         parts.append("<h2>Metrics</h2><ul>")
         parts += [f"<li><a href='metrics/{m.name}'>{_html_escape(m.name)}</a></li>" for m in metrics]
         parts.append("</ul>")
-    if (report / "run.json").is_file():
-        parts.append("<p><a href='run.json'>run.json</a>: parameters, timings and versions of the run.</p>")
+    if run:
+        parts.append(f"<p><a href='run.json'>run.json</a>: parameters, timings and versions of the run "
+                     f"({_html_escape(run.get('environment', {}).get('keras_backend', ''))} backend, "
+                     f"{run.get('total_seconds', 0):.0f} s of notebooks).</p>")
     parts.append("</body></html>")
     path = report / "index.html"
     with atomic_path(path, suffix=".html") as tmp:
@@ -112,11 +193,11 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None) -> Path
     return path
 
 
-def export_report(report_dir: str | os.PathLike, log=print) -> Path:
+def export_report(report_dir: str | os.PathLike, log=print, stale=()) -> Path:
     """Export every executed notebook of a report folder to HTML and write its ``index.html``."""
     report = Path(report_dir)
     for nb in sorted(report.glob("*.ipynb")):
         notebook_to_html(nb)
-    index = write_index(report)
+    index = write_index(report, stale=stale)
     log(f"report index: {index}")
     return index
