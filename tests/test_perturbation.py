@@ -422,6 +422,8 @@ def test_aopc_and_ablation_tables():
     table = pt.ablation_table(ablation)
     assert table == [{"model": "m", "perturbation": "mean", "AOPC (MoRF)": 0.4, "random-order AOPC": 0.1,
                       "MoRF − random [90% CI]": "0.300 [0.200, 0.350]", "images": 7}]
+    tiny = pt.ablation_table([{**ablation[0], "morf_minus_random": -1e-6, "morf_minus_random_low": -0.02}])
+    assert tiny[0]["MoRF − random [90% CI]"] == "0.000 [-0.020, 0.350]"  # no "-0.000"
 
 
 def _conclusion_report(morf_a, morf_b, rand_a, rand_b, n=40, steps=5, seed=0):
@@ -582,10 +584,13 @@ def test_figures_draw_the_numbers():
     np.testing.assert_allclose(fig2.axes[0].get_lines()[1].get_ydata(), curves["b"].mean(axis=0))
     rows = [{"model": m, "setting": s, "perturbation": s, "sigma": None, "morf_minus_random": v,
              "morf_minus_random_low": v - 0.1, "morf_minus_random_high": v + 0.1, "n_images": 48}
-            for m, s, v in [("a", "mean", 0.2), ("a", "blur", 0.0), ("b", "mean", -0.05), ("b", "blur", 0.1)]]
+            for m, s, v in [("a", "mean", 0.2), ("a", "blur", 0.0), ("b", "mean", -0.05), ("b", "blur", -1e-5)]]
     fig3 = pt.plot_ablation(rows)
     ax3 = fig3.axes[0]
-    assert [p.get_height() for p in ax3.patches] == pytest.approx([0.2, 0.0, -0.05, 0.1])
-    assert sorted(t.get_text() for t in ax3.texts) == sorted(["0.200", "0.000", "-0.050", "0.100"])  # 0 is labelled
+    assert [p.get_height() for p in ax3.patches] == pytest.approx([0.2, 0.0, -0.05, -1e-5])
+    assert sorted(t.get_text() for t in ax3.texts) == sorted(["0.200", "0.000", "-0.050", "0.000"])  # 0 is labelled
+    zero_marks = [line for line in ax3.get_lines() if np.allclose(line.get_ydata(), 0) and len(line.get_xdata()) == 2
+                  and line.get_linewidth() == 3]
+    assert len(zero_marks) == 2  # the two invisible bars are marked on the zero line
     assert "n = 48" in ax3.get_title()
     plt.close("all")

@@ -991,11 +991,12 @@ def plot_ablation(rows: Sequence[Mapping], ax=None, title: str | None = None):
     span = max(extent) - min(extent) or 1.0
     pad = 0.02 * span
     for x, v, lo, hi in labels:
+        text = _fmt(v)
         # above the interval for values >= 0, below it for negative values
         y, va = (max(v, hi) + pad, "bottom") if v >= 0 else (min(v, lo) - pad, "top")
-        ax.text(x, y, f"{v:.3f}", ha="center", va=va, fontsize=7, rotation=90 if len(models) > 2 else 0)
-        if v == 0:
-            ax.plot([x - width / 2, x + width / 2], [0, 0], lw=2.5, color="black", solid_capstyle="butt")
+        ax.text(x, y, text, ha="center", va=va, fontsize=7, rotation=90 if len(models) > 2 else 0)
+        if abs(v) < 0.005 * span:  # a bar too thin to see: mark its position on the zero line
+            ax.plot([x - width / 2, x + width / 2], [0, 0], lw=3, color="black", solid_capstyle="butt")
     ax.set_ylim(min(extent) - 0.15 * span, max(extent) + 0.2 * span)
     ax.set_xticks(np.arange(len(settings)))
     ax.set_xticklabels([label.replace(" ", "\n", 1) for label in settings])
@@ -1009,8 +1010,14 @@ def plot_ablation(rows: Sequence[Mapping], ax=None, title: str | None = None):
     return fig
 
 
+def _fmt(value) -> str:
+    """A number with 3 decimals, never "-0.000"."""
+    text = f"{value:.3f}"
+    return "0.000" if text == "-0.000" else text
+
+
 def _interval(value, low, high) -> str:
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return f"{_fmt(value)} [{_fmt(low)}, {_fmt(high)}]"
 
 
 def _entry_interval(entry: Mapping) -> str:
