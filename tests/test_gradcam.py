@@ -450,14 +450,117 @@ def test_gallery_indices_and_plots():
     fig = G.plot_gradcam_pair(images[0], {k: v[0] for k, v in heat.items()}, title="t", class_name="COVID")
     assert [ax.get_title() for ax in fig.axes[:3]] == ["test image (COVID)", "vgg16: Grad-CAM 2x2",
                                                        "densenet201: Grad-CAM 4x4"]
-    fig2 = G.plot_overlays(images[0], {k: v[0] for k, v in heat.items()}, alphas=[0.2, 0.8])
-    assert len(fig2.axes) == 4
+    fig2 = G.plot_overlays(images[0], {k: v[0] for k, v in heat.items()}, alphas=[0.2, 0.8],
+                           title="test image #0, true class COVID")
+    assert len(fig2.axes) == 5  # 2 models x 2 alphas + the colour bar
+    colourbar = [ax for ax in fig2.axes if not ax.images]
+    assert len(colourbar) == 1 and "normalized" in colourbar[0].get_ylabel()
+    assert fig2._suptitle.get_text().startswith("Figure 7: Grad-CAM overlays of test image #0, true class COVID")
     fig3 = G.plot_gallery(images, heat, labels, {"vgg16": predicted, "densenet201": labels}, per_class=1)
     assert len(fig3.axes) == 2 * 4 * 2
     fig4 = G.plot_mask_energy({"vgg16": rng.uniform(size=8), "densenet201": np.full(8, np.nan)}, labels)
     assert fig4.axes[0].get_ylabel().startswith("share of heatmap mass")
     for f in (fig, fig2, fig3, fig4):
         plt.close(f)
+
+
+def test_describe_example_and_figure_titles():
+    names = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    assert G.describe_example(42, 0, {"vgg16": 0, "densenet201": 0}, names) == \
+        "test image #42, true class COVID, predicted COVID by both models"
+    assert G.describe_example(3, 2, {"vgg16": 0, "densenet201": 2}, names) == \
+        "test image #3, true class Normal, predicted COVID by vgg16, Normal by densenet201"
+    assert G.describe_example(3, 2, {"vgg16": 1}, names) == "test image #3, true class Normal, predicted Lung_Opacity by vgg16"
+    assert G.figure_title("overlays", 7) == "Figure 7: overlays" and G.figure_title("gallery") == "gallery"
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = G.plot_gradcam_pair(np.zeros((8, 8, 1)), {"vgg16": np.ones((2, 2))}, title="Grad-CAM of x")
+    assert fig._suptitle.get_text() == "Figure 6: Grad-CAM of x"
+    plt.close(fig)
+
+
+def _gallery_case():
+    """Hand-made labels and predictions: vgg16 errs on class 0 (two images) and class 3, densenet201 only on class 0."""
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2, 3, 3])
+    vgg = np.array([0, 1, 2, 0, 1, 1, 2, 2, 3, 0])
+    dense = np.array([0, 0, 3, 0, 1, 1, 2, 2, 3, 3])
+    return labels, {"vgg16": vgg, "densenet201": dense}
+
+
+def test_gallery_columns_and_error_free_classes():
+    names = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    labels, preds = _gallery_case()
+    # Slow reference: count wrong images per (model, class) by a loop.
+    wrong = {m: [sum(1 for y, p in zip(labels, pred) if y == c and p != c) for c in range(4)] for m, pred in preds.items()}
+    assert wrong == {"vgg16": [2, 0, 0, 1], "densenet201": [1, 0, 0, 0]}
+    for per_class, expected in ((1, (1, 1)), (2, (2, 2)), (3, (3, 2))):
+        picks = {m: G.gallery_indices(labels, p, per_class, seed=0, num_classes=4) for m, p in preds.items()}
+        assert G.gallery_columns(picks) == expected
+    assert G.classes_without_errors(labels, preds, names) == {
+        "vgg16": ["Lung_Opacity", "Normal"], "densenet201": ["Lung_Opacity", "Normal", "Viral Pneumonia"]}
+    assert G.no_error_note(labels, preds, names) == (
+        "No misclassified test images for Lung_Opacity, Normal (both models); Viral Pneumonia (densenet201).")
+    perfect = {m: labels for m in preds}
+    picks = {m: G.gallery_indices(labels, p, 2, seed=0, num_classes=4) for m, p in perfect.items()}
+    assert G.gallery_columns(picks) == (2, 0)  # no wrong column at all
+    assert G.no_error_note(labels, perfect, names) == "No misclassified test images: every prediction is correct for both models."
+    assert G.no_error_note(labels, {"vgg16": (labels + 1) % 4}, names) == ""
+
+
+def test_gallery_drops_empty_wrong_columns():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+    labels, preds = _gallery_case()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(10, 8, 8, 1)).astype("float32")
+    heat = {m: rng.uniform(size=(10, 2, 2)) for m in preds}
+    # 4 classes x 2 models rows; 2 correct + 2 wrong columns (vgg16 has two COVID errors).
+    fig = G.plot_gallery(images, heat, labels, preds, class_names=names, per_class=2)
+    assert len(fig.axes) == 8 * 4
+    shown = sum(1 for ax in fig.axes if ax.images)
+    correct = {m: [min(2, int(((labels == c) & (p == c)).sum())) for c in range(4)] for m, p in preds.items()}
+    errors = {m: [min(2, int(((labels == c) & (p != c)).sum())) for c in range(4)] for m, p in preds.items()}
+    assert shown == sum(map(sum, correct.values())) + sum(map(sum, errors.values()))
+    notes = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert notes.count("no misclassified\nNormal image") == 2 and notes.count("no misclassified\nViral Pneumonia image") == 1
+    assert "Lung_Opacity, Normal (both models)" in fig._suptitle.get_text()
+    plt.close(fig)
+    # Every prediction right: the wrong half disappears and the title says so.
+    fig = G.plot_gallery(images, heat, labels, {m: labels for m in preds}, class_names=names, per_class=2)
+    assert len(fig.axes) == 8 * 2 and all(ax.images for ax in fig.axes)
+    assert "every prediction is correct" in fig._suptitle.get_text()
+    plt.close(fig)
+
+
+def test_mask_energy_ylim_and_layout():
+    assert G.mask_energy_ylim({"a": [0.1, np.nan, 0.4], "uniform map": [0.05, 0.2]}) == pytest.approx((0.0, 0.45))
+    assert G.mask_energy_ylim([0.0, 1.0]) == pytest.approx((-0.02, 1.02))
+    assert G.mask_energy_ylim({"a": [np.nan]}) == (-0.02, 1.02)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    lesion = {"vgg16": np.array([0.3, 0.5, 0.2, 0.1, np.nan, np.nan]),
+              G.UNIFORM: np.array([0.04, 0.06, 0.05, 0.05, np.nan, np.nan])}
+    lung = {"vgg16": np.array([0.3, 0.5, 0.2, 0.1, 0.4, 0.45]), G.UNIFORM: np.full(6, 0.35)}
+    fig = G.plot_mask_energy({"lesion": lesion, "lung": lung}, labels, ("a", "b", "c"))
+    top, bottom = fig.axes[:2]
+    assert top.get_position().y0 > bottom.get_position().y1  # stacked in rows
+    assert top.get_ylim() == pytest.approx((0.04 - 0.05, 0.5 + 0.05))
+    assert bottom.get_ylim()[0] <= 0.1 and bottom.get_ylim()[1] >= 0.5
+    texts = {t.get_text(): t.get_position()[0] for t in top.texts}
+    assert texts == {"no lesion mask": 2}  # class "c" (index 2) has no lesion mask
+    assert not bottom.texts
+    plt.close(fig)
 
 
 def test_mask_energies_report_and_frame():
