@@ -98,12 +98,56 @@ def test_tables_and_figures():
     assert table.loc[("COVID", "f1"), "vgg16"] == pytest.approx(a["per_class"]["COVID"]["f1"])
     assert evaluation.summary_row("vgg16", a)["macro_recall"] == pytest.approx(a["macro_avg"]["recall"])
     fig = evaluation.plot_classification_report(a, title="VGG16")
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["precision", "recall", "F1"]
+    assert fig.axes[0].get_title() == "VGG16"
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert f"{a['per_class']['COVID']['recall']:.2f}" in texts and str(a["n"]) in texts
     matplotlib.pyplot.close(fig)
     fig = evaluation.plot_confusion_matrices({"vgg16": a, "densenet201": b})
     assert len([ax for ax in fig.axes if ax.images]) == 2
     matplotlib.pyplot.close(fig)
+
+
+def test_report_figure_numbers():
+    m = evaluation.classification_metrics(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 2]), config.CLASS_NAMES)
+    fig = evaluation.plot_classification_report(m, title="vgg16 on the test set", figure=4)
+    assert fig.axes[0].get_title() == "Figure 4: vgg16 on the test set"
+    matplotlib.pyplot.close(fig)
+
+
+def test_compact_comparison_against_hand_values():
+    labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])
+    a = evaluation.classification_metrics(labels, np.array([0, 0, 1, 1, 2, 2, 2, 2, 0, 1]), NAMES)
+    b = evaluation.classification_metrics(labels, labels, NAMES)
+    table = evaluation.compact_comparison({"vgg16": a, "densenet201": b}, paper={"vgg16": {"recall": 0.86, "f1": 0.85}})
+    assert list(table.index) == [*NAMES, "macro avg", "macro avg, paper", "accuracy"]
+    assert list(table.columns) == [("vgg16", "recall"), ("vgg16", "F1"), ("densenet201", "recall"), ("densenet201", "F1")]
+    # Recall and F1 of class b by hand: TP 1 of 2 actual, 3 predicted.
+    assert table.loc["b", ("vgg16", "recall")] == pytest.approx(1 / 2)
+    assert table.loc["b", ("vgg16", "F1")] == pytest.approx(2 * (1 / 3) * (1 / 2) / (1 / 3 + 1 / 2))
+    assert table.loc["macro avg", ("vgg16", "recall")] == pytest.approx((2 / 3 + 1 / 2 + 3 / 4 + 0) / 4)
+    assert table.loc["accuracy", ("vgg16", "F1")] == pytest.approx(6 / 10)
+    assert np.isnan(table.loc["accuracy", ("vgg16", "recall")])
+    assert table.loc["macro avg, paper", ("vgg16", "F1")] == 0.85
+    assert table.loc["macro avg, paper"].isna().sum() == 2  # densenet201 has no paper value here
+    assert (table[("densenet201", "F1")].dropna() == 1.0).all()
+    plain = evaluation.compact_comparison({"vgg16": a})
+    assert "macro avg, paper" not in plain.index and len(plain) == len(NAMES) + 2
+    with pytest.raises(ValueError, match="empty"):
+        evaluation.compact_comparison({})
+    other = evaluation.classification_metrics(labels, labels, ["w", "x", "y", "z"])
+    with pytest.raises(ValueError, match="different class names"):
+        evaluation.compact_comparison({"vgg16": a, "densenet201": other})
+
+
+def test_paper_comparison_caveat():
+    assert evaluation.paper_comparison_caveat("paper") == ""
+    for profile in ("demo", "smoke", "unit"):
+        caveat = evaluation.paper_comparison_caveat(profile)
+        assert f"'{profile}'" in caveat and "not comparable" in caveat and "phantoms" in caveat
+    with pytest.raises(ValueError, match="profile"):
+        evaluation.paper_comparison_caveat("")
+    assert evaluation.PAPER_RESULTS == {"vgg16": {"recall": 0.86, "f1": 0.86}, "densenet201": {"recall": 0.88, "f1": 0.88}}
 
 
 def test_predictions_and_metrics_files_round_trip(tmp_path):

@@ -21,6 +21,16 @@ from .training import predict_batches, to_unit_range
 #: The three scores of a classification report.
 SCORES: tuple[str, ...] = ("precision", "recall", "f1")
 
+#: How scores are labelled in figures and tables.
+SCORE_LABELS: dict[str, str] = {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
+
+#: The paper's test results on the real data (macro averages), per model slot.
+PAPER_RESULTS: dict[str, dict[str, float]] = {"vgg16": {"recall": 0.86, "f1": 0.86},
+                                              "densenet201": {"recall": 0.88, "f1": 0.88}}
+
+#: The profile whose numbers can be compared with the paper's (real data, ImageNet backbones, 299 px).
+PAPER_PROFILE = "paper"
+
 
 def predict_probabilities(model, images, batch_size: int = 64, progress: bool = False) -> np.ndarray:
     """Class probabilities (N, C) float32 of uint8 images (N, H, W, 1), scaled to [0, 1] batch by batch."""
@@ -121,6 +131,52 @@ def comparison_table(metrics_by_model: Mapping[str, Mapping]) -> pd.DataFrame:
     return table.dropna(how="all")
 
 
+def compact_comparison(metrics_by_model: Mapping[str, Mapping], paper: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
+    """Side-by-side recall and F1 of several models: rows the classes, "macro avg" and "accuracy".
+
+    Columns are (model, "recall"/"F1"). The accuracy row holds the accuracy in the F1 column (NaN under
+    recall), as in a classification report. ``paper``: {model: {"recall": r, "f1": f}} adds a row
+    "macro avg, paper" (e.g. :data:`PAPER_RESULTS`); models it lacks get NaN there.
+    """
+    if not metrics_by_model:
+        raise ValueError("metrics_by_model is empty")
+    names = list(metrics_by_model)
+    class_names = list(metrics_by_model[names[0]]["class_names"])
+    for name in names[1:]:
+        if list(metrics_by_model[name]["class_names"]) != class_names:
+            raise ValueError(f"models {names[0]!r} and {name!r} have different class names")
+    rows = [*class_names, "macro avg"] + (["macro avg, paper"] if paper else []) + ["accuracy"]
+    columns = pd.MultiIndex.from_product([names, [SCORE_LABELS["recall"], SCORE_LABELS["f1"]]], names=["model", "score"])
+    table = pd.DataFrame(np.nan, index=pd.Index(rows, name="class"), columns=columns)
+    for name in names:
+        m = metrics_by_model[name]
+        for row in class_names:
+            table.loc[row, (name, "recall")] = m["per_class"][row]["recall"]
+            table.loc[row, (name, "F1")] = m["per_class"][row]["f1"]
+        table.loc["macro avg", (name, "recall")] = m["macro_avg"]["recall"]
+        table.loc["macro avg", (name, "F1")] = m["macro_avg"]["f1"]
+        table.loc["accuracy", (name, "F1")] = m["accuracy"]
+        if paper and name in paper:
+            table.loc["macro avg, paper", (name, "recall")] = paper[name]["recall"]
+            table.loc["macro avg, paper", (name, "F1")] = paper[name]["f1"]
+    return table
+
+
+def paper_comparison_caveat(profile: str) -> str:
+    """A caveat for putting the paper's values beside this run's: "" only for the ``paper`` profile.
+
+    Other profiles (``demo``, ``smoke``, ...) run on synthetic phantoms with small from-scratch backbones, so
+    their numbers say nothing about how close the reproduction comes to the paper.
+    """
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"profile must be a non-empty string, got {profile!r}")
+    if profile == PAPER_PROFILE:
+        return ""
+    return (f"Caveat: profile {profile!r} runs on synthetic phantoms with small from-scratch backbones, not on "
+            "the COVID-19 Radiography Database with ImageNet VGG16/DenseNet201; its numbers are not comparable "
+            f"to the paper's (only the {PAPER_PROFILE!r} profile reproduces the paper's setting).")
+
+
 def summary_row(model_name: str, metrics: Mapping) -> dict:
     """The headline numbers of one model: accuracy and macro precision, recall and F1 (the paper's 'recall' and 'F1')."""
     return {
@@ -138,8 +194,12 @@ def summary_row(model_name: str, metrics: Mapping) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def plot_classification_report(metrics: Mapping, title: str | None = None, cmap: str = "RdYlGn"):
-    """A classification report as an annotated heatmap (precision, recall, F1 per class and averages; support as text): Figures 4-5."""
+def plot_classification_report(metrics: Mapping, title: str | None = None, cmap: str = "RdYlGn",
+                               figure: int | None = None):
+    """A classification report as an annotated heatmap (precision, recall, F1 per class and averages; support as text): Figures 4-5.
+
+    ``figure``: the paper's figure number (4 or 5), which prefixes the title as "Figure N: ".
+    """
     import matplotlib.pyplot as plt
 
     frame = report_frame(metrics)
@@ -153,14 +213,15 @@ def plot_classification_report(metrics: Mapping, title: str | None = None, cmap:
                 ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=10,
                         color="black" if 0.25 < values[i, j] < 0.85 else "white")
         ax.text(values.shape[1] - 0.4, i, f"{int(frame['support'].iloc[i])}", ha="left", va="center", fontsize=10)
-    ax.set_xticks(range(len(SCORES)), ["precision", "recall", "F1-score"])
+    ax.set_xticks(range(len(SCORES)), [SCORE_LABELS[score] for score in SCORES])
     ax.set_yticks(range(len(frame)), list(frame.index))
     ax.text(values.shape[1] - 0.4, -0.75, "support", ha="left", va="center", fontsize=10)
     ax.axhline(len(metrics["class_names"]) - 0.5, color="white", lw=3)
     ax.set_xlim(-0.5, values.shape[1] + 0.4)
     ax.xaxis.tick_top()
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="score")
-    ax.set_title(title or "Classification report", pad=28)
+    title = title or "classification report on the test set"
+    ax.set_title(f"Figure {int(figure)}: {title}" if figure is not None else title, pad=28)
     fig.tight_layout()
     return fig
 
