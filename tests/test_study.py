@@ -130,3 +130,18 @@ def test_wrong_profile_key_stops_before_running(tmp_path, capsys):
     assert code == 2
     assert "unknown key 'learning_rte' in section '02_train_vgg16'" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
+
+
+def test_paper_profile_runs_end_to_end_on_a_small_download(tmp_path):
+    """The paper's code path (VGG16 and DenseNet201, frozen, cached features) on a tiny Kaggle-layout download."""
+    dataset = data.synthesize_dataset(tmp_path / "download", 10, image_size=48, seed=0, progress=False)
+    overrides = [f"data_dir={dataset.parent}", "image_size=32", "weights=null", "epochs=1", "06.region_size=16",
+                 "ablation_images=4", "ablation_perturbations=['mean']", "ablation_sigmas=[]", "n_bootstrap=50",
+                 "gallery_per_class=1"]
+    _run(tmp_path, profile="paper", overrides=overrides, export_html=False)
+    report = tmp_path / "reports" / "paper"
+    training = config.load_json(report / "metrics" / "training_vgg16.json")
+    assert training["backbone"] == "vgg16" and training["settings"]["feature_cache"] is True
+    assert config.load_json(report / "metrics" / "training_densenet201.json")["backbone"] == "densenet201"
+    assert (report / "summary.md").is_file() and (report / "figures" / "fig8_aopc.png").is_file()
+    assert "paper" in (report / "summary.md").read_text()
