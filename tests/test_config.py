@@ -42,8 +42,12 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 
 def test_json_and_npz_round_trip(tmp_path):
-    config.save_json({"x": np.float32(0.5), "v": np.arange(3), "nan": float("nan")}, tmp_path / "m.json")
-    assert config.load_json(tmp_path / "m.json") == {"x": 0.5, "v": [0, 1, 2], "nan": None}
+    values = {"x": np.float32(0.5), "v": np.arange(3), "nan": float("nan"), "np_nan": np.float64("nan"),
+              "inf": np.float32("inf"), "arr": np.array([1.0, np.nan])}
+    config.save_json(values, tmp_path / "m.json")
+    assert config.load_json(tmp_path / "m.json") == {"x": 0.5, "v": [0, 1, 2], "nan": None, "np_nan": None,
+                                                    "inf": None, "arr": [1.0, None]}
+    assert "NaN" not in (tmp_path / "m.json").read_text()  # strict JSON
     config.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32))
     assert config.load_npz(tmp_path / "a.npz")["h"].shape == (2, 3)
     with pytest.raises(FileNotFoundError, match="missing.npz"):

@@ -555,12 +555,22 @@ def test_load_model_outputs_checks_consistency(tmp_path):
     paths = config.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
     labels, predicted = np.array([0, 1, 2, 3]), np.array([0, 1, 1, 3])
     config.save_npz(paths.processed / "predictions_m.npz", probabilities=np.eye(4), labels=labels, predicted=predicted)
-    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=predicted)
+    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=predicted,
+                    method=np.array("gradcam++"))
     out = pt.load_model_outputs(paths, "m", n_images=4)
     assert out["correct"].tolist() == [True, True, False, True] and out["heatmaps"].shape == (4, 3, 3)
+    assert out["method"] == "gradcam++"
     with pytest.raises(ValueError, match="predictions_m.npz"):
         pt.load_model_outputs(paths, "m", n_images=5)
-    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((3, 3, 3)), classes=predicted[:3])
+    # an image explained for another class than predicted (a near-tie) is not counted as correct
+    explained = np.array([0, 2, 1, 3])
+    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=explained,
+                    method=np.array("gradcam"))
+    with pytest.warns(UserWarning, match="1 test image"):
+        out = pt.load_model_outputs(paths, "m")
+    assert out["correct"].tolist() == [True, False, False, True]
+    config.save_npz(paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((3, 3, 3)), classes=predicted[:3],
+                    method=np.array("gradcam"))
     with pytest.raises(ValueError, match="heatmaps_m.npz"):
         pt.load_model_outputs(paths, "m")
     with pytest.raises(FileNotFoundError, match="predictions_x.npz"):

@@ -181,4 +181,39 @@ def test_precision_and_gpu_options():
             training.configure_precision("fp8")
     finally:
         assert training.configure_precision(False) == "float32"
-    assert isinstance(training.enable_gpu_memory_growth(), list)
+
+
+def test_gpu_memory_growth_is_set_on_every_gpu_it_can(monkeypatch):
+    if keras.backend.backend() != "tensorflow":
+        assert training.enable_gpu_memory_growth() == []
+        return
+    import types
+
+    import tensorflow as tf
+
+    gpus = [types.SimpleNamespace(name="/physical_device:GPU:0"), types.SimpleNamespace(name="/physical_device:GPU:1")]
+    calls = []
+
+    def set_growth(device, enabled):
+        calls.append((device.name, enabled))
+        if device.name.endswith("1"):
+            raise RuntimeError("Physical devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: gpus if kind == "GPU" else [])
+    monkeypatch.setattr(tf.config.experimental, "set_memory_growth", set_growth)
+    assert training.enable_gpu_memory_growth() == ["/physical_device:GPU:0"]
+    assert calls == [("/physical_device:GPU:0", True), ("/physical_device:GPU:1", True)]
+
+
+def test_float_images_outside_the_unit_range_are_rejected():
+    from helpers import models
+
+    model = models.build_classifier("small_vgg", image_size=32, weights=None, seed=0)
+    x = np.random.default_rng(0).random((8, 32, 32, 1)).astype(np.float32)
+    y = np.arange(8) % 4
+    with pytest.raises(ValueError, match=r"x_train holds floats in \[.*\]: float images must be in \[0, 1\]"):
+        training.train_classifier(model, x * 255, y, x, y, epochs=1, progress=False)
+    with pytest.raises(ValueError, match="float images must be in"):
+        training.to_unit_range(x * 255)
+    np.testing.assert_array_equal(training.to_unit_range((x * 255).astype(np.uint8)),
+                                  (x * 255).astype(np.uint8).astype(np.float32) / 255)

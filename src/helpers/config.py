@@ -125,7 +125,7 @@ def _to_jsonable(obj):
     if isinstance(obj, np.ndarray):
         return _to_jsonable(obj.tolist())
     if isinstance(obj, np.generic):
-        return obj.item()
+        return _to_jsonable(obj.item())  # so NaN/inf numpy scalars become null too
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
@@ -171,5 +171,3 @@ FEATURE_LAYER = "backbone"
 LOGITS_LAYER = "logits"
 #: Name of the classifier's softmax output layer.
 PROBABILITIES_LAYER = "probabilities"
-#: The study's two model slots (the paper's models); small profiles put demo backbones in them.
-MODEL_NAMES: tuple[str, ...] = ("vgg16", "densenet201")

@@ -123,14 +123,6 @@ def report_frame(metrics: Mapping) -> pd.DataFrame:
     return frame
 
 
-def comparison_table(metrics_by_model: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Side-by-side table of several models' reports: rows (class or average, score), one column per model."""
-    frames = {name: report_frame(m)[list(SCORES)].stack(future_stack=True) for name, m in metrics_by_model.items()}
-    table = pd.DataFrame(frames)
-    table.index.names = ["class", "score"]
-    return table.dropna(how="all")
-
-
 def compact_comparison(metrics_by_model: Mapping[str, Mapping], paper: Mapping[str, Mapping] | None = None) -> pd.DataFrame:
     """Side-by-side recall and F1 of several models: rows the classes, "macro avg" and "accuracy".
 

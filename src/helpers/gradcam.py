@@ -516,6 +516,7 @@ def mask_energy(heatmaps, masks, size=None):
     Heatmaps (N, h, w) are upsampled bilinearly to ``size`` (default: the masks' size) and clipped at
     0; masks (N, H, W[, 1]) or one (H, W) mask for all, nonzero = inside, resampled (nearest) when
     their size differs from ``size``. An all-zero mask with a nonzero heatmap gives 0.
+    References: Wang et al., "Score-CAM", CVPR Workshops 2020 (the energy-based pointing game).
     """
     import cv2
 

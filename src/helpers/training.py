@@ -173,13 +173,24 @@ def _check_images(x, model: keras.Model, name: str) -> None:
         raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {getattr(x, 'shape', type(x))}")
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{name} must be uint8 images (0-255) or floats in [0, 1], got dtype {x.dtype}")
+    if x.dtype != np.uint8 and len(x):
+        _check_unit_range(x, name)
+
+
+def _check_unit_range(x, name: str) -> None:
+    low, high = float(np.min(x)), float(np.max(x))
+    if not (low >= -1e-6 and high <= 1 + 1e-6):
+        raise ValueError(f"{name} holds floats in [{low:g}, {high:g}]: float images must be in [0, 1] "
+                         "(pass uint8 images, or divide by 255)")
 
 
 def to_unit_range(batch) -> np.ndarray:
-    """Convert a batch of uint8 images to float32 in [0, 1] (floats pass through as float32)."""
+    """Convert a batch of uint8 images to float32 in [0, 1]; float batches must already be in [0, 1]."""
     batch = np.asarray(batch)
     if batch.dtype == np.uint8:
         return batch.astype(np.float32) / np.float32(255.0)
+    if batch.size:
+        _check_unit_range(batch, "images")
     return batch.astype(np.float32, copy=False)
 
 
