@@ -85,7 +85,10 @@ def fix_notebook(path: str | Path) -> bool:
     nb.metadata.pop("widgets", None)
     after = nbformat.writes(nb) + "\n"
     if after != before:
-        path.write_text(after)
+        from .config import atomic_path
+
+        with atomic_path(path) as tmp:
+            tmp.write_text(after)
         return True
     return False
 

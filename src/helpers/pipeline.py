@@ -350,7 +350,10 @@ def clean_outputs(path: str | os.PathLike) -> int:
             kept.append(output)
         cell["outputs"] = kept
     if removed:
-        nbformat.write(nb, str(path))
+        from .config import atomic_path
+
+        with atomic_path(path) as tmp:
+            nbformat.write(nb, str(tmp))
     return removed
 
 
