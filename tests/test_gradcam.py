@@ -53,6 +53,15 @@ def linear_case(seed=0, n=5, size=6, channels_in=2, channels=3, classes=4):
     return linear_model(mix, bias, dense_w, dense_b, size), x, (mix, bias, dense_w, dense_b)
 
 
+def reference_weights(g, a, method):
+    """Channel weights from a gradient map g and feature map a (h, w, K): Grad-CAM's mean, or Grad-CAM++'s closed form."""
+    if method == "gradcam":
+        return g.mean(axis=(0, 1))
+    denom = 2 * g**2 + a.sum(axis=(0, 1)) * g**3
+    coeff = np.where(denom != 0, g**2 / np.where(denom != 0, denom, 1), 0)
+    return (coeff * np.maximum(g, 0)).sum(axis=(0, 1))
+
+
 def linear_reference(x, params, classes, method="gradcam"):
     """Closed form: dy^c/dA = W[:, c] reshaped, independent of the input."""
     mix, bias, dense_w, dense_b = (np.asarray(p, np.float64) for p in params)
@@ -63,13 +72,7 @@ def linear_reference(x, params, classes, method="gradcam"):
     maps = []
     for i, c in enumerate(classes):
         g = dense_w[:, c].reshape(a.shape[1:])
-        if method == "gradcam":
-            weights = g.mean(axis=(0, 1))
-        else:
-            total = a[i].sum(axis=(0, 1))
-            denom = 2 * g**2 + total * g**3
-            coeff = np.where(denom != 0, g**2 / np.where(denom != 0, denom, 1), 0)
-            weights = (coeff * np.maximum(g, 0)).sum(axis=(0, 1))
+        weights = reference_weights(g, a[i], method)
         maps.append((a[i] * weights).sum(axis=-1))
     raw = np.stack(maps)
     return np.maximum(raw, 0), raw, np.asarray(classes)
@@ -112,13 +115,7 @@ def head_reference(a, hidden, logits_layer, pool=2, classes=None, method="gradca
         d_pooled = (w1 @ (w2[:, c] * (z1[i] > 0))).reshape(h // p, w // p, k)
         onehot = np.eye(p * p)[windows[i].argmax(axis=-1)]  # route each window's gradient to its maximum
         g = (onehot * d_pooled[..., None]).reshape(h // p, w // p, k, p, p).transpose(0, 3, 1, 4, 2).reshape(h, w, k)
-        if method == "gradcam":
-            weights = g.mean(axis=(0, 1))
-        else:
-            total = a[i].sum(axis=(0, 1))
-            denom = 2 * g**2 + total * g**3
-            coeff = np.where(denom != 0, g**2 / np.where(denom != 0, denom, 1), 0)
-            weights = (coeff * np.maximum(g, 0)).sum(axis=(0, 1))
+        weights = reference_weights(g, a[i], method)
         maps.append(np.maximum((a[i] * weights).sum(axis=-1), 0))
     return np.stack(maps), classes
 

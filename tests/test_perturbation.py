@@ -541,6 +541,24 @@ def test_perturbation_ablation_on_the_toy_model(toy):
     assert mean_row["morf_minus_random"] == pytest.approx(mean_row["aopc_morf"] - mean_row["aopc_random"])
 
 
+def test_ablation_reuses_precomputed_curves(toy, monkeypatch):
+    t = toy
+    settings = [("mean", 0.1), ("gaussian", 0.5)]
+    args = (t["model"], t["images"], t["heatmaps"], t["classes"], REGION, settings)
+    fresh = pt.perturbation_ablation(*args, batch_size=130, n_boot=200, progress=False)
+    given = {o: pt.morf_curves(t["model"], t["images"], t["heatmaps"] if o == "morf" else None, t["classes"], REGION,
+                               "gaussian", sigma=0.5, order=o, progress=False) for o in ("morf", "random")}
+    scored = []
+    real = pt.morf_curves
+    monkeypatch.setattr(pt, "morf_curves", lambda *a, **k: scored.append(k["perturbation"]) or real(*a, **k))
+    reused = pt.perturbation_ablation(*args, batch_size=130, n_boot=200, progress=False,
+                                      precomputed={("gaussian", 0.5): given})
+    assert scored == ["mean", "mean"]  # the Gaussian setting was not scored again
+    assert reused == fresh
+    with pytest.raises(ValueError, match="precomputed curves"):
+        pt.perturbation_ablation(*args, progress=False, precomputed={("gaussian", 0.5): {"morf": given["morf"]}})
+
+
 def test_sample_indices():
     mask = np.arange(20) % 3 == 0
     picked = pt.sample_indices(mask, 4, seed=1)

@@ -297,11 +297,15 @@ def _backend() -> str:
     return keras.backend.backend()
 
 
-def make_forward(model):
-    """A compiled forward pass of ``model`` (jitted ``stateless_call`` on JAX, ``tf.function`` on TensorFlow): batch -> probabilities."""
+def _compile(model, key, body):
+    """Compile ``body(forward, *args)`` for ``model``, cached per model and ``key``: ``forward`` maps a batch to the model's outputs.
+
+    On JAX the whole body is one jitted function of the model's variables (``stateless_call``), on TensorFlow a
+    ``tf.function``; other backends run eagerly. The cache holds the model weakly.
+    """
     cache = _COMPILED.setdefault(model, {})
-    if "forward" in cache:
-        return cache["forward"]
+    if key in cache:
+        return cache[key]
     model_ref = weakref.ref(model)  # the cache must not keep the model alive
     del model
     backend = _backend()
@@ -309,26 +313,32 @@ def make_forward(model):
         import jax
 
         @jax.jit
-        def _forward(trainable, non_trainable, inputs):
-            outputs, _ = model_ref().stateless_call(trainable, non_trainable, inputs, training=False)
-            return outputs
+        def _jitted(trainable, non_trainable, *args):
+            def forward(inputs):
+                return model_ref().stateless_call(trainable, non_trainable, inputs, training=False)[0]
 
-        def forward(inputs):
-            return _forward(
-                [v.value for v in model_ref().trainable_variables], [v.value for v in model_ref().non_trainable_variables], inputs
-            )
+            return body(forward, *args)
 
-    elif backend == "tensorflow":
-        import tensorflow as tf
+        def compiled(*args):
+            model = model_ref()
+            return _jitted([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables], *args)
 
-        forward = tf.function(lambda inputs: model_ref()(inputs, training=False), reduce_retracing=True)
     else:
 
-        def forward(inputs):
-            return model_ref()(inputs, training=False)
+        def compiled(*args):
+            return body(lambda inputs: model_ref()(inputs, training=False), *args)
 
-    cache["forward"] = forward
-    return forward
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            compiled = tf.function(compiled, reduce_retracing=True)
+    cache[key] = compiled
+    return compiled
+
+
+def make_forward(model):
+    """A compiled forward pass of ``model`` (jitted ``stateless_call`` on JAX, ``tf.function`` on TensorFlow): batch -> probabilities."""
+    return _compile(model, "forward", lambda forward, inputs: forward(inputs))
 
 
 def _make_curve_batch(model, batch_size: int):
@@ -337,13 +347,6 @@ def _make_curve_batch(model, batch_size: int):
     Pairs ``start .. start + batch_size - 1`` of the group's flattened sequence (image-major, step-minor)
     are built on the device as ``where(steps[img] <= k, g[img], x[img])`` and scored in one forward.
     """
-    cache = _COMPILED.setdefault(model, {})
-    key = ("curve", batch_size)
-    if key in cache:
-        return cache[key]
-    model_ref = weakref.ref(model)  # the cache must not keep the model alive
-    del model
-    import keras
     from keras import ops
 
     def build_and_score(forward, x, g, steps, classes, start, n_steps):
@@ -355,40 +358,7 @@ def _make_curve_batch(model, batch_size: int):
         probs = forward(inputs)
         return ops.take_along_axis(probs, ops.take(classes, img)[:, None], axis=1)[:, 0]
 
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        @jax.jit
-        def _batch(trainable, non_trainable, x, g, steps, classes, start, n_steps):
-            def forward(inputs):
-                return model_ref().stateless_call(trainable, non_trainable, inputs, training=False)[0]
-
-            return build_and_score(forward, x, g, steps, classes, start, n_steps)
-
-        def batch(x, g, steps, classes, start, n_steps):
-            return _batch(
-                [v.value for v in model_ref().trainable_variables],
-                [v.value for v in model_ref().non_trainable_variables],
-                x, g, steps, classes, start, n_steps,
-            )
-
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        batch = tf.function(
-            lambda x, g, steps, classes, start, n_steps: build_and_score(
-                lambda inputs: model_ref()(inputs, training=False), x, g, steps, classes, start, n_steps
-            ),
-            reduce_retracing=True,
-        )
-    else:
-
-        def batch(x, g, steps, classes, start, n_steps):
-            return build_and_score(lambda inputs: model_ref()(inputs, training=False), x, g, steps, classes, start, n_steps)
-
-    cache[key] = batch
-    return batch
+    return _compile(model, ("curve", batch_size), build_and_score)
 
 
 def _model_classes(model) -> int | None:
@@ -418,6 +388,11 @@ def _group_size(n_images: int, n_steps: int, batch_size: int, bytes_per_image: i
     unit = math.lcm(batch_size, n_steps) // n_steps
     units = max(1, budget // max(1, unit * bytes_per_image))
     return min(n_images, unit * units)
+
+
+def default_blur_sigma(region_size) -> float:
+    """Blur width (px) of the ``"blur"`` perturbation when none is given: a quarter of the region side, at least 1."""
+    return max(1.0, min(_pair(region_size, "region_size")) / 4.0)
 
 
 def morf_curves(
@@ -453,7 +428,7 @@ def morf_curves(
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if blur_sigma is None:
-        blur_sigma = max(1.0, min(_pair(region_size, "region_size")) / 4.0)
+        blur_sigma = default_blur_sigma(region_size)
     _check_perturbation(perturbation, sigma, fill, blur_sigma)
     seed = _check_seed(seed)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -860,10 +835,13 @@ def perturbation_ablation(
     level: float = 0.95,
     blur_sigma: float | None = None,
     progress: bool = True,
+    precomputed: Mapping[tuple, Mapping[str, np.ndarray]] | None = None,
 ) -> list[dict]:
     """AOPC of MoRF and random orders for each (perturbation, sigma) in ``settings``: one row per distinct setting.
 
     ``sigma`` matters for ``"gaussian"`` only (settings differing only in an unused sigma are run once).
+    ``precomputed`` maps a setting ``(perturbation, sigma)`` to its ``{"morf": curves, "random": curves}`` of these
+    same images and ids (e.g. the main run's), which are used instead of scoring that setting again.
     Rows: ``setting`` (label), ``perturbation``, ``sigma`` (None unless Gaussian), ``aopc_morf`` with interval,
     ``aopc_random``, ``morf_minus_random`` with interval, ``n_images``.
 
@@ -871,13 +849,19 @@ def perturbation_ablation(
     explanations of black boxes by meaningful perturbation", ICCV 2017 (blur).
     """
     if blur_sigma is None:
-        blur_sigma = max(1.0, min(_pair(region_size, "region_size")) / 4.0)
+        blur_sigma = default_blur_sigma(region_size)
     unique = []
     for p, s in settings:
         _check_perturbation(str(p), float(s), None, blur_sigma)
         key = (str(p), float(s) if p == "gaussian" else None)
         if key not in unique:
             unique.append(key)
+    known = {}
+    for (p, s), given in (precomputed or {}).items():
+        key = (str(p), float(s) if p == "gaussian" else None)
+        if set(given) < {"morf", "random"} or any(len(given[o]) != len(images) for o in ("morf", "random")):
+            raise ValueError(f"precomputed curves for {key} need 'morf' and 'random' curves of all {len(images)} images")
+        known[key] = given
     rows = []
     if progress:
         from .progress import tqdm
@@ -888,8 +872,11 @@ def perturbation_ablation(
     for p, s in unique_iter:
         common = dict(perturbation=p, sigma=0.0 if s is None else s, seed=seed, batch_size=batch_size,
                       image_ids=image_ids, progress=False, blur_sigma=blur_sigma)
-        morf = morf_curves(model, images, heatmaps, classes, region_size, order="morf", **common)
-        rand = morf_curves(model, images, None, classes, region_size, order="random", **common)
+        if (p, s) in known:
+            morf, rand = known[(p, s)]["morf"], known[(p, s)]["random"]
+        else:
+            morf = morf_curves(model, images, heatmaps, classes, region_size, order="morf", **common)
+            rand = morf_curves(model, images, None, classes, region_size, order="random", **common)
         m = aopc_summary(morf, mask, n_boot, seed, level)
         r = aopc_summary(rand, mask, n_boot, seed, level)
         d = paired_difference(morf, rand, mask, n_boot, seed, level)

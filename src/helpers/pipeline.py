@@ -137,10 +137,7 @@ def _parse_value(raw: str):
 
 def _coerce(value, default_literal: str | None, where: str, problems: list[str]):
     """Give a value the type of the notebook's literal default where that is safe (``"1e-3"`` -> 0.001 for a float)."""
-    try:
-        default = ast.literal_eval(default_literal) if default_literal is not None else None
-    except (ValueError, SyntaxError):
-        return value
+    default = _literal(default_literal)
     if isinstance(default, bool) or isinstance(value, bool) or value is None:
         return value
     if isinstance(default, float) and isinstance(value, (int, str)):
