@@ -2,7 +2,7 @@
 
 On the same images and heatmaps, measured side by side in one run:
 
-(a) ``helpers.perturbation.morf_curves``: the L+1 cumulative inputs built on the device, steps of several
+(a) ``helpers.perturbation.perturbation_curves``: the L+1 cumulative inputs built on the device, steps of several
     images scored together, ``batch_size`` inputs per forward;
 (b) a per-step, one-image-at-a-time loop (how reference implementations run MoRF): perturb the next region
     on the host, ``model.predict`` that one image, repeat; (b') the same loop through the compiled forward
@@ -30,7 +30,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from helpers import models, perturbation as pt  # noqa: E402
+from helpers import models  # noqa: E402
+from helpers import perturbation as pt
 
 
 def block(values):
@@ -77,7 +78,9 @@ def main():
     parser.add_argument("--backbone", default="small_vgg")
     parser.add_argument("--perturbation", default="gaussian")
     parser.add_argument("--repeats", type=int, default=5, help="runs of (a) and (c), interleaved; the best is kept")
-    parser.add_argument("--loop-images", type=int, default=8, help="images timed in (b) with model.predict (scaled to all)")
+    parser.add_argument(
+        "--loop-images", type=int, default=8, help="images timed in (b) with model.predict (scaled to all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -91,13 +94,24 @@ def main():
     classes = np.resize(classes, n)
     grid = pt.region_grid(size, args.region_size)
     steps = grid.n_regions + 1
-    print(f"backend {keras.backend.backend()}, {args.backbone} at {size} px, {n} images, "
-          f"{grid.grid_shape[0]}x{grid.grid_shape[1]} regions (L = {grid.n_regions}), "
-          f"{n * steps} forward inputs, batch {batch}, perturbation {args.perturbation}")
+    print(
+        f"backend {keras.backend.backend()}, {args.backbone} at {size} px, {n} images, "
+        f"{grid.grid_shape[0]}x{grid.grid_shape[1]} regions (L = {grid.n_regions}), "
+        f"{n * steps} forward inputs, batch {batch}, perturbation {args.perturbation}"
+    )
 
     def run_a():
-        return pt.morf_curves(model, images, heatmaps, classes, args.region_size, args.perturbation,
-                              seed=args.seed, batch_size=batch, progress=False)
+        return pt.perturbation_curves(
+            model,
+            images,
+            heatmaps,
+            classes,
+            args.region_size,
+            args.perturbation,
+            seed=args.seed,
+            batch_size=batch,
+            progress=False,
+        )
 
     # (c) inputs: exactly (a)'s inputs, built once on the host and moved to the device in batches of `batch`
     x = images.astype(np.float32) / 255
@@ -134,7 +148,9 @@ def main():
 
     n_loop = min(n, args.loop_images)
     t0 = time.perf_counter()
-    curves_b = per_step_loop(lambda v: model.predict(v, verbose=0), x[:n_loop], g[:n_loop], orders[:n_loop], grid, classes[:n_loop])
+    curves_b = per_step_loop(
+        lambda v: model.predict(v, verbose=0), x[:n_loop], g[:n_loop], orders[:n_loop], grid, classes[:n_loop]
+    )
     time_b = (time.perf_counter() - t0) * n / n_loop
     t0 = time.perf_counter()
     curves_b1 = per_step_loop(forward, x, g, orders, grid, classes)
@@ -146,14 +162,24 @@ def main():
     err_ac = np.abs(curves_a - curves_c).max()
 
     total = n * steps
-    print(f"(a) batched morf_curves    {time_a:8.2f} s  {total / time_a:8.0f} inputs/s  (runs: {', '.join(f'{t:.2f}' for t in times_a)})")
-    print(f"(b) per-step, model.predict {time_b:7.2f} s  {total / time_b:8.0f} inputs/s  ({n_loop} images timed, scaled to {n})")
+    print(
+        f"(a) batched morf_curves    {time_a:8.2f} s  {total / time_a:8.0f} inputs/s  (runs: {', '.join(f'{t:.2f}' for t in times_a)})"
+    )
+    print(
+        f"(b) per-step, model.predict {time_b:7.2f} s  {total / time_b:8.0f} inputs/s  ({n_loop} images timed, scaled to {n})"
+    )
     print(f"(b') per-step, compiled fwd {time_b1:7.2f} s  {total / time_b1:8.0f} inputs/s")
-    print(f"(c) bare forward passes    {time_c:8.2f} s  {total / time_c:8.0f} inputs/s  (runs: {', '.join(f'{t:.2f}' for t in times_c)})")
+    print(
+        f"(c) bare forward passes    {time_c:8.2f} s  {total / time_c:8.0f} inputs/s  (runs: {', '.join(f'{t:.2f}' for t in times_c)})"
+    )
     print(f"a/b speed-up: {time_b / time_a:.1f}x   (goal >= 10x);  a/b' speed-up: {time_b1 / time_a:.1f}x")
-    print(f"a/c time ratio: {time_a / time_c:.3f} best runs, {np.median(times_a) / np.median(times_c):.3f} median runs  (goal <= 1.15)")
-    print(f"a/c CPU-time ratio: {min(cpu_a) / min(cpu_c):.3f}  (process CPU seconds {min(cpu_a):.2f} / {min(cpu_c):.2f}; "
-          f"less sensitive to other processes on a shared machine)")
+    print(
+        f"a/c time ratio: {time_a / time_c:.3f} best runs, {np.median(times_a) / np.median(times_c):.3f} median runs  (goal <= 1.15)"
+    )
+    print(
+        f"a/c CPU-time ratio: {min(cpu_a) / min(cpu_c):.3f}  (process CPU seconds {min(cpu_a):.2f} / {min(cpu_c):.2f}; "
+        f"less sensitive to other processes on a shared machine)"
+    )
     print(f"max |a - b| = {err_ab:.2e}, max |a - c| = {err_ac:.2e}")
     if err_ab > 1e-4 or err_ac > 1e-4:
         raise SystemExit("batched curves disagree with the per-step loop or the pre-built inputs")

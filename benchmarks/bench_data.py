@@ -23,24 +23,29 @@ import numpy as np
 
 def bench_synthesis(workdir: Path, per_class: int, size: int, seed: int) -> Path:
     """Time synthesize_dataset, scan_dataset and load_images in ``workdir``; print images per second."""
-    from helpers import data
+    from helpers import dataset as ds
+    from helpers import phantoms
 
     start = time.perf_counter()
-    dataset = data.synthesize_dataset(workdir, per_class=per_class, image_size=size, seed=seed, progress=False)
+    dataset = phantoms.synthesize_dataset(workdir, per_class=per_class, image_size=size, seed=seed, progress=False)
     elapsed = time.perf_counter() - start
     total = per_class * 4
-    print(f"synthesize_dataset: {total} images at {size}x{size} in {elapsed:.2f} s = {total / elapsed:.0f} images/s "
-          f"(images, lung masks and lesion masks written)")
+    print(
+        f"synthesize_dataset: {total} images at {size}x{size} in {elapsed:.2f} s = {total / elapsed:.0f} images/s "
+        f"(images, lung masks and lesion masks written)"
+    )
     start = time.perf_counter()
-    frame = data.scan_dataset(dataset)
+    frame = ds.scan_dataset(dataset)
     elapsed = time.perf_counter() - start
     print(f"scan_dataset (with header checks of images and masks): {len(frame)} images in {elapsed:.3f} s")
     start = time.perf_counter()
-    data.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
+    ds.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
     elapsed = time.perf_counter() - start
-    print(f"load_images (decode + resize + cache write): {len(frame)} images in {elapsed:.2f} s = {len(frame) / elapsed:.0f} images/s")
+    print(
+        f"load_images (decode + resize + cache write): {len(frame)} images in {elapsed:.2f} s = {len(frame) / elapsed:.0f} images/s"
+    )
     start = time.perf_counter()
-    data.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
+    ds.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
     print(f"load_images from the cache: {time.perf_counter() - start:.3f} s")
     return dataset
 
@@ -50,11 +55,11 @@ def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> floa
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from helpers import data
+    from helpers import dataset as ds
 
-    frame = data.scan_dataset(dataset)
-    train, val, test = data.balance_and_split(frame, seed=seed)
-    x_train, x_test = (data.load_images(part, image_size, cache_dir=False, progress=False) for part in (train, test))
+    frame = ds.scan_dataset(dataset)
+    train, val, test = ds.balance_and_split(frame, seed=seed)
+    x_train, x_test = (ds.load_images(part, image_size, cache_dir=False, progress=False) for part in (train, test))
     y_train, y_test = train["label_index"].to_numpy(), test["label_index"].to_numpy()
 
     means_train = x_train.reshape(len(x_train), -1).mean(axis=1)
@@ -72,9 +77,15 @@ def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> floa
     except Exception as exc:  # helpers.models missing or changed: an equivalent plain CNN
         print(f"(helpers.models.build_classifier unavailable: {exc}; using a plain CNN)")
         layers = keras.layers
-        model = keras.Sequential([keras.Input((image_size, image_size, 1))]
-                                 + [layer for f in (16, 32, 48, 64) for layer in (layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D())]
-                                 + [layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(4, activation="softmax")])
+        model = keras.Sequential(
+            [keras.Input((image_size, image_size, 1))]
+            + [
+                layer
+                for f in (16, 32, 48, 64)
+                for layer in (layers.Conv2D(f, 3, padding="same", activation="relu"), layers.MaxPooling2D())
+            ]
+            + [layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(4, activation="softmax")]
+        )
         name = "plain CNN"
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     start = time.perf_counter()
@@ -83,8 +94,10 @@ def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> floa
     predicted = model.predict(x_test.astype("float32") / 255, verbose=0).argmax(axis=1)
     recalls = [float(np.mean(predicted[y_test == c] == c)) for c in range(4)]
     macro = float(np.mean(recalls))
-    print(f"{name}, {epochs} epochs on {len(x_train)} images at {image_size} px ({elapsed:.0f} s): "
-          f"test recall per class {np.round(recalls, 3).tolist()}, macro {macro:.3f}")
+    print(
+        f"{name}, {epochs} epochs on {len(x_train)} images at {image_size} px ({elapsed:.0f} s): "
+        f"test recall per class {np.round(recalls, 3).tolist()}, macro {macro:.3f}"
+    )
     return macro
 
 
@@ -106,11 +119,12 @@ def main() -> None:
 
 def run_learnability(root: Path, args) -> None:
     """Generate 500 phantoms per class at 128 px and train the small CNN on them at 96 px."""
-    from helpers import data
+    from helpers import phantoms
 
     start = time.perf_counter()
-    dataset = data.synthesize_dataset(root, per_class=500, image_size=128, seed=args.seed,
-                                      confounder=args.confounder, progress=False)
+    dataset = phantoms.synthesize_dataset(
+        root, per_class=500, image_size=128, seed=args.seed, confounder=args.confounder, progress=False
+    )
     print(f"500 phantoms per class at 128 px in {time.perf_counter() - start:.1f} s")
     learnability(dataset, 96, args.epochs, args.seed)
 

@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import gradcam as G  # noqa: E402
+from helpers import heatmaps as G  # noqa: E402
 from helpers import models  # noqa: E402
 
 
@@ -48,8 +48,10 @@ def main(argv=None) -> int:
 
     rng = np.random.default_rng(args.seed)
     images = rng.integers(0, 256, (args.n, args.image_size, args.image_size, 1), dtype=np.uint8)
-    print(f"backend {keras.backend.backend()}, {args.n} images of {args.image_size} px, method {args.method}, "
-          f"batch size {args.batch_size}, best of {args.repeats}")
+    print(
+        f"backend {keras.backend.backend()}, {args.n} images of {args.image_size} px, method {args.method}, "
+        f"batch size {args.batch_size}, best of {args.repeats}"
+    )
     for backbone in args.backbones.split(","):
         start = time.perf_counter()
         model = models.build_classifier(backbone, image_size=args.image_size, weights=None, seed=args.seed)
@@ -58,10 +60,10 @@ def main(argv=None) -> int:
         built = time.perf_counter() - start
 
         def batched():
-            return G.gradcam(model, images, batch_size=args.batch_size, method=args.method)
+            return G.gradcam(model, images, batch_size=args.batch_size, method=args.method)  # noqa: B023
 
         def one_by_one():
-            return G.gradcam(model, images, batch_size=1, method=args.method)
+            return G.gradcam(model, images, batch_size=1, method=args.method)  # noqa: B023
 
         start = time.perf_counter()
         G.gradcam(model, images[: args.batch_size], batch_size=args.batch_size, method=args.method)
@@ -72,12 +74,14 @@ def main(argv=None) -> int:
         scale = max(float(maps_batch.max()), 1e-12)
         diff = float(np.abs(maps_batch - maps_single).max()) / scale
         agree = diff < 1e-4
-        print(f"{backbone:>15}: grid {maps_batch.shape[1]}x{maps_batch.shape[2]}, "
-              f"batched {t_batch:.2f} s ({args.n / t_batch:.0f} img/s), "
-              f"one at a time {t_single:.2f} s ({args.n / t_single:.0f} img/s), "
-              f"ratio {t_single / t_batch:.1f}x; max |diff| / max = {diff:.1e} ({'agree' if agree else 'DIFFER'}); "
-              f"zero maps {int((maps_batch.max(axis=(1, 2)) == 0).sum())}/{args.n}; "
-              f"build {built:.1f} s, warm-up {warm:.1f} s")
+        print(
+            f"{backbone:>15}: grid {maps_batch.shape[1]}x{maps_batch.shape[2]}, "
+            f"batched {t_batch:.2f} s ({args.n / t_batch:.0f} img/s), "
+            f"one at a time {t_single:.2f} s ({args.n / t_single:.0f} img/s), "
+            f"ratio {t_single / t_batch:.1f}x; max |diff| / max = {diff:.1e} ({'agree' if agree else 'DIFFER'}); "
+            f"zero maps {int((maps_batch.max(axis=(1, 2)) == 0).sum())}/{args.n}; "
+            f"build {built:.1f} s, warm-up {warm:.1f} s"
+        )
         if not agree:
             return 1
     return 0

@@ -20,7 +20,6 @@ Writes the timings as JSON with ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -32,7 +31,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from helpers import config, data, evaluation, gradcam, models, perturbation, training  # noqa: E402
+from helpers import config, evaluation, gradcam, models, perturbation, phantoms, scores, study, training  # noqa: E402
+from helpers import dataset as ds  # noqa: E402
 
 
 class Stopwatch:
@@ -59,7 +59,9 @@ class Stopwatch:
 def bare_forward_rate(model, image_size: int, n_inputs: int, batch_size: int, repeats: int = 2) -> float:
     """Images/s of the compiled forward on one device-resident batch, called for as many inputs as the AOPC stage scored."""
     forward = perturbation.make_forward(model)
-    batch = ops.convert_to_tensor(np.random.default_rng(0).random((batch_size, image_size, image_size, 1), dtype=np.float32))
+    batch = ops.convert_to_tensor(
+        np.random.default_rng(0).random((batch_size, image_size, image_size, 1), dtype=np.float32)
+    )
     ops.convert_to_numpy(forward(batch))  # compile
     calls = max(1, -(-n_inputs // batch_size))
     best = float("inf")
@@ -82,7 +84,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--weights", default="none", help="'none', 'imagenet' or a local backbone weights file")
     parser.add_argument("--mixed-precision", default="float32", help="float32, mixed_float16 or mixed_bfloat16")
     parser.add_argument("--region-size", type=int, default=34)
-    parser.add_argument("--aopc-batch", type=int, default=246, help="inputs per forward in the AOPC stage (3 images x 82 steps)")
+    parser.add_argument(
+        "--aopc-batch", type=int, default=246, help="inputs per forward in the AOPC stage (3 images x 82 steps)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of training, prediction and Grad-CAM")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default=None, help="where phantoms and caches go (default: a temporary folder)")
@@ -91,22 +95,26 @@ def main(argv=None) -> dict:
 
     weights = None if args.weights.lower() == "none" else args.weights
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="paper-bench-"))
-    paths = config.study_paths("paper-bench", work)
+    paths = study.study_paths("paper-bench", work)
     watch = Stopwatch()
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, devices: {_devices()}")
-    print(f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
-          f"precision {args.mixed_precision}, work folder {work}")
+    print(
+        f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
+        f"precision {args.mixed_precision}, work folder {work}"
+    )
 
     with watch("synthesize phantoms"):
-        root = paths.raw / data.synthetic_dir_name(args.image_size, args.per_class, args.seed)
-        dataset = data.synthesize_dataset(root, args.per_class, image_size=args.image_size, seed=args.seed, progress=False)
+        root = paths.raw / phantoms.synthetic_dir_name(args.image_size, args.per_class, args.seed)
+        dataset = phantoms.synthesize_dataset(
+            root, args.per_class, image_size=args.image_size, seed=args.seed, progress=False
+        )
     with watch("scan, balance, split"):
-        frame = data.scan_dataset(dataset)
-        train, val, test = data.balance_and_split(frame, seed=args.seed)
-        data.write_manifest([train, val, test], paths.split_manifest)
+        frame = ds.scan_dataset(dataset)
+        train, val, test = ds.balance_and_split(frame, seed=args.seed)
+        study.write_manifest([train, val, test], paths.split_manifest)
     with watch("decode and cache images"):
-        arrays = {s: data.load_split(paths, s, args.image_size, progress=False) for s in data.SPLITS}
-    print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in data.SPLITS)}")
+        arrays = {s: study.load_split(paths, s, args.image_size, progress=False) for s in ds.SPLITS}
+    print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in ds.SPLITS)}")
     x_test, y_test = arrays["test"]
 
     results = {"settings": vars(args), "stages": {}, "models": {}}
@@ -114,30 +122,55 @@ def main(argv=None) -> dict:
         keras.utils.set_random_seed(args.seed)
         training.configure_precision(args.mixed_precision)
         with watch(f"{backbone}: build"):
-            model = models.build_classifier(backbone, image_size=args.image_size, weights=weights, freeze_backbone=True, seed=args.seed)
+            model = models.build_classifier(
+                backbone, image_size=args.image_size, weights=weights, freeze_backbone=True, seed=args.seed
+            )
         with watch(f"{backbone}: train {args.epochs} epochs (cached features)"):
-            result = training.train_classifier(model, *arrays["train"], *arrays["val"], epochs=args.epochs,
-                                               batch_size=args.batch_size, seed=args.seed, progress=False)
+            result = training.train_classifier(
+                model,
+                *arrays["train"],
+                *arrays["val"],
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                progress=False,
+            )
         model = result.model
         with watch(f"{backbone}: predict test"):
             probabilities = evaluation.predict_probabilities(model, x_test, batch_size=args.batch_size)
         predicted = probabilities.argmax(axis=1)
         metrics = evaluation.classification_metrics(y_test, probabilities, config.CLASS_NAMES)
         with watch(f"{backbone}: Grad-CAM of the test set"):
-            heatmaps = gradcam.gradcam(model, x_test, classes=predicted, batch_size=args.batch_size)
-        correct = perturbation.correct_mask(predicted, y_test)
+            heatmaps = gradcam(model, x_test, classes=predicted, batch_size=args.batch_size)
+        correct = scores.correct_mask(predicted, y_test)
         grid = perturbation.region_grid(args.image_size, args.region_size)
         n_inputs = len(y_test) * (grid.n_regions + 1)  # curves of every test image; AOPC over the correct ones
         stage = f"{backbone}: MoRF curves ({len(y_test)} images x {grid.n_regions + 1} steps)"
         with watch(stage + ", first call"):
-            perturbation.morf_curves(model, x_test, heatmaps, predicted, args.region_size,
-                                     batch_size=args.aopc_batch, seed=args.seed, progress=False)
+            perturbation.perturbation_curves(
+                model,
+                x_test,
+                heatmaps,
+                predicted,
+                args.region_size,
+                batch_size=args.aopc_batch,
+                seed=args.seed,
+                progress=False,
+            )
         with watch(stage):  # the same call again: compiled, as in a long run
-            curves = perturbation.morf_curves(model, x_test, heatmaps, predicted, args.region_size,
-                                              batch_size=args.aopc_batch, seed=args.seed, progress=False)
+            curves = perturbation.perturbation_curves(
+                model,
+                x_test,
+                heatmaps,
+                predicted,
+                args.region_size,
+                batch_size=args.aopc_batch,
+                seed=args.seed,
+                progress=False,
+            )
         aopc_rate = n_inputs / watch.times[stage]
         bare_rate = bare_forward_rate(model, args.image_size, n_inputs, args.aopc_batch)
-        final_aopc = perturbation.aopc(curves, mask=correct if correct.any() else None)["final"]
+        final_aopc = scores.aopc(curves, mask=correct if correct.any() else None)["final"]
         results["models"][backbone] = {
             "test_macro_recall": float(metrics["macro_avg"]["recall"]),
             "aopc": final_aopc,
@@ -148,9 +181,12 @@ def main(argv=None) -> dict:
             "chosen_epoch": int(result.chosen_epoch),
             "train_timings": result.timings,
         }
-        print(f"   {backbone}: macro test recall {results['models'][backbone]['test_macro_recall']:.3f}, AOPC {final_aopc:.3f}; "
-              f"AOPC stage {aopc_rate:,.0f} img/s vs bare forward {bare_rate:,.0f} img/s "
-              f"(ratio {aopc_rate / bare_rate:.2f})", flush=True)
+        print(
+            f"   {backbone}: macro test recall {results['models'][backbone]['test_macro_recall']:.3f}, AOPC {final_aopc:.3f}; "
+            f"AOPC stage {aopc_rate:,.0f} img/s vs bare forward {bare_rate:,.0f} img/s "
+            f"(ratio {aopc_rate / bare_rate:.2f})",
+            flush=True,
+        )
         training.configure_precision("float32")
         keras.backend.clear_session()
 
@@ -160,9 +196,11 @@ def main(argv=None) -> dict:
         print(f"| {name} | {seconds:.1f} |")
     print("\n| model | AOPC stage img/s | bare forward img/s | ratio |\n|---|---|---|---|")
     for name, row in results["models"].items():
-        print(f"| {name} | {row['aopc_images_per_s']:,.0f} | {row['bare_forward_images_per_s']:,.0f} | {row['aopc_over_bare']:.2f} |")
+        print(
+            f"| {name} | {row['aopc_images_per_s']:,.0f} | {row['bare_forward_images_per_s']:,.0f} | {row['aopc_over_bare']:.2f} |"
+        )
     if args.out:
-        config.save_json(results, args.out)
+        study.save_json(results, args.out)
         print(f"timings written to {args.out}")
     return results
 

@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import models, training  # noqa: E402
+from helpers import _core, models, training  # noqa: E402
 
 
 def _data(n: int, size: int, seed: int):
@@ -51,11 +51,15 @@ def main(argv=None) -> int:
     x, y = _data(args.n, args.image_size, args.seed)
     x_val, y_val = _data(max(args.n // 8, 4), args.image_size, args.seed + 1)
     onehot = np.eye(4, dtype=np.float32)[y]
-    print(f"backend {keras.backend.backend()}, backbone {args.backbone} (frozen, random init) at {args.image_size} px, "
-          f"{args.n} images, {args.epochs} epochs, batch {args.batch_size}")
+    print(
+        f"backend {keras.backend.backend()}, backbone {args.backbone} (frozen, random init) at {args.image_size} px, "
+        f"{args.n} images, {args.epochs} epochs, batch {args.batch_size}"
+    )
 
     def fresh():
-        return models.build_classifier(args.backbone, args.image_size, weights=None, freeze_backbone=True, seed=args.seed)
+        return models.build_classifier(
+            args.backbone, args.image_size, weights=None, freeze_backbone=True, seed=args.seed
+        )
 
     # Warm-up on a separate model so that compilation is not timed on either side.
     warm = fresh()
@@ -78,7 +82,7 @@ def main(argv=None) -> int:
     head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     keras.utils.set_random_seed(args.seed)
     t0 = time.perf_counter()
-    features = training.predict_batches(feature_model, x, max(args.batch_size, 64))
+    features = _core.predict_batches(feature_model, x, max(args.batch_size, 64))
     t_features = time.perf_counter() - t0
     head.fit(features, onehot, epochs=args.epochs, batch_size=args.batch_size, shuffle=True, verbose=0)
     t_cached = time.perf_counter() - t0
@@ -88,7 +92,9 @@ def main(argv=None) -> int:
         for a, b in zip(full.get_layer("logits").get_weights(), cached.get_layer("logits").get_weights())
     )
     print(f"fit through backbone : {t_full:8.2f} s")
-    print(f"cached features      : {t_cached:8.2f} s  (feature extraction {t_features:.2f} s, head fit {t_cached - t_features:.2f} s)")
+    print(
+        f"cached features      : {t_cached:8.2f} s  (feature extraction {t_features:.2f} s, head fit {t_cached - t_features:.2f} s)"
+    )
     print(f"speed-up             : {t_full / t_cached:8.1f}x  (goal >= 10x)")
     print(f"max |difference| of the final logits weights between the two sides: {diff:.2e}")
 
@@ -97,9 +103,11 @@ def main(argv=None) -> int:
             fresh(), x, y, x_val, y_val, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, progress=False
         )
         t = result.timings
-        print(f"train_classifier (fast path, with per-epoch validation recall): {t['total_s']:.2f} s "
-              f"(features {t['features_s']:.2f} s, {args.epochs} epochs {t['fit_s']:.2f} s); "
-              f"{t_full / t['total_s']:.1f}x faster than fit through the backbone")
+        print(
+            f"train_classifier (fast path, with per-epoch validation recall): {t['total_s']:.2f} s "
+            f"(features {t['features_s']:.2f} s, {args.epochs} epochs {t['fit_s']:.2f} s); "
+            f"{t_full / t['total_s']:.1f}x faster than fit through the backbone"
+        )
     return 0
 
 

@@ -39,7 +39,9 @@ def test_small_backbones_have_stride_16(backbone):
     assert base.output.shape[1:3] == (6, 6)
     assert model.get_layer("head_pool").pool_size == (3, 3)
     # Unfrozen: only BatchNormalization moving statistics (2 per channel) are non-trainable.
-    bn_channels = sum(layer.gamma.shape[0] for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization))
+    bn_channels = sum(
+        layer.gamma.shape[0] for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert models.parameter_counts(model)["non_trainable"] == 2 * bn_channels
     assert model.get_layer("backbone").trainable
 

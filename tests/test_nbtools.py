@@ -60,7 +60,9 @@ def test_cell_on_colab_with_project_installed_only_mounts_drive(fake_colab):
 
 def test_cell_on_colab_installs_from_repository_or_uploaded_wheel(fake_colab, monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "helpers" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "helpers" else real_find_spec(name, *a)
+    )
     monkeypatch.setattr(glob, "glob", lambda pattern: [])
     _run_cell()
     (command,), kwargs = fake_colab.run.calls[-1]
@@ -81,12 +83,15 @@ def test_committed_notebooks_are_clean(path):
 
 
 def test_fix_strips_outputs_and_inserts_the_cell(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# title"),
-        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell("print(x)", execution_count=3,
-                                  outputs=[nbformat.v4.new_output("stream", text="1\n")]),
-    ])
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# title"),
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell(
+                "print(x)", execution_count=3, outputs=[nbformat.v4.new_output("stream", text="1\n")]
+            ),
+        ]
+    )
     path = tmp_path / "01_x.ipynb"
     nbformat.write(nb, str(path))
     assert len(nbtools.check_notebook(path)) == 2

@@ -39,9 +39,23 @@ def test_nbval_over_smoke_prepared_notebooks(tmp_path):
     prepared = _prepare(tmp_path)
     env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-         "--rootdir", str(tmp_path), *map(str, prepared)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(tmp_path),
+            *map(str, prepared),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     assert (tmp_path / "report" / "figures" / "fig1_examples.png").is_file()
@@ -51,8 +65,15 @@ def test_runner_executes_01_on_smoke(tmp_path):
     result = pipeline.run_study("smoke", only="01", work_dir=tmp_path, progress=False, log=lambda *a: None)
     report = tmp_path / "reports" / "smoke"
     assert result.report_dir == report
-    for name in ("01_data.ipynb", "01_data.html", "index.html", "run.json",
-                 "figures/fig1_examples.png", "figures/masks_overlay.png", "metrics/data.json"):
+    for name in (
+        "01_data.ipynb",
+        "01_data.html",
+        "index.html",
+        "run.json",
+        "figures/fig1_examples.png",
+        "figures/masks_overlay.png",
+        "metrics/data.json",
+    ):
         assert (report / name).is_file(), name
     counts = json.loads((report / "metrics" / "data.json").read_text())["counts"]
     assert counts["Total"]["total"] == 4 * 12

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _notebook(path: Path, parameters: str, body: list[str]) -> Path:
     cells = [nbformat.v4.new_code_cell(parameters, metadata={"tags": ["parameters"]})]
     cells += [nbformat.v4.new_code_cell(src) for src in body]
-    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nb = nbformat.v4.new_notebook(
+        cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    )
     nbformat.write(nb, str(path))
     return path
 
@@ -35,15 +37,20 @@ def project(tmp_path):
         "out.mkdir(parents=True, exist_ok=True)\n"
         "(out / (NAME + '.json')).write_text(json.dumps({'seed': seed, 'value': value}))"
     )
-    _notebook(tmp_path / "notebooks" / "01_first.ipynb",
-              'profile = "demo"\nreport_dir = ""\nwork_dir = ""\nseed = 0\nvalue = 1',
-              ["NAME = '01'", write])
-    _notebook(tmp_path / "notebooks" / "02_second.ipynb",
-              'profile = "demo"\nreport_dir = ""\nseed = 0\nvalue = 2\nfail = False\nrate = 0.5',
-              ["NAME = '02'", write, "if fail:\n    raise RuntimeError('asked to fail')"])
+    _notebook(
+        tmp_path / "notebooks" / "01_first.ipynb",
+        'profile = "demo"\nreport_dir = ""\nwork_dir = ""\nseed = 0\nvalue = 1',
+        ["NAME = '01'", write],
+    )
+    _notebook(
+        tmp_path / "notebooks" / "02_second.ipynb",
+        'profile = "demo"\nreport_dir = ""\nseed = 0\nvalue = 2\nfail = False\nrate = 0.5',
+        ["NAME = '02'", write, "if fail:\n    raise RuntimeError('asked to fail')"],
+    )
     _notebook(tmp_path / "notebooks" / "scratch.ipynb", "x = 1", ["raise SystemExit"])
-    (tmp_path / "params" / "tiny.yaml").write_text(yaml.safe_dump({
-        "description": "test profile", "shared": {"seed": 3}, "02_second": {"value": 5}}))
+    (tmp_path / "params" / "tiny.yaml").write_text(
+        yaml.safe_dump({"description": "test profile", "shared": {"seed": 3}, "02_second": {"value": 5}})
+    )
     return tmp_path
 
 
@@ -60,18 +67,21 @@ def test_profile_parameters_are_combined(project):
     assert params["02_second"] == {"seed": 3, "value": 5, "fail": True}
 
 
-@pytest.mark.parametrize("content, overrides, message", [
-    ({"shared": {"sed": 1}}, [], "shared key 'sed' is declared by no notebook"),
-    ({"02_second": {"valeu": 1}}, [], "unknown key 'valeu' in section '02_second'"),
-    ({"03_missing": {"x": 1}}, [], "section '03_missing' names no notebook"),
-    ({"shared": {"report_dir": "x"}}, [], "set by the runner"),
-    ({}, ["nope=1"], "no notebook declares a parameter 'nope'"),
-    ({}, ["01_first.fail=1"], "notebook '01_first' has no parameter 'fail'"),
-    ({}, ["09_x.value=1"], "no notebook named '09_x'"),
-    ({}, ["value"], "expected key=value"),
-    ({}, ["valeu=3"], "did you mean 'value'"),
-    ({}, ["value=abc"], "expects an integer like its default 1, got 'abc'"),
-])
+@pytest.mark.parametrize(
+    "content, overrides, message",
+    [
+        ({"shared": {"sed": 1}}, [], "shared key 'sed' is declared by no notebook"),
+        ({"02_second": {"valeu": 1}}, [], "unknown key 'valeu' in section '02_second'"),
+        ({"03_missing": {"x": 1}}, [], "section '03_missing' names no notebook"),
+        ({"shared": {"report_dir": "x"}}, [], "set by the runner"),
+        ({}, ["nope=1"], "no notebook declares a parameter 'nope'"),
+        ({}, ["01_first.fail=1"], "notebook '01_first' has no parameter 'fail'"),
+        ({}, ["09_x.value=1"], "no notebook named '09_x'"),
+        ({}, ["value"], "expected key=value"),
+        ({}, ["valeu=3"], "did you mean 'value'"),
+        ({}, ["value=abc"], "expects an integer like its default 1, got 'abc'"),
+    ],
+)
 def test_unknown_keys_are_rejected_with_their_name(project, content, overrides, message):
     (project / "params" / "bad.yaml").write_text(yaml.safe_dump(content))
     notebooks = pipeline.discover_notebooks(project / "notebooks")
@@ -114,13 +124,18 @@ def test_kaggle_source_without_data_dir_is_caught_before_running(project):
 
 
 def test_clean_outputs_drops_tensorflow_start_up_lines(tmp_path):
-    noise = ("I0000 00:00:1795672123.984999   25286 port.cc:153] oneDNN custom operations are on.\n"
-             "E0000 00:00:1795672134.148866   25334 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n")
-    cell = nbformat.v4.new_code_cell("x", outputs=[
-        nbformat.v4.new_output("stream", name="stderr", text=noise),
-        nbformat.v4.new_output("stream", name="stderr", text=noise + "UserWarning: keep me\n"),
-        nbformat.v4.new_output("stream", name="stdout", text="I0000 00:00:1 1 a.cc:1] stdout is kept\n"),
-    ])
+    noise = (
+        "I0000 00:00:1795672123.984999   25286 port.cc:153] oneDNN custom operations are on.\n"
+        "E0000 00:00:1795672134.148866   25334 cuda_platform.cc:52] failed call to cuInit: INTERNAL\n"
+    )
+    cell = nbformat.v4.new_code_cell(
+        "x",
+        outputs=[
+            nbformat.v4.new_output("stream", name="stderr", text=noise),
+            nbformat.v4.new_output("stream", name="stderr", text=noise + "UserWarning: keep me\n"),
+            nbformat.v4.new_output("stream", name="stdout", text="I0000 00:00:1 1 a.cc:1] stdout is kept\n"),
+        ],
+    )
     path = tmp_path / "x.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
     assert pipeline.clean_outputs(path) == 4
@@ -151,8 +166,9 @@ def test_only_selects_by_number_or_stem(project):
 
 
 def test_cli_rejects_bad_keys_before_running_anything(project, capsys):
-    code = pipeline.main(["--profile", str(project / "params" / "tiny.yaml"), "-p", "bogus=1",
-                          "--work-dir", str(project), "--no-html"])
+    code = pipeline.main(
+        ["--profile", str(project / "params" / "tiny.yaml"), "-p", "bogus=1", "--work-dir", str(project), "--no-html"]
+    )
     assert code == 2
     assert "bogus" in capsys.readouterr().err
     assert not (project / "reports").exists()
@@ -173,14 +189,29 @@ def test_run_writes_report_and_failure_keeps_previous(project):
 
     # cell numbers as in the source notebook (papermill's injected cell not counted), with the cell's first line
     with pytest.raises(pipeline.NotebookFailed, match=r"02_second\.ipynb failed in cell 3 \(if fail:\).*asked to fail"):
-        pipeline.run_study("tiny", overrides=["value=9", "fail=true"], project_dir=project, work_dir=project,
-                           progress=False, export_html=False, log=logs.append)
+        pipeline.run_study(
+            "tiny",
+            overrides=["value=9", "fail=true"],
+            project_dir=project,
+            work_dir=project,
+            progress=False,
+            export_html=False,
+            log=logs.append,
+        )
     # the previous report is untouched; the failed run is kept aside for inspection
     assert json.loads((report / "metrics" / "02.json").read_text())["value"] == 5
     assert (project / "reports" / ".tiny.failed" / "02_second.ipynb").is_file()
 
-    pipeline.run_study("tiny", only="01", overrides=["value=4"], project_dir=project, work_dir=project,
-                       progress=False, export_html=False, log=logs.append)
+    pipeline.run_study(
+        "tiny",
+        only="01",
+        overrides=["value=4"],
+        project_dir=project,
+        work_dir=project,
+        progress=False,
+        export_html=False,
+        log=logs.append,
+    )
     assert json.loads((report / "metrics" / "01.json").read_text())["value"] == 4
     assert json.loads((report / "metrics" / "02.json").read_text())["value"] == 5  # kept from the full run
     assert not (project / "reports" / ".tiny.failed").exists()

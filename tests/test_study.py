@@ -1,147 +1,223 @@
-"""The whole study through the runner on the smoke profile: reproducibility, interruption, bad input."""
+"""Tests of helpers.study: paths, atomic writes, JSON/NPZ, the manifest, every study file's save and load."""
 
 from __future__ import annotations
 
-import filecmp
 import os
-import signal
-import stat
-import subprocess
-import sys
-import time
-from pathlib import Path
 
+import keras
+import matplotlib
+import numpy as np
+import pandas as pd
 import pytest
+from test_training import tiny_model
 
-from helpers import config, data, pipeline
-from helpers.pipeline import NotebookFailed, ProfileError
+from helpers import config, dataset, evaluation, study, training
+from helpers.config import DATASET_DIRNAME
+from helpers.dataset import DatasetError
 
-ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.notebook
-
-
-def _run(work, **kwargs):
-    kwargs.setdefault("progress", False)
-    kwargs.setdefault("log", lambda *a: None)
-    return pipeline.run_study(work_dir=work, **kwargs)
+matplotlib.use("Agg")
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One complete smoke run of every notebook."""
-    work = tmp_path_factory.mktemp("smoke-a")
-    result = _run(work, profile="smoke")
-    return work, result
+def test_study_paths_layout(tmp_path):
+    paths = study.study_paths("smoke", tmp_path)
+    assert paths.processed == tmp_path / "data" / "processed" / "smoke"
+    assert paths.models == tmp_path / "data" / "models" / "smoke"
+    assert paths.report == tmp_path / "reports" / "smoke"
+    assert paths.figures.is_dir() and paths.metrics.is_dir() and paths.cache.is_dir()
+    other = study.study_paths("smoke", tmp_path, tmp_path / "staging")
+    assert other.figures == tmp_path / "staging" / "figures"
 
 
-def test_smoke_run_writes_the_browsable_report(smoke_run):
-    work, result = smoke_run
-    report = work / "reports" / "smoke"
-    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-    assert sorted(result.timings) == notebooks
-    for stem in notebooks:
-        assert (report / f"{stem}.ipynb").is_file() and (report / f"{stem}.html").is_file()
-    index = (report / "index.html").read_text()
-    assert all(f"{stem}.html" in index for stem in notebooks)
-    for figure in ("fig1_examples", "fig2_recall_history_vgg16", "fig3_recall_history_densenet201",
-                   "fig4_classification_report_vgg16", "fig5_classification_report_densenet201",
-                   "fig6_gradcam_covid", "fig7_overlays", "fig8_aopc"):
-        assert (report / "figures" / f"{figure}.png").is_file(), figure
-        assert f"figures/{figure}.png" in index
-    assert (report / "summary.md").is_file() and "AOPC" in (report / "summary.md").read_text()
-    assert "<table>" in index  # the summary table at the top
+def test_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(config.ROOT_ENV, str(tmp_path))
+    assert study.find_project_root() == tmp_path.resolve()
+    assert study.study_paths("demo").root == tmp_path.resolve()
 
 
-def test_same_seed_gives_identical_metrics(smoke_run, tmp_path):
-    work, _ = smoke_run
-    _run(tmp_path, profile="smoke", export_html=False)
-    first, second = work / "reports" / "smoke" / "metrics", tmp_path / "reports" / "smoke" / "metrics"
-    names = sorted(p.name for p in first.glob("*.json"))
-    assert names and names == sorted(p.name for p in second.glob("*.json"))
-    match, mismatch, errors = filecmp.cmpfiles(first, second, names, shallow=False)
-    assert mismatch == [] and errors == [], f"metrics differ between two runs with the same seed: {mismatch}"
-    assert filecmp.cmp(work / "reports" / "smoke" / "summary.md", tmp_path / "reports" / "smoke" / "summary.md", shallow=False)
+@pytest.mark.parametrize("bad", ["", "a/b", "..\\x"])
+def test_bad_profile_names(tmp_path, bad):
+    with pytest.raises(ValueError, match="profile"):
+        study.study_paths(bad, tmp_path)
 
 
-def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
-    work, _ = smoke_run
-    report = work / "reports" / "smoke"
-    before = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "helpers.pipeline", "--profile", "smoke", "--work-dir", str(work),
-         "-p", "seed=1", "--no-progress", "--no-html"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.json"
+    study.save_json({"a": 1}, target)
+    with pytest.raises(RuntimeError):
+        with study.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert study.load_json(target) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_json_and_npz_round_trip(tmp_path):
+    values = {
+        "x": np.float32(0.5),
+        "v": np.arange(3),
+        "nan": float("nan"),
+        "np_nan": np.float64("nan"),
+        "inf": np.float32("inf"),
+        "arr": np.array([1.0, np.nan]),
+    }
+    study.save_json(values, tmp_path / "m.json")
+    assert study.load_json(tmp_path / "m.json") == {
+        "x": 0.5,
+        "v": [0, 1, 2],
+        "nan": None,
+        "np_nan": None,
+        "inf": None,
+        "arr": [1.0, None],
+    }
+    assert "NaN" not in (tmp_path / "m.json").read_text()  # strict JSON
+    study.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32))
+    assert study.load_npz(tmp_path / "a.npz")["h"].shape == (2, 3)
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        study.load_npz(tmp_path / "missing.npz")
+
+
+def test_atomic_writes_get_the_umask_mode(tmp_path):
+
+    umask = os.umask(0o022)
+    try:
+        study.save_json({"a": 1}, tmp_path / "m.json")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_manifest_round_trip_and_load_split(tmp_path, phantom_dataset):
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    frame = dataset.scan_dataset(phantom_dataset)
+    train, val, test = dataset.balance_and_split(frame, seed=0)
+    assert (len(train), len(val), len(test)) == (36, 4, 8)
+    study.write_manifest([train, val, test], paths.split_manifest)
+    manifest = study.read_manifest(paths.split_manifest)
+    pd.testing.assert_frame_equal(
+        manifest, pd.concat([train, val, test], ignore_index=True)[list(dataset.MANIFEST_COLUMNS)]
     )
-    lines = []
-    deadline = time.monotonic() + 300
-    for line in proc.stdout:  # interrupt while the second notebook runs
-        lines.append(line)
-        if line.startswith("[2/") and "..." in line:
-            time.sleep(3)
-            proc.send_signal(signal.SIGTERM)
-            break
-        assert time.monotonic() < deadline, "".join(lines)
-    output = "".join(lines) + proc.communicate(timeout=120)[0]
-    assert proc.returncode == 130, output
-    assert "interrupted: the previous report is unchanged" in output
-    after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
-    assert after == before  # the previous report is untouched
-    paths = config.study_paths("smoke", work)
-    images, labels = data.load_split(paths, "test", 32, progress=False)  # the cache and manifest still load
-    assert len(images) == len(labels) > 0
-    # and the study can go on from the cached data: rerun only the report notebook
-    _run(work, profile="smoke", only="04", export_html=False, overrides=["seed=1"])
+    images, labels = study.load_split(paths, "test", 32, progress=False)
+    assert images.shape == (8, 32, 32, 1) and labels.dtype == np.int64
+    np.testing.assert_array_equal(labels, test["label_index"].to_numpy())
+    np.testing.assert_array_equal(images, dataset.load_images(test, 32, cache_dir=False, progress=False))
+    assert len(list(paths.cache.glob("*.npy"))) == 1
+    with pytest.raises(DatasetError, match="split must be"):
+        study.load_split(paths, "holdout", 32)
 
 
-def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
-    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
-        _run(tmp_path, profile="paper", only="01", export_html=False)
-    with pytest.raises(ProfileError, match="no-such-download does not exist"):
-        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={tmp_path / 'no-such-download'}"])
-    assert not (tmp_path / "reports").exists()  # stopped before any kernel started
-    empty = tmp_path / "empty-download"
-    empty.mkdir()
-    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in cell \d+ .*empty-download"):
-        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={empty}"])
-    assert not (tmp_path / "reports" / "paper").exists()
+def test_read_manifest_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "none.csv")):
+        study.read_manifest(tmp_path / "none.csv")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\na.png,COVID\n")
+    with pytest.raises(DatasetError, match=f"{bad} lacks the columns"):
+        study.read_manifest(bad)
+    bad.write_text("path,label,label_index,mask_path,lesion_mask_path,split\na.png,COVID,2,,,train\n")
+    with pytest.raises(DatasetError, match="label_index"):
+        study.read_manifest(bad)
+    bad.write_text("path,label,label_index,mask_path,lesion_mask_path,split\na.png,COVID,0,,,holdout\n")
+    with pytest.raises(DatasetError, match="holdout"):
+        study.read_manifest(bad)
+    with pytest.raises(DatasetError, match="lack the columns"):
+        study.write_manifest([pd.DataFrame({"path": ["a"]})], tmp_path / "x.csv")
+    assert not (tmp_path / "x.csv").exists()
 
 
-def test_corrupt_image_stops_naming_the_file(tmp_path):
-    dataset = data.synthesize_dataset(tmp_path / "download", 12, image_size=48, seed=0, progress=False)
-    bad = dataset / "COVID" / "images" / "COVID-3.png"
-    bad.chmod(bad.stat().st_mode | stat.S_IWUSR)
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
-    overrides = ["source=kaggle", f"data_dir={dataset}"]
-    with pytest.raises(NotebookFailed, match="COVID-3.png"):
-        _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides)
-    _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides + ["skip_unreadable=true"])
-    manifest = data.read_manifest(config.study_paths("smoke", tmp_path).split_manifest)
-    assert not manifest["path"].str.endswith("COVID-3.png").any()
+def test_dataset_from_parameters(tmp_path, phantom_dataset):
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    made = study.dataset_from_parameters(
+        paths, "synthetic", synthetic_per_class=2, synthetic_size=32, seed=1, confounder=True, progress=False
+    )
+    assert made == paths.raw / "synthetic-32-2-1-confounder" / DATASET_DIRNAME and len(dataset.scan_dataset(made)) == 8
+    assert study.dataset_from_parameters(paths, "kaggle", data_dir=phantom_dataset.parent) == phantom_dataset
+    with pytest.raises(DatasetError, match="data_dir"):
+        study.dataset_from_parameters(paths, "kaggle")
+    with pytest.raises(DatasetError, match="source"):
+        study.dataset_from_parameters(paths, "web")
 
 
-def test_wrong_profile_key_stops_before_running(tmp_path, capsys):
-    code = pipeline.main(["--profile", "smoke", "--work-dir", str(tmp_path), "-p", "epoch=3"])
-    assert code == 2
-    assert "no notebook declares a parameter 'epoch'" in capsys.readouterr().err
-    profile = tmp_path / "typo.yaml"
-    profile.write_text("shared:\n  seed: 0\n02_train_vgg16:\n  learning_rte: 0.1\n")
-    code = pipeline.main(["--profile", str(profile), "--work-dir", str(tmp_path)])
-    assert code == 2
-    assert "unknown key 'learning_rte' in section '02_train_vgg16'" in capsys.readouterr().err
-    assert not (tmp_path / "reports").exists()
+def test_predictions_and_metrics_files_round_trip(tmp_path):
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    probs = np.random.default_rng(2).random((7, 4)).astype(np.float32)
+    labels = np.arange(7) % 4
+    path = study.save_predictions(paths, "vgg16", probs, labels)
+    assert path == paths.processed / "predictions_vgg16.npz"
+    loaded = study.load_predictions(paths, "vgg16")
+    np.testing.assert_array_equal(loaded["probabilities"], probs)
+    np.testing.assert_array_equal(loaded["labels"], labels)
+    np.testing.assert_array_equal(loaded["predicted"], probs.argmax(1))
+    metrics = evaluation.classification_metrics(labels, probs, config.CLASS_NAMES)
+    assert study.save_metrics(paths, "vgg16", metrics) == paths.metrics / "classification_vgg16.json"
+    assert study.load_metrics(paths, "vgg16")["per_class"] == metrics["per_class"]  # JSON floats round-trip exactly
+    with pytest.raises(FileNotFoundError, match="predictions_densenet201"):
+        study.load_predictions(paths, "densenet201")
 
 
-def test_paper_profile_runs_end_to_end_on_a_small_download(tmp_path):
-    """The paper's code path (VGG16 and DenseNet201, frozen, cached features) on a tiny Kaggle-layout download."""
-    dataset = data.synthesize_dataset(tmp_path / "download", 10, image_size=48, seed=0, progress=False)
-    overrides = [f"data_dir={dataset.parent}", "image_size=32", "weights=null", "epochs=1", "06.region_size=16",
-                 "ablation_images=4", "ablation_perturbations=['mean']", "ablation_sigmas=[]", "n_bootstrap=50",
-                 "gallery_per_class=1"]
-    _run(tmp_path, profile="paper", overrides=overrides, export_html=False)
-    report = tmp_path / "reports" / "paper"
-    training = config.load_json(report / "metrics" / "training_vgg16.json")
-    assert training["backbone"] == "vgg16" and training["settings"]["feature_cache"] is True
-    assert config.load_json(report / "metrics" / "training_densenet201.json")["backbone"] == "densenet201"
-    assert (report / "summary.md").is_file() and (report / "figures" / "fig8_aopc.png").is_file()
-    assert "paper" in (report / "summary.md").read_text()
+def test_save_and_load_heatmaps(tmp_path):
+    paths = study.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
+    heat = np.random.default_rng(0).uniform(size=(3, 2, 2)).astype("float32")
+    path = study.save_heatmaps(paths, "vgg16", heat, np.array([0, 3, 1]), "gradcam++")
+    assert path == paths.processed / "heatmaps_vgg16.npz"
+    back = study.load_heatmaps(paths, "vgg16")
+    np.testing.assert_array_equal(back["heatmaps"], heat)
+    np.testing.assert_array_equal(back["classes"], [0, 3, 1])
+    assert back["method"] == "gradcam++"
+    with pytest.raises(FileNotFoundError, match="heatmaps_densenet201.npz"):
+        study.load_heatmaps(paths, "densenet201")
+    with pytest.raises(ValueError, match="classes"):
+        study.save_heatmaps(paths, "vgg16", heat, [0, 1], "gradcam")
+
+
+def test_load_model_outputs_checks_consistency(tmp_path):
+
+    paths = study.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
+    labels, predicted = np.array([0, 1, 2, 3]), np.array([0, 1, 1, 3])
+    study.save_npz(paths.processed / "predictions_m.npz", probabilities=np.eye(4), labels=labels, predicted=predicted)
+    study.save_npz(
+        paths.processed / "heatmaps_m.npz",
+        heatmaps=np.zeros((4, 3, 3)),
+        classes=predicted,
+        method=np.array("gradcam++"),
+    )
+    out = study.load_model_outputs(paths, "m", n_images=4)
+    assert out["correct"].tolist() == [True, True, False, True] and out["heatmaps"].shape == (4, 3, 3)
+    assert out["method"] == "gradcam++"
+    with pytest.raises(ValueError, match="predictions_m.npz"):
+        study.load_model_outputs(paths, "m", n_images=5)
+    # an image explained for another class than predicted (a near-tie) is not counted as correct
+    explained = np.array([0, 2, 1, 3])
+    study.save_npz(
+        paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=explained, method=np.array("gradcam")
+    )
+    with pytest.warns(UserWarning, match="1 test image"):
+        out = study.load_model_outputs(paths, "m")
+    assert out["correct"].tolist() == [True, False, False, True]
+    study.save_npz(
+        paths.processed / "heatmaps_m.npz",
+        heatmaps=np.zeros((3, 3, 3)),
+        classes=predicted[:3],
+        method=np.array("gradcam"),
+    )
+    with pytest.raises(ValueError, match="heatmaps_m.npz"):
+        study.load_model_outputs(paths, "m")
+    with pytest.raises(FileNotFoundError, match="predictions_x.npz"):
+        study.load_model_outputs(paths, "x")
+
+
+def test_save_and_load_training(tmp_path, tiny_data):
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    result = training.train_classifier(tiny_model(), *tiny_data, epochs=2, batch_size=12, progress=False)
+    files = study.save_training(result, paths, "vgg16", weights=None)
+    assert {p.name for p in files.values()} == {"vgg16.keras", "vgg16_history.csv", "vgg16_training.json"}
+    assert not [p for p in paths.models.iterdir() if p.name.startswith(".")]  # no temporary files left
+    loaded = study.load_training(paths, "vgg16")
+    assert loaded.chosen_epoch == result.chosen_epoch
+    assert loaded.val_recalls == pytest.approx(result.val_recalls)
+    assert loaded.settings["backbone"] == "small_vgg" and loaded.settings["weights"] is None
+    pd.testing.assert_frame_equal(loaded.history, result.history, check_dtype=False)
+    x = tiny_data[2].astype("float32") / 255.0
+    np.testing.assert_array_equal(loaded.model.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    plain = keras.models.load_model(files["model"], safe_mode=True)  # no training code needed to reload
+    np.testing.assert_array_equal(plain.predict(x, verbose=0), result.model.predict(x, verbose=0))
+    with pytest.raises(FileNotFoundError, match="densenet201"):
+        study.load_training(paths, "densenet201")

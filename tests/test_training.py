@@ -1,4 +1,6 @@
-"""Tests for helpers.training: the cached-feature fast path, checkpoint choice, recall history, saving."""
+"""Tests of helpers.training: the fast path, the checkpoint criterion, metrics against references."""
+
+from __future__ import annotations
 
 import keras
 import matplotlib
@@ -7,11 +9,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, recall_score
 
-from helpers import config, models, training
+from helpers import _core, config, models, training
 
 matplotlib.use("Agg")
 
+
 SIZE = 32
+
+
 CLASSES = config.CLASS_NAMES
 
 
@@ -28,8 +33,8 @@ def quadrant_images(n, seed):
     return images, labels
 
 
-@pytest.fixture(scope="module")
-def tiny_data():
+def make_tiny_data():
+    """Quadrant images: 72 for training, 24 for validation."""
     x_train, y_train = quadrant_images(72, 0)
     x_val, y_val = quadrant_images(24, 1)
     return x_train, y_train, x_val, y_val
@@ -44,7 +49,14 @@ def test_fast_path_matches_full_frozen_model(tiny_data):
     for cache in (True, False):
         model = tiny_model(freeze=True, backbone="small_densenet")  # frozen BatchNormalization included
         results[cache] = training.train_classifier(
-            model, *tiny_data, epochs=3, batch_size=16, learning_rate=3e-3, seed=4, use_feature_cache=cache, progress=False
+            model,
+            *tiny_data,
+            epochs=3,
+            batch_size=16,
+            learning_rate=3e-3,
+            seed=4,
+            use_feature_cache=cache,
+            progress=False,
         )
     fast, full = results[True], results[False]
     assert fast.settings["feature_cache"] and not full.settings["feature_cache"]
@@ -107,32 +119,18 @@ def test_unfrozen_training_learns_and_augment_disables_cache(tiny_data):
         return batch
 
     result = training.train_classifier(
-        tiny_model(freeze=False, backbone="small_vgg"), *tiny_data, epochs=6, batch_size=12, learning_rate=3e-3,
-        augment=augment, progress=False,
+        tiny_model(freeze=False, backbone="small_vgg"),
+        *tiny_data,
+        epochs=6,
+        batch_size=12,
+        learning_rate=3e-3,
+        augment=augment,
+        progress=False,
     )
     assert not result.settings["feature_cache"]
     assert len(calls) == 6 * 6
     assert result.history[training.CRITERION_COLUMN].max() >= 0.9
     assert result.history["loss"].iloc[-1] < result.history["loss"].iloc[0]
-
-
-def test_save_and_load_training(tmp_path, tiny_data):
-    paths = config.study_paths("unit", work_dir=tmp_path)
-    result = training.train_classifier(tiny_model(), *tiny_data, epochs=2, batch_size=12, progress=False)
-    files = training.save_training(result, paths, "vgg16", weights=None)
-    assert {p.name for p in files.values()} == {"vgg16.keras", "vgg16_history.csv", "vgg16_training.json"}
-    assert not [p for p in paths.models.iterdir() if p.name.startswith(".")]  # no temporary files left
-    loaded = training.load_training(paths, "vgg16")
-    assert loaded.chosen_epoch == result.chosen_epoch
-    assert loaded.val_recalls == pytest.approx(result.val_recalls)
-    assert loaded.settings["backbone"] == "small_vgg" and loaded.settings["weights"] is None
-    pd.testing.assert_frame_equal(loaded.history, result.history, check_dtype=False)
-    x = tiny_data[2].astype("float32") / 255.0
-    np.testing.assert_array_equal(loaded.model.predict(x, verbose=0), result.model.predict(x, verbose=0))
-    plain = keras.models.load_model(files["model"], safe_mode=True)  # no training code needed to reload
-    np.testing.assert_array_equal(plain.predict(x, verbose=0), result.model.predict(x, verbose=0))
-    with pytest.raises(FileNotFoundError, match="densenet201"):
-        training.load_training(paths, "densenet201")
 
 
 @pytest.mark.parametrize(
@@ -153,23 +151,6 @@ def test_bad_arguments_raise_before_training(tiny_data, change, pattern):
     kwargs.update(change)
     with pytest.raises(ValueError, match=pattern):
         training.train_classifier(tiny_model(), **kwargs)
-
-
-def test_recall_history_figure_marks_the_chosen_epoch():
-    epochs = np.arange(1, 6)
-    history = pd.DataFrame({"epoch": epochs})
-    for i, c in enumerate(CLASSES):
-        history[training.recall_column("train", c)] = np.linspace(0.2, 0.9, 5)
-        history[training.recall_column("val", c)] = np.linspace(0.1, 0.8, 5) + 0.01 * i
-    fig = training.plot_recall_history(history, CLASSES, chosen_epoch=3, title="demo")
-    axes = [ax for ax in fig.axes if ax.lines]
-    assert len(axes) == 4
-    for ax, c in zip(axes, CLASSES):
-        assert ax.get_title() == c
-        xs = [tuple(line.get_xdata()) for line in ax.lines]
-        assert (3, 3) in xs  # the vertical chosen-epoch line
-        np.testing.assert_allclose(ax.lines[0].get_ydata(), history[training.recall_column("val", c)])
-    matplotlib.pyplot.close(fig)
 
 
 def test_precision_and_gpu_options():
@@ -214,6 +195,7 @@ def test_float_images_outside_the_unit_range_are_rejected():
     with pytest.raises(ValueError, match=r"x_train holds floats in \[.*\]: float images must be in \[0, 1\]"):
         training.train_classifier(model, x * 255, y, x, y, epochs=1, progress=False)
     with pytest.raises(ValueError, match="float images must be in"):
-        training.to_unit_range(x * 255)
-    np.testing.assert_array_equal(training.to_unit_range((x * 255).astype(np.uint8)),
-                                  (x * 255).astype(np.uint8).astype(np.float32) / 255)
+        _core.to_unit_range(x * 255)
+    np.testing.assert_array_equal(
+        _core.to_unit_range((x * 255).astype(np.uint8)), (x * 255).astype(np.uint8).astype(np.float32) / 255
+    )

@@ -1,8 +1,64 @@
 """Grad-CAM heatmaps of chest X-ray classifiers, scored by AOPC: the study's helper package.
 
-Modules: ``config`` (paths, constants, atomic writes), ``data`` (dataset scan, synthetic phantoms,
-split, image cache), ``models``, ``training``, ``gradcam``, ``perturbation`` (MoRF/LeRF/AOPC),
-``reporting`` (figures and tables) and ``pipeline`` (the papermill runner).
+The metrics work on any Keras classifier with a ``logits`` layer and any heatmaps::
+
+    from helpers import gradcam, perturbation_curves, aopc_summary
+
+Names are loaded on first use (PEP 562), so ``import helpers.pipeline`` does not import Keras.
+Modules, computation first: ``dataset``, ``phantoms``, ``models``, ``training``, ``evaluation``, ``heatmaps``
+(Grad-CAM), ``perturbation`` (curves), ``scores`` (AOPC statistics), ``localization`` (mask energy); then
+``study`` (the study's files), ``reporting`` and ``figures``; the runner ``pipeline``, ``nbtools``, ``progress``.
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("gradcam", "gradcam_plus_plus", "upsample", "normalize", "overlay"), "heatmaps"),
+    **dict.fromkeys(
+        ("perturbation_curves", "morf_curves", "region_grid", "region_scores", "region_order", "perturbed_images"),
+        "perturbation",
+    ),
+    **dict.fromkeys(
+        (
+            "aopc",
+            "per_image_aopc",
+            "aopc_summary",
+            "bootstrap_ci",
+            "paired_difference",
+            "paired_contrast_difference",
+            "correct_mask",
+            "common_mask",
+            "aopc_report",
+            "perturbation_ablation",
+        ),
+        "scores",
+    ),
+    **dict.fromkeys(("mask_energy", "mask_energies", "mask_energy_summary"), "localization"),
+    **dict.fromkeys(("build_classifier", "load_classifier", "split_classifier"), "models"),
+    **dict.fromkeys(("train_classifier",), "training"),
+    **dict.fromkeys(("classification_metrics", "predict_probabilities"), "evaluation"),
+    **dict.fromkeys(("scan_dataset", "balance_and_split", "load_images", "load_masks"), "dataset"),
+    **dict.fromkeys(("render_phantom", "synthesize_dataset"), "phantoms"),
+    **dict.fromkeys(("study_paths",), "study"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Load a public name from its module on first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes and the lazily loaded public names."""
+    return sorted(set(globals()) | set(__all__))

@@ -44,6 +44,7 @@ import numpy as np
 from keras import layers, ops
 
 from . import config
+from ._core import check_int, split_at
 
 #: The paper's two ImageNet backbones.
 PAPER_BACKBONES: tuple[str, ...] = ("vgg16", "densenet201")
@@ -165,7 +166,9 @@ CUSTOM_OBJECTS = {
 def _seed_stream(seed: int | None, salt: int):
     """Distinct, reproducible initializer seeds for one network (None stays unseeded)."""
     counter = iter(range(1_000_000))
-    return lambda: None if seed is None else int(np.random.SeedSequence([int(seed), salt, next(counter)]).generate_state(1)[0])
+    return lambda: (
+        None if seed is None else int(np.random.SeedSequence([int(seed), salt, next(counter)]).generate_state(1)[0])
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -182,7 +185,9 @@ def _small_vgg(input_shape, seed: int | None) -> keras.Model:
     for b, (filters, convs) in enumerate(blocks, start=1):
         for c in range(1, convs + 1):
             init = SeededUniform(1.0, "fan_avg", next_seed())
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_initializer=init, name=f"block{b}_conv{c}")(x)
+            x = layers.Conv2D(
+                filters, 3, padding="same", activation="relu", kernel_initializer=init, name=f"block{b}_conv{c}"
+            )(x)
         x = layers.MaxPooling2D(2, name=f"block{b}_pool")(x)
     return keras.Model(inputs, x, name=config.FEATURE_LAYER)
 
@@ -196,12 +201,16 @@ def _small_densenet(input_shape, seed: int | None) -> keras.Model:
         return SeededUniform(2.0, "fan_in", next_seed())
 
     inputs = keras.Input(shape=input_shape, name="input")
-    x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init(), name="stem_conv")(inputs)
+    x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, kernel_initializer=init(), name="stem_conv")(
+        inputs
+    )
     for b, n_layers in enumerate(layers_per_block, start=1):
         for i in range(1, n_layers + 1):
             y = layers.BatchNormalization(name=f"block{b}_{i}_bn")(x)
             y = layers.Activation("relu", name=f"block{b}_{i}_relu")(y)
-            y = layers.Conv2D(growth, 3, padding="same", use_bias=False, kernel_initializer=init(), name=f"block{b}_{i}_conv")(y)
+            y = layers.Conv2D(
+                growth, 3, padding="same", use_bias=False, kernel_initializer=init(), name=f"block{b}_{i}_conv"
+            )(y)
             x = layers.Concatenate(name=f"block{b}_{i}_concat")([x, y])
         if b < len(layers_per_block):
             channels = int(x.shape[-1]) // 2
@@ -278,8 +287,7 @@ def _check_backbone(backbone) -> None:
 
 
 def _check_image_size(backbone: str, image_size) -> None:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-        raise TypeError(f"image_size must be an integer number of pixels, got {image_size!r}")
+    check_int("image_size", image_size, 1, type_error=TypeError)
     minimum = MIN_IMAGE_SIZE[backbone]
     if image_size < minimum:
         raise ValueError(
@@ -309,8 +317,7 @@ def build_classifier(
     """
     _check_backbone(backbone)
     _check_image_size(backbone, image_size)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    check_int("num_classes", num_classes, 2)
     _weights_path(weights)  # fail on a missing file before building anything
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
@@ -349,48 +356,20 @@ def feature_layer_name(model: keras.Model) -> str:
     return config.FEATURE_LAYER
 
 
-def _layer_groups(model: keras.Model):
-    """Split the classifier's layers into (preprocessing, backbone, head-to-logits, probabilities)."""
-    feature_layer_name(model)
-    names = [layer.name for layer in model.layers]
-    if config.LOGITS_LAYER not in names:
-        raise ValueError(f"model {model.name!r} has no layer named {config.LOGITS_LAYER!r}")
-    i_backbone = names.index(config.FEATURE_LAYER)
-    i_logits = names.index(config.LOGITS_LAYER)
-    pre = [layer for layer in model.layers[:i_backbone] if not isinstance(layer, keras.layers.InputLayer)]
-    head = model.layers[i_backbone + 1 : i_logits + 1]
-    after = model.layers[i_logits + 1 :]
-    return pre, model.layers[i_backbone], head, after
-
-
 def split_classifier(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """Return ``(feature_model, head_model)`` sharing the classifier's layers (and so its weights).
 
     ``feature_model``: images (H, W, 1) in [0, 1] -> the backbone's feature map.
     ``head_model``: a feature map -> the pre-softmax class scores (the ``logits`` layer).
     """
-    pre, base, head, _ = _layer_groups(model)
-    inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
-    x = inputs
-    for layer in pre:
-        x = layer(x)
-    feature_model = keras.Model(inputs, base(x), name="feature_model")
-    features = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
-    y = features
-    for layer in head:
-        y = layer(y)
-    head_model = keras.Model(features, y, name="head_model")
-    return feature_model, head_model
+    split = split_at(model, feature_layer_name(model))
+    return split.feature_model, split.head_model
 
 
 def head_probability_model(model: keras.Model) -> keras.Model:
     """Feature map -> class probabilities, sharing the classifier's head layers (used to train the head on cached features)."""
-    _, base, head, after = _layer_groups(model)
-    features = keras.Input(shape=tuple(base.output.shape[1:]), name="features")
-    y = features
-    for layer in (*head, *after):
-        y = layer(y)
-    return keras.Model(features, y, name="head_probability_model")
+    split = split_at(model, feature_layer_name(model))
+    return keras.Model(split.feature_tensor, model.outputs[0], name="head_probability_model")
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

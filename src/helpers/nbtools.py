@@ -14,7 +14,7 @@ from pathlib import Path
 COLAB_MARKER = "# Colab set-up"
 
 #: Source of the set-up cell every notebook carries as its first code cell.
-COLAB_CELL = '''# Colab set-up: on Google Colab only, install the study's package and mount Google Drive.
+COLAB_CELL = """# Colab set-up: on Google Colab only, install the study's package and mount Google Drive.
 # Elsewhere this cell does nothing. Install source: an uploaded wheel (/content/gradcam_xray_study-*.whl)
 # if there is one, else STUDY_REPOSITORY (edit it to point at your copy of the repository).
 import sys
@@ -33,7 +33,7 @@ if "google.colab" in sys.modules:
     if MOUNT_DRIVE:
         from google.colab import drive
 
-        drive.mount("/content/drive")'''
+        drive.mount("/content/drive")"""
 
 _PLACEHOLDER = "# COLAB-SETUP"
 
@@ -85,7 +85,7 @@ def fix_notebook(path: str | Path) -> bool:
     nb.metadata.pop("widgets", None)
     after = nbformat.writes(nb) + "\n"
     if after != before:
-        from .config import atomic_path
+        from .study import atomic_path
 
         with atomic_path(path) as tmp:
             tmp.write_text(after)

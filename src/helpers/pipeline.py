@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import find_project_root, save_json
+from .study import find_project_root, save_json
 
 #: Parameters that the runner sets itself in every notebook that declares them.
 RUNNER_KEYS = ("profile", "work_dir", "report_dir")
@@ -161,8 +161,13 @@ def _is_path_parameter(key: str) -> bool:
 def _absolute_paths(params: dict, base: Path) -> dict:
     out = dict(params)
     for key, value in params.items():
-        if (_is_path_parameter(key) and isinstance(value, str) and value and value != "imagenet"
-                and not Path(value).expanduser().is_absolute()):
+        if (
+            _is_path_parameter(key)
+            and isinstance(value, str)
+            and value
+            and value != "imagenet"
+            and not Path(value).expanduser().is_absolute()
+        ):
             out[key] = str((base / Path(value).expanduser()).resolve())
     return out
 
@@ -180,8 +185,9 @@ def _section_for(name: str, stems) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str] = (),
-                       base_dir: str | os.PathLike | None = None) -> dict[str, dict]:
+def resolve_parameters(
+    profile: dict, notebooks: list[Path], overrides: list[str] = (), base_dir: str | os.PathLike | None = None
+) -> dict[str, dict]:
     """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys."""
     source = profile.get("_path", "profile")
     declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
@@ -193,8 +199,10 @@ def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str
         if section in META_KEYS or section in ("_path", "shared"):
             continue
         if section not in stems:
-            problems.append(f"{source}: section '{section}' names no notebook{_suggest(section, stems)}"
-                            f" (notebooks: {', '.join(sorted(stems))})")
+            problems.append(
+                f"{source}: section '{section}' names no notebook{_suggest(section, stems)}"
+                f" (notebooks: {', '.join(sorted(stems))})"
+            )
     shared = dict(profile.get("shared") or {})
     for key in shared:
         if key in RUNNER_KEYS:
@@ -207,8 +215,10 @@ def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str
                 problems.append(f"{source}: key '{stem}.{key}' is set by the runner, not by a profile")
             elif key not in declared[stem]:
                 known = ", ".join(sorted(declared[stem]))
-                problems.append(f"{source}: unknown key '{key}' in section '{stem}'{_suggest(key, declared[stem])}"
-                                f" (its parameters: {known})")
+                problems.append(
+                    f"{source}: unknown key '{key}' in section '{stem}'{_suggest(key, declared[stem])}"
+                    f" (its parameters: {known})"
+                )
 
     per_notebook = {stem: {} for stem in sorted(stems)}
     for stem in per_notebook:
@@ -255,8 +265,10 @@ def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[
         data_dir = params.get("data_dir", _literal(names.get("data_dir")))
         if source == "kaggle":
             if not data_dir:
-                problems.append(f"{stem}: source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset"
-                                " (pass -p data_dir=/path/to/it)")
+                problems.append(
+                    f"{stem}: source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset"
+                    " (pass -p data_dir=/path/to/it)"
+                )
             elif not Path(str(data_dir)).exists():
                 problems.append(f"{stem}: data_dir {data_dir} does not exist")
     return problems
@@ -347,7 +359,7 @@ def clean_outputs(path: str | os.PathLike) -> int:
             kept.append(output)
         cell["outputs"] = kept
     if removed:
-        from .config import atomic_path
+        from .study import atomic_path
 
         with atomic_path(path) as tmp:
             nbformat.write(nb, str(tmp))
@@ -431,7 +443,11 @@ def run_study(
                 clean_outputs(staging / nb.name)
             staging.rename(failed)
             log(f"FAILED: {message}")
-            kept = f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
+            kept = (
+                f"the previous report in {final} is unchanged"
+                if final.exists()
+                else f"no report was written to {final}"
+            )
             log(f"the partial run is in {failed / nb.name}; {kept}")
             raise NotebookFailed(message) from exc
         clean_outputs(staging / nb.name)
@@ -470,11 +486,15 @@ def run_study(
     staging.rename(final)
     if backup.exists():
         shutil.rmtree(backup)
-    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
-        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
+    log(
+        f"done in {time.perf_counter() - started:.1f} s; report: {final}"
+        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else "")
+    )
     if stale:
-        log(f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
-            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}")
+        log(
+            f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
+            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}"
+        )
     return result
 
 
@@ -483,10 +503,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,02")
-    parser.add_argument("--from", dest="start", default=None, metavar="NN",
-                        help="run this notebook and every later one, e.g. --from 02")
-    parser.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a parameter: key=value (every notebook declaring it) or NN_notebook.key=value")
+    parser.add_argument(
+        "--from", dest="start", default=None, metavar="NN", help="run this notebook and every later one, e.g. --from 02"
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter: key=value (every notebook declaring it) or NN_notebook.key=value",
+    )
     parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
@@ -510,8 +537,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: the previous report is unchanged; files under data/ that finished notebooks rewrote"
-              " (split, cached images, models) are complete but may come from this run", file=sys.stderr)
+        print(
+            "interrupted: the previous report is unchanged; files under data/ that finished notebooks rewrote"
+            " (split, cached images, models) are complete but may come from this run",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

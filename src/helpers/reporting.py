@@ -1,22 +1,51 @@
-"""Figures and tables written to ``reports/<profile>/``."""
+"""Study-level reports: tables, conclusions, the summary, the index and HTML export; the training notebooks' step.
+
+Everything here reads computed results (classification metrics, :func:`helpers.scores.aopc_report`) and writes
+text: markdown tables, sentences whose numbers and verdicts are computed, ``summary.md``/``summary.json``
+(through :mod:`helpers.study`) and the report's ``index.html``.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Mapping, Sequence
 
-from .config import atomic_path
+import numpy as np
+import pandas as pd
 
-#: Resolution of saved figures.
-FIGURE_DPI = 150
+from . import config, figures, study
+from ._core import format_value
+from ._report_html import export_report, markdown_to_html, notebook_to_html, write_index
+from .config import PAPER_PROFILE
+from .evaluation import SCORE_LABELS
 
+__all__ = [
+    "TrainingReport",
+    "train_and_report",
+    "PAPER_RESULTS",
+    "PAPER_PROFILE",
+    "AOPC_LABELS",
+    "markdown_table",
+    "compact_comparison",
+    "paper_comparison_caveat",
+    "summary_row",
+    "aopc_table",
+    "ablation_table",
+    "summary_rows",
+    "paired_sentences",
+    "aopc_conclusions",
+    "write_summary",
+    "notebook_to_html",
+    "markdown_to_html",
+    "write_index",
+    "export_report",
+]
 
-def save_figure(fig, folder: str | os.PathLike, name: str, dpi: int = FIGURE_DPI) -> Path:
-    """Save a matplotlib figure as ``<folder>/<name>.png`` atomically and return the path."""
-    path = Path(folder) / (name if name.endswith(".png") else f"{name}.png")
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    return path
+#: The paper's test results on the real data (macro averages), per model slot.
+PAPER_RESULTS: dict[str, dict[str, float]] = {
+    "vgg16": {"recall": 0.86, "f1": 0.86},
+    "densenet201": {"recall": 0.88, "f1": 0.88},
+}
 
 
 def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.3f}") -> str:
@@ -35,169 +64,504 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt:
     return "\n".join(lines) + "\n"
 
 
-def _html_escape(text: str) -> str:
-    import html
-
-    return html.escape(str(text))
-
-
-def notebook_to_html(notebook_path: str | os.PathLike, html_path: str | os.PathLike | None = None) -> Path:
-    """Export an executed notebook to a standalone HTML file beside it (or at ``html_path``)."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    notebook_path = Path(notebook_path)
-    html_path = Path(html_path) if html_path else notebook_path.with_suffix(".html")
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(str(notebook_path), as_version=4))
-    with atomic_path(html_path, suffix=".html") as tmp:
-        tmp.write_text(body, encoding="utf-8")
-    return html_path
+# --------------------------------------------------------------------------------------------------
+# Classification (notebook 04)
+# --------------------------------------------------------------------------------------------------
 
 
-#: Known figures in study order, with the caption shown in ``index.html``.
-FIGURE_CAPTIONS: dict[str, str] = {
-    "fig1_examples": "Figure 1: one example image per class (01)",
-    "masks_overlay": "An example image with its lung and lesion masks (01)",
-    "fig2_recall_history_vgg16": "Figure 2: per-class recall per epoch of the vgg16 slot, the kept epoch marked (02)",
-    "fig3_recall_history_densenet201": "Figure 3: per-class recall per epoch of the densenet201 slot (03)",
-    "fig4_classification_report_vgg16": "Figure 4: test-set classification report of the vgg16 slot (04)",
-    "fig5_classification_report_densenet201": "Figure 5: test-set classification report of the densenet201 slot (04)",
-    "confusion_matrices": "Test-set confusion matrices of both models (04)",
-    "fig6_gradcam_covid": "Figure 6: Grad-CAM of one test image both models classify as COVID, at the feature grid (05)",
-    "fig7_overlays": "Figure 7: Grad-CAM overlays at several opacities (05)",
-    "gradcam_gallery": "Correct and wrong predictions per class with their heatmaps (05)",
-    "gradcam_mask_energy": "Share of heatmap mass inside the lesion and lung masks, per model and class (05)",
-    "morf_curves": "Mean probability of the explained class along the perturbation steps (06)",
-    "fig8_aopc": "Figure 8: AOPC against the perturbation step, with random-order baselines and 95% bands (06)",
-    "aopc_ablation": "Ablation over perturbation functions and noise levels (06)",
+def compact_comparison(
+    metrics_by_model: Mapping[str, Mapping], paper: Mapping[str, Mapping] | None = None
+) -> pd.DataFrame:
+    """Side-by-side recall and F1 of several models: rows the classes, "macro avg" and "accuracy".
+
+    Columns are (model, "recall"/"F1"). The accuracy row holds the accuracy in the F1 column (NaN under
+    recall), as in a classification report. ``paper``: {model: {"recall": r, "f1": f}} adds a row
+    "macro avg, paper" (e.g. :data:`PAPER_RESULTS`); models it lacks get NaN there.
+    """
+    if not metrics_by_model:
+        raise ValueError("metrics_by_model is empty")
+    names = list(metrics_by_model)
+    class_names = list(metrics_by_model[names[0]]["class_names"])
+    for name in names[1:]:
+        if list(metrics_by_model[name]["class_names"]) != class_names:
+            raise ValueError(f"models {names[0]!r} and {name!r} have different class names")
+    rows = [*class_names, "macro avg"] + (["macro avg, paper"] if paper else []) + ["accuracy"]
+    columns = pd.MultiIndex.from_product(
+        [names, [SCORE_LABELS["recall"], SCORE_LABELS["f1"]]], names=["model", "score"]
+    )
+    table = pd.DataFrame(np.nan, index=pd.Index(rows, name="class"), columns=columns)
+    for name in names:
+        m = metrics_by_model[name]
+        for row in class_names:
+            table.loc[row, (name, "recall")] = m["per_class"][row]["recall"]
+            table.loc[row, (name, "F1")] = m["per_class"][row]["f1"]
+        table.loc["macro avg", (name, "recall")] = m["macro_avg"]["recall"]
+        table.loc["macro avg", (name, "F1")] = m["macro_avg"]["f1"]
+        table.loc["accuracy", (name, "F1")] = m["accuracy"]
+        if paper and name in paper:
+            table.loc["macro avg, paper", (name, "recall")] = paper[name]["recall"]
+            table.loc["macro avg, paper", (name, "F1")] = paper[name]["f1"]
+    return table
+
+
+def paper_comparison_caveat(profile: str) -> str:
+    """A caveat for putting the paper's values beside this run's: "" only for the ``paper`` profile.
+
+    Other profiles (``demo``, ``smoke``, ...) run on synthetic phantoms with small from-scratch backbones, so
+    their numbers say nothing about how close the reproduction comes to the paper.
+    """
+    if not isinstance(profile, str) or not profile:
+        raise ValueError(f"profile must be a non-empty string, got {profile!r}")
+    if profile == PAPER_PROFILE:
+        return ""
+    return (
+        f"Caveat: profile {profile!r} runs on synthetic phantoms with small from-scratch backbones, not on "
+        "the COVID-19 Radiography Database with ImageNet VGG16/DenseNet201; its numbers are not comparable "
+        f"to the paper's (only the {PAPER_PROFILE!r} profile reproduces the paper's setting)."
+    )
+
+
+def summary_row(model_name: str, metrics: Mapping) -> dict:
+    """The headline numbers of one model: accuracy and macro precision, recall and F1 (the paper's 'recall' and 'F1')."""
+    return {
+        "model": model_name,
+        "accuracy": metrics["accuracy"],
+        "macro_precision": metrics["macro_avg"]["precision"],
+        "macro_recall": metrics["macro_avg"]["recall"],
+        "macro_f1": metrics["macro_avg"]["f1"],
+        "test_images": metrics["n"],
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# AOPC (notebook 06): tables, conclusions, the summary
+# --------------------------------------------------------------------------------------------------
+
+
+def _interval(value, low, high) -> str:
+    return f"{format_value(value)} [{format_value(low)}, {format_value(high)}]"
+
+
+def _entry_interval(entry: Mapping) -> str:
+    """'final [low, high]' of an :func:`aopc_summary` or :func:`paired_difference` result."""
+    return _interval(entry["final"], entry["final_low"], entry["final_high"])
+
+
+def _ci_label(level: float) -> str:
+    return f"[{int(round(100 * level))}% CI]"
+
+
+#: Column names of the AOPC quantities, by report key.
+AOPC_LABELS: dict[str, str] = {
+    "morf": "AOPC (MoRF)",
+    "random": "random-order AOPC",
+    "lerf": "LeRF AOPC",
+    "morf_minus_random": "MoRF − random",
+    "morf_minus_lerf": "MoRF − LeRF",
 }
 
 
-def _inline(text: str) -> str:
-    import re
+def aopc_table(report: Mapping) -> list[dict]:
+    """Rows for ``reporting.markdown_table``: per model its images, AOPC per order, MoRF − random and MoRF − LeRF ('value [low, high]').
 
-    escaped = _html_escape(text)
-    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
-
-
-def markdown_to_html(markdown: str) -> str:
-    """Render the small markdown subset of ``summary.md`` (headings, tables, paragraphs, lists, code, bold) as HTML."""
-    html, block = [], []
-
-    def flush_table():
-        if not block:
-            return
-        rows = [r for r in block if not set(r.replace("|", "").strip()) <= set("-: ")]
-        cells = [[c.strip() for c in row.strip().strip("|").split("|")] for row in rows]
-        head = "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-        body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-        html.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-        block.clear()
-
-    paragraph: list[str] = []
-
-    def flush_paragraph():
-        if paragraph:
-            html.append("<p>" + _inline(" ".join(paragraph)) + "</p>")
-            paragraph.clear()
-
-    for line in markdown.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("|"):
-            flush_paragraph()
-            block.append(stripped)
-            continue
-        flush_table()
-        if not stripped:
-            flush_paragraph()
-        elif stripped.startswith("#"):
-            flush_paragraph()
-            level = min(len(stripped) - len(stripped.lstrip("#")) + 1, 4)
-            html.append(f"<h{level}>{_inline(stripped.lstrip('#').strip())}</h{level}>")
-        elif stripped.startswith(("- ", "* ")):
-            flush_paragraph()
-            html.append(f"<ul><li>{_inline(stripped[2:])}</li></ul>")
-        else:
-            paragraph.append(stripped)
-    flush_table()
-    flush_paragraph()
-    return "\n".join(html).replace("</ul>\n<ul>", "\n")
+    When the report has a paired comparison, a last row gives the paired differences first − second model on the
+    images both classify correctly, per order and for MoRF − random / MoRF − LeRF.
+    """
+    ci = _ci_label(report["level"])
+    rows = []
+    for name, entry in report["models"].items():
+        row = {"model": name, "images": entry["morf"]["n_images"]}
+        for key, label in AOPC_LABELS.items():
+            if key in entry:
+                row[f"{label} {ci}"] = _entry_interval(entry[key])
+        rows.append(row)
+    if "paired" in report:
+        p = report["paired"]
+        a, b = p["models"]
+        row = {"model": f"{a} − {b} (paired, both correct)", "images": p["n_images"]}
+        differences = dict(p.get("order_differences", {"morf": p["difference"]}))
+        for other in ("random", "lerf"):
+            if f"morf_minus_{other}_difference" in p:
+                differences[f"morf_minus_{other}"] = p[f"morf_minus_{other}_difference"]
+        for key, label in AOPC_LABELS.items():
+            if key in differences:
+                row[f"{label} {ci}"] = _entry_interval(differences[key])
+        rows.append(row)
+    return rows
 
 
-def _figure_order(path: Path) -> tuple:
-    names = list(FIGURE_CAPTIONS)
-    return (names.index(path.stem) if path.stem in names else len(names), path.stem)
+def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
+    """Rows for ``reporting.markdown_table`` from :func:`perturbation_ablation` rows (with a ``model`` key): AOPC of MoRF and random, MoRF − random with interval."""
+    table = []
+    for r in rows:
+        table.append(
+            {
+                "model": r.get("model", ""),
+                "perturbation": r["setting"],
+                "AOPC (MoRF)": float(r["aopc_morf"]),
+                "random-order AOPC": float(r["aopc_random"]),
+                f"MoRF − random {_ci_label(r.get('level', 0.95))}": _interval(
+                    r["morf_minus_random"], r["morf_minus_random_low"], r["morf_minus_random_high"]
+                ),
+                "images": r["n_images"],
+            }
+        )
+    return table
 
 
-def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=()) -> Path:
-    """Write ``index.html``: the summary on top, then the notebooks, figures (in study order, captioned) and metrics."""
-    import json
+def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
+    """The study's final table as rows for ``reporting.markdown_table``: model, macro test recall and F1, AOPC, random baseline, MoRF − random, MoRF − LeRF (with intervals).
 
-    report = Path(report_dir)
-    run = json.loads((report / "run.json").read_text()) if (report / "run.json").is_file() else {}
-    profile = run.get("profile") or report.name.lstrip(".").split(".")[0]
-    title = title or f"Grad-CAM / AOPC study: {profile} profile"
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{_html_escape(title)}</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.4}"
-        "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
-        "th{background:#eee}img{max-width:100%;border:1px solid #ddd}"
-        "figure{display:inline-block;width:48%;margin:0.5%;vertical-align:top}figcaption{font-size:0.9em}"
-        ".note{background:#fff6d6;border:1px solid #e0c060;padding:0.5em 1em}</style>",
-        f"</head><body><h1>{_html_escape(title)}</h1>",
+    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
+    (macro averages, e.g. from ``evaluation.summary_row``). MoRF − random is the heatmap's own score: the raw
+    AOPC also grows with the model's sensitivity to the perturbation, which the random order measures.
+    """
+    ci = _ci_label(report["level"])
+    rows = []
+    for name, entry in report["models"].items():
+        if name not in classification:
+            raise ValueError(f"classification has no metrics for model {name!r}")
+        row = {
+            "model": name,
+            "macro test recall": float(classification[name]["recall"]),
+            "macro test F1": float(classification[name]["f1"]),
+        }
+        for key, label in AOPC_LABELS.items():
+            if key != "lerf" and key in entry:
+                row[f"{label} {ci}"] = _entry_interval(entry[key])
+        row["images"] = entry["morf"]["n_images"]
+        rows.append(row)
+    return rows
+
+
+def paired_sentences(report: Mapping) -> list[str]:
+    """The paired model comparison as text: MoRF AOPC difference, the random-order AOPCs it is confounded with, and the MoRF − random difference that measures the heatmaps."""
+    if "paired" not in report:
+        return []
+    p = report["paired"]
+    a, b = p["models"]
+    orders = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
+    lines = [
+        f"Paired comparison on the {p['n_images']} test images both models classify correctly. "
+        f"AOPC (MoRF): {a} {p[a]['final']:.3f}, {b} {p[b]['final']:.3f}, "
+        f"difference {a} − {b} = {_entry_interval(p['difference'])}."
     ]
-    if profile != "paper":
-        parts.append(f"<p class='note'>The <code>{_html_escape(profile)}</code> profile runs on synthetic phantom X-rays "
-                     "with small backbones trained from scratch: its numbers show the method at work, they are not "
-                     "the paper's results (run the <code>paper</code> profile on the real dataset for those).</p>")
-    if stale:
-        parts.append("<p class='note'>Partial run: " + ", ".join(f"<code>{_html_escape(s)}</code>" for s in stale)
-                     + " were not rerun after notebooks they read from, so their figures and metrics come from an earlier run.</p>")
-    summary = report / "summary.md"
-    if summary.is_file():
-        parts.append("<section>" + markdown_to_html(summary.read_text()) + "</section>")
-        parts.append("<p><a href='summary.md'>summary.md</a></p>")
-    notebooks = sorted(report.glob("*.ipynb"))
-    if notebooks:
-        parts.append("<h2>Notebooks</h2><ul>")
-        seconds = run.get("seconds", {})
-        for nb in notebooks:
-            html_file = nb.with_suffix(".html")
-            link = f"<a href='{html_file.name}'>{_html_escape(nb.stem)}</a>" if html_file.is_file() else _html_escape(nb.stem)
-            took = f", {seconds[nb.stem]:.0f} s" if nb.stem in seconds else ""
-            parts.append(f"<li>{link} (<a href='{nb.name}'>ipynb</a>{took})</li>")
-        parts.append("</ul>")
-    figures = sorted((report / "figures").glob("*.png"), key=_figure_order)
-    if figures:
-        parts.append("<h2>Figures</h2>")
-        for fig in figures:
-            rel = f"figures/{fig.name}"
-            caption = FIGURE_CAPTIONS.get(fig.stem, fig.stem)
-            parts.append(f"<figure><a href='{rel}'><img src='{rel}' alt='{_html_escape(caption)}'></a>"
-                         f"<figcaption>{_html_escape(caption)}</figcaption></figure>")
-    metrics = sorted((report / "metrics").glob("*.json"))
-    if metrics:
-        parts.append("<h2>Metrics</h2><ul>")
-        parts += [f"<li><a href='metrics/{m.name}'>{_html_escape(m.name)}</a></li>" for m in metrics]
-        parts.append("</ul>")
-    if run:
-        parts.append(f"<p><a href='run.json'>run.json</a>: parameters, timings and versions of the run "
-                     f"({_html_escape(run.get('environment', {}).get('keras_backend', ''))} backend, "
-                     f"{run.get('total_seconds', 0):.0f} s of notebooks).</p>")
-    parts.append("</body></html>")
-    path = report / "index.html"
-    with atomic_path(path, suffix=".html") as tmp:
-        tmp.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    if "random" in orders[a] and "random" in orders[b]:
+        lines.append(
+            f"This raw AOPC difference mixes the heatmaps with each model's sensitivity to the perturbation itself: "
+            f"a random region order already gives AOPC {a} {orders[a]['random']['final']:.3f}, "
+            f"{b} {orders[b]['random']['final']:.3f}."
+        )
+    if "morf_minus_random_difference" in p:
+        lines.append(
+            f"The heatmaps are measured by MoRF − random (the AOPC a heatmap adds over a random order on the same "
+            f"images): {a} {_entry_interval(orders[a]['morf_minus_random'])}, "
+            f"{b} {_entry_interval(orders[b]['morf_minus_random'])}; paired difference {a} − {b} = "
+            f"{_entry_interval(p['morf_minus_random_difference'])}."
+        )
+    return lines
 
 
-def export_report(report_dir: str | os.PathLike, log=print, stale=()) -> Path:
-    """Export every executed notebook of a report folder to HTML and write its ``index.html``."""
-    report = Path(report_dir)
-    for nb in sorted(report.glob("*.ipynb")):
-        notebook_to_html(nb)
-    index = write_index(report, stale=stale)
-    log(f"report index: {index}")
-    return index
+def _ci_sign(entry: Mapping) -> int:
+    """+1 when the interval lies above 0, -1 below 0, 0 when it contains 0."""
+    return 1 if entry["final_low"] > 0 else (-1 if entry["final_high"] < 0 else 0)
+
+
+def aopc_conclusions(
+    report: Mapping, classification: Mapping[str, Mapping[str, float]], recall_tolerance: float = 0.01
+) -> dict:
+    """Whether this run supports the paper's claim (the better-generalizing model has the better AOPC), as sentences computed from the numbers.
+
+    The better-generalizing model is the one with the higher macro test recall; recalls within
+    ``recall_tolerance`` make the claim impossible to judge by accuracy. AOPC is compared on the images
+    both models classify correctly (paired intervals), then the caveats: AOPC also measures the model's
+    sensitivity to the perturbation (the random-order AOPC), and the heatmaps' own quality is MoRF − random.
+    Returns ``verdict`` ("holds", "does not hold", "cannot be judged"), ``better_generalizing`` and
+    ``better_aopc`` (model names or None), ``better_heatmaps`` (the model whose MoRF − random is higher
+    with an interval excluding 0, else None) and ``sentences``.
+    References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images"; Samek et al., IEEE TNNLS 2017.
+    """
+    if not recall_tolerance >= 0:
+        raise ValueError(f"recall_tolerance must be non-negative, got {recall_tolerance!r}")
+    names = list(report["paired"]["models"]) if "paired" in report else list(report["models"])[:2]
+    if len(names) != 2:
+        raise ValueError(f"aopc_conclusions needs two models in the report, got {list(report['models'])}")
+    for name in names:
+        if name not in classification:
+            raise ValueError(f"classification has no metrics for model {name!r}")
+    a, b = names
+    recall = {n: float(classification[n]["recall"]) for n in names}
+    f1 = {n: float(classification[n]["f1"]) for n in names}
+    if "paired" in report:
+        p = report["paired"]
+        src = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
+        where = f"on the {p['n_images']} test images both models classify correctly"
+        morf_diff, heat_diff = p["difference"], p.get("morf_minus_random_difference")
+        rand_diff = p.get("order_differences", {}).get("random")
+    else:
+        src = report["models"]
+        where = "on each model's own correctly classified test images (no image is classified correctly by both)"
+        morf_diff = heat_diff = rand_diff = None
+    morf = {n: src[n]["morf"]["final"] for n in names}
+    sentences = []
+
+    # 1. the paper's claim: accuracy first, then raw AOPC
+    better_aopc = a if morf[a] > morf[b] else (b if morf[b] > morf[a] else None)
+    if morf_diff is not None and _ci_sign(morf_diff) == 0:
+        aopc_text = (
+            f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}; the paired difference "
+            f"{_entry_interval(morf_diff)} does not exclude 0"
+        )
+    elif morf_diff is not None:
+        aopc_text = (
+            f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}, paired difference "
+            f"{a} − {b} = {_entry_interval(morf_diff)}"
+        )
+    else:
+        aopc_text = f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}"
+    if abs(recall[a] - recall[b]) <= recall_tolerance:
+        verdict, better_gen = "cannot be judged", None
+        sentences.append(
+            f"The paper's claim (the better-generalizing model has the better AOPC) cannot be judged by accuracy "
+            f"on this run: macro test recall is {recall[a]:.3f} for {a} and {recall[b]:.3f} for {b} (F1 {f1[a]:.3f} "
+            f"and {f1[b]:.3f}), within {recall_tolerance:g} of each other, so neither model generalizes better."
+        )
+        sentences.append(f"For the record, {aopc_text}.")
+    else:
+        better_gen = a if recall[a] > recall[b] else b
+        other = b if better_gen == a else a
+        verdict = "holds" if better_aopc == better_gen else "does not hold"
+        qualifier = ""
+        if verdict == "holds" and morf_diff is not None and _ci_sign(morf_diff) == 0:
+            qualifier = " only as a point estimate"
+        sentences.append(
+            f"{better_gen} generalizes better (macro test recall {recall[better_gen]:.3f} vs {recall[other]:.3f}, "
+            f"F1 {f1[better_gen]:.3f} vs {f1[other]:.3f}) and "
+            f"{'has' if verdict == 'holds' else 'does not have'} the higher AOPC: {aopc_text}. "
+            f"The paper's claim {verdict} on this run{qualifier}."
+        )
+
+    # 2. caveat: sensitivity to the perturbation, measured by the random order
+    if all("random" in src[n] for n in names):
+        rand = {n: src[n]["random"]["final"] for n in names}
+        text = (
+            f"Caveat: AOPC also grows with a model's sensitivity to the perturbation itself; a random region "
+            f"order already gives AOPC {a} {rand[a]:.3f} and {b} {rand[b]:.3f}"
+        )
+        if rand_diff is not None and _ci_sign(rand_diff) != 0:
+            text += (
+                f" (paired difference {_entry_interval(rand_diff)}), so the raw AOPC comparison between "
+                f"the models is confounded by how each reacts to the noise"
+            )
+        sentences.append(text + ".")
+
+    # 3. the heatmaps' own score: MoRF - random
+    better_heat = None
+    if all("morf_minus_random" in src[n] for n in names):
+        per_model = []
+        for n in names:
+            entry = src[n]["morf_minus_random"]
+            judgement = {
+                1: "better than a random order",
+                0: "no better than a random order",
+                -1: "worse than a random order",
+            }[_ci_sign(entry)]
+            per_model.append(f"{n} {_entry_interval(entry)} ({judgement})")
+        text = "The heatmaps themselves are measured by MoRF − random: " + "; ".join(per_model)
+        if heat_diff is not None:
+            sign = _ci_sign(heat_diff)
+            better_heat = {1: a, -1: b, 0: None}[sign]
+            text += f"; paired difference {a} − {b} = {_entry_interval(heat_diff)}"
+            if better_heat is None:
+                text += ", so neither model's heatmaps are distinguishably better"
+            else:
+                text += f", so {better_heat}'s heatmaps are better"
+                if better_gen is not None:
+                    text += (
+                        " (the better-generalizing model's)"
+                        if better_heat == better_gen
+                        else " (not the better-generalizing model's)"
+                    )
+        sentences.append(text + ".")
+    return {
+        "verdict": verdict,
+        "better_generalizing": better_gen,
+        "better_aopc": better_aopc,
+        "better_heatmaps": better_heat,
+        "sentences": sentences,
+    }
+
+
+def write_summary(
+    paths,
+    rows: list[dict],
+    report: Mapping | None = None,
+    title: str | None = None,
+    notes: str = "",
+    conclusions: Mapping | None = None,
+) -> dict:
+    """Write the final table to ``paths.report / "summary.md"`` and ``paths.metrics / "summary.json"``; return both paths.
+
+    Under the table: the paired model comparison (:func:`paired_sentences`), ``notes``, and the sentences of
+    ``conclusions`` (:func:`aopc_conclusions`) when given. ``title`` defaults to "Study summary (<profile> profile)".
+    """
+    title = title or f"Study summary ({paths.profile} profile)"
+    lines = [f"# {title}", "", markdown_table(rows)]
+    if report is not None:
+        paired = paired_sentences(report)
+        if paired:
+            lines += [" ".join(paired), ""]
+    if notes:
+        lines += [notes, ""]
+    if conclusions is not None:
+        lines += ["## Conclusions", ""] + [f"- {s}" for s in conclusions["sentences"]] + [""]
+    payload = {"profile": paths.profile, "rows": rows}
+    keys = ("final", "final_low", "final_high", "n_images")
+    if report is not None:
+        payload["aopc"] = {
+            name: {order: {k: entry[order][k] for k in keys} for order in AOPC_LABELS if order in entry}
+            | {"selection": entry.get("selection", "")}
+            for name, entry in report["models"].items()
+        }
+    if report is not None and "paired" in report:
+        p = report["paired"]
+        payload["paired_models"] = p["models"]
+        payload["paired_difference"] = {k: p["difference"][k] for k in (*keys, "share_positive")}
+        for other in ("random", "lerf"):
+            key = f"morf_minus_{other}_difference"
+            if key in p:
+                payload[f"paired_{key}"] = {k: p[key][k] for k in (*keys, "share_positive")}
+    if conclusions is not None:
+        payload["conclusions"] = dict(conclusions)
+    return study.save_summary(paths, "\n".join(lines), payload)
+
+
+# --------------------------------------------------------------------------------------------------
+# Training notebooks (02, 03): one call
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingReport:
+    """What a training notebook shows: the files written, tables, the recall figure and text lines."""
+
+    paths: study.StudyPaths
+    result: object  # helpers.training.TrainingResult
+    files: dict
+    split_table: pd.DataFrame
+    history_table: pd.DataFrame
+    figure: object  # matplotlib Figure (closed: display it with IPython.display.display)
+    setup_text: str
+    model_text: str
+    training_text: str
+    kept_epoch_text: str
+
+
+def train_and_report(
+    profile: str,
+    work_dir: str,
+    report_dir: str,
+    seed: int,
+    image_size: int,
+    model_name: str,
+    backbone: str,
+    weights,
+    freeze_backbone: bool,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    use_feature_cache: bool,
+    mixed_precision: bool | str = False,
+) -> TrainingReport:
+    """Train one model slot on the split of notebook 01 and write its files, training metrics and recall figure.
+
+    Builds the classifier (:func:`helpers.models.build_classifier`), trains it keeping the epoch with the best mean
+    validation recall of the disease classes (:func:`helpers.training.train_classifier`), writes the model, history
+    and training JSON (:func:`helpers.study.save_training`), ``metrics/training_<model_name>.json`` and the recall
+    figure (Figure 2 for the ``vgg16`` slot, 3 for ``densenet201``).
+    References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images" (training protocol, Figures 2-3).
+    """
+    import keras
+    import matplotlib.pyplot as plt
+
+    from . import models, training
+
+    paths = study.study_paths(profile, work_dir, report_dir)
+    keras.utils.set_random_seed(seed)
+    gpus = training.enable_gpu_memory_growth()
+    policy = training.configure_precision(mixed_precision)
+    setup_text = (
+        f"profile {profile}: {model_name} slot with backbone {backbone!r}, backend {keras.backend.backend()}, "
+        f"dtype policy {policy}, GPUs with memory growth: {gpus or 'none'}"
+    )
+    x_train, y_train = study.load_split(paths, "train", image_size)
+    x_val, y_val = study.load_split(paths, "val", image_size)
+    split_table = pd.DataFrame(
+        {
+            "train": pd.Series(y_train).value_counts().sort_index().to_numpy(),
+            "validation": pd.Series(y_val).value_counts().sort_index().to_numpy(),
+        },
+        index=config.CLASS_NAMES,
+    )
+    model = models.build_classifier(
+        backbone,
+        image_size,
+        num_classes=len(config.CLASS_NAMES),
+        weights=weights,
+        freeze_backbone=freeze_backbone,
+        seed=seed,
+    )
+    counts = models.parameter_counts(model)
+    feature_shape = model.get_layer(models.feature_layer_name(model)).output.shape[1:]
+    model_text = (
+        f"feature map {tuple(feature_shape)}, head pooling {model.get_layer('head_pool').pool_size}\n"
+        f"parameters: {counts['total']:,} in total, {counts['trainable']:,} trainable"
+    )
+    result = training.train_classifier(
+        model,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        use_feature_cache=use_feature_cache,
+    )
+    files = study.save_training(
+        result,
+        paths,
+        model_name,
+        backbone=backbone,
+        weights=None if weights is None else str(weights),
+        freeze_backbone=freeze_backbone,
+        image_size=image_size,
+    )
+    # metrics hold results only; wall times stay in the model folder's training JSON
+    info = {k: v for k, v in result.info().items() if k != "timings"}
+    study.save_metrics_file(paths, "training", {"model_name": model_name, "backbone": backbone, **info}, model_name)
+    t = result.timings
+    training_text = (
+        f"trained in {t['total_s']:.1f} s (backbone features {t['features_s']:.1f} s, fitting {t['fit_s']:.1f} s; "
+        f"feature cache {'on' if result.settings['feature_cache'] else 'off'}); saved {files['model'].name}"
+    )
+    shown = ["epoch", "loss", "val_loss", *[training.recall_column("val", c) for c in config.CLASS_NAMES]]
+    history_table = result.history[[*shown, training.CRITERION_COLUMN]].round(3)
+    label = figures.SLOT_LABELS.get(model_name, model_name)
+    fig = figures.plot_recall_history(
+        result.history,
+        config.CLASS_NAMES,
+        chosen_epoch=result.chosen_epoch,
+        title=f"{label} ({backbone}): recall per class and epoch",
+    )
+    figures.save_figure(fig, paths.figures, figures.recall_history_figure(model_name)[1])
+    plt.close(fig)  # shown where the notebook displays it, not at the end of the training cell
+    lines = [f"{model_name}: kept epoch {result.chosen_epoch} of {len(result.history)}"]
+    for name in config.CLASS_NAMES:
+        marker = "" if name in config.DISEASE_CLASSES else "  (not in the criterion)"
+        lines.append(f"  validation recall {name:<16} {result.val_recalls[name]:.2f}{marker}")
+    lines.append(f"  mean over the disease classes  {result.chosen_row[training.CRITERION_COLUMN]:.3f}")
+    return TrainingReport(
+        paths, result, files, split_table, history_table, fig, setup_text, model_text, training_text, "\n".join(lines)
+    )

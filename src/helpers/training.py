@@ -1,4 +1,4 @@
-"""Training with per-class recall history and best-epoch selection; saving and loading trained models.
+"""Training with per-class recall history and best-epoch selection (saving and loading: :mod:`helpers.study`).
 
 The classifier is fit with Adam and categorical cross-entropy, one shuffled pass over the training set per
 epoch (a seeded permutation, partial last batch included). After every epoch the history records the
@@ -20,20 +20,28 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
 import numpy as np
 import pandas as pd
 from keras import ops
-from .progress import tqdm
 
 from . import config
-from .models import head_probability_model, load_classifier, parameter_counts, split_classifier
+from ._core import check_int, check_unit_range, predict_batches, to_unit_range
+from .models import head_probability_model, parameter_counts, split_classifier
+from .progress import tqdm
 
-#: Files written by :func:`save_training` into ``paths.models``.
-MODEL_SUFFIX, HISTORY_SUFFIX, INFO_SUFFIX = ".keras", "_history.csv", "_training.json"
+__all__ = [
+    "CRITERION_COLUMN",
+    "recall_column",
+    "ClassCount",
+    "TrainingResult",
+    "configure_precision",
+    "enable_gpu_memory_growth",
+    "per_class_recall",
+    "train_classifier",
+]
 
 
 def recall_column(split: str, class_name: str) -> str:
@@ -170,45 +178,13 @@ def _as_labels(y, n_classes: int, name: str) -> np.ndarray:
 def _check_images(x, model: keras.Model, name: str) -> None:
     shape = tuple(model.input_shape[1:])
     if not hasattr(x, "shape") or tuple(x.shape[1:]) != shape:
-        raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {getattr(x, 'shape', type(x))}")
+        raise ValueError(
+            f"{name} must have shape (N, {', '.join(map(str, shape))}), got {getattr(x, 'shape', type(x))}"
+        )
     if x.dtype != np.uint8 and not np.issubdtype(x.dtype, np.floating):
         raise ValueError(f"{name} must be uint8 images (0-255) or floats in [0, 1], got dtype {x.dtype}")
     if x.dtype != np.uint8 and len(x):
-        _check_unit_range(x, name)
-
-
-def _check_unit_range(x, name: str) -> None:
-    low, high = float(np.min(x)), float(np.max(x))
-    if not (low >= -1e-6 and high <= 1 + 1e-6):
-        raise ValueError(f"{name} holds floats in [{low:g}, {high:g}]: float images must be in [0, 1] "
-                         "(pass uint8 images, or divide by 255)")
-
-
-def to_unit_range(batch) -> np.ndarray:
-    """Convert a batch of uint8 images to float32 in [0, 1]; float batches must already be in [0, 1]."""
-    batch = np.asarray(batch)
-    if batch.dtype == np.uint8:
-        return batch.astype(np.float32) / np.float32(255.0)
-    if batch.size:
-        _check_unit_range(batch, "images")
-    return batch.astype(np.float32, copy=False)
-
-
-def predict_batches(model: keras.Model, x, batch_size: int = 64, transform: Callable | None = to_unit_range, desc: str | None = None) -> np.ndarray:
-    """Run ``model`` over ``x`` in batches (each batch passed through ``transform``), returning one float32 array."""
-    n = len(x)
-    outputs = []
-    starts = range(0, n, batch_size)
-    if desc:
-        starts = tqdm(starts, desc=desc, total=(n + batch_size - 1) // batch_size, leave=False)
-    for start in starts:
-        batch = x[start : start + batch_size]
-        if transform is not None:
-            batch = transform(batch)
-        outputs.append(np.asarray(ops.convert_to_numpy(model.predict_on_batch(batch)), dtype=np.float32))
-    if not outputs:
-        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
-    return np.concatenate(outputs, axis=0)
+        check_unit_range(x, name)
 
 
 def per_class_recall(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
@@ -260,10 +236,8 @@ def train_classifier(
     n_classes = int(model.output_shape[-1])
     if len(class_names) != n_classes:
         raise ValueError(f"class_names has {len(class_names)} names but the model has {n_classes} outputs")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate!r}")
     _check_images(x_train, model, "x_train")
@@ -294,8 +268,12 @@ def train_classifier(
     if fast:
         feature_model, _ = split_classifier(model)
         t0 = time.perf_counter()
-        train_inputs = predict_batches(feature_model, x_train, feature_batch_size, desc="backbone features (train)" if progress else None)
-        val_inputs = predict_batches(feature_model, x_val, feature_batch_size, desc="backbone features (val)" if progress else None)
+        train_inputs = predict_batches(
+            feature_model, x_train, feature_batch_size, desc="backbone features (train)" if progress else None
+        )
+        val_inputs = predict_batches(
+            feature_model, x_val, feature_batch_size, desc="backbone features (val)" if progress else None
+        )
         timings["features_s"] = time.perf_counter() - t0
         fit_model = head_probability_model(model)
         transform = None
@@ -371,104 +349,3 @@ def train_classifier(
         "val_size": int(len(x_val)),
     }
     return TrainingResult(model, history, int(chosen), val_recalls, timings, settings)
-
-
-# --------------------------------------------------------------------------------------------------
-# Saving and loading
-# --------------------------------------------------------------------------------------------------
-
-
-def training_files(paths, model_name: str) -> dict[str, Path]:
-    """The three files of a trained model in ``paths.models``: ``model``, ``history``, ``info``."""
-    if not model_name or any(sep in model_name for sep in ("/", "\\")):
-        raise ValueError(f"model_name must be a plain name such as 'vgg16', got {model_name!r}")
-    folder = Path(paths.models)
-    return {
-        "model": folder / f"{model_name}{MODEL_SUFFIX}",
-        "history": folder / f"{model_name}{HISTORY_SUFFIX}",
-        "info": folder / f"{model_name}{INFO_SUFFIX}",
-    }
-
-
-def save_training(result: TrainingResult, paths, model_name: str, **extra) -> dict[str, Path]:
-    """Write ``<model_name>.keras``, ``<model_name>_history.csv`` and ``<model_name>_training.json`` into ``paths.models`` atomically.
-
-    ``extra`` (e.g. ``backbone="small_vgg"``, ``weights=None``) is added to the JSON; ``backbone`` defaults to
-    the name :func:`helpers.models.build_classifier` gives the model (``<backbone>_classifier``).
-    """
-    files = training_files(paths, model_name)
-    if "backbone" not in extra and result.model.name.endswith("_classifier"):
-        extra["backbone"] = result.model.name[: -len("_classifier")]
-    with config.atomic_path(files["model"], suffix=MODEL_SUFFIX) as tmp:
-        result.model.save(tmp)
-    with config.atomic_path(files["history"], suffix=".csv") as tmp:
-        result.history.to_csv(tmp, index=False)
-    info = {"model_name": model_name, **result.info(), **extra}
-    config.save_json(info, files["info"])
-    return files
-
-
-def load_training(paths, model_name: str, load_model: bool = True) -> TrainingResult:
-    """Read a model saved by :func:`save_training` (safe mode), its history and its chosen epoch."""
-    files = training_files(paths, model_name)
-    for key in ("history", "info") + (("model",) if load_model else ()):
-        if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]} does not exist: run the training notebook for {model_name!r} first")
-    info = config.load_json(files["info"])
-    history = pd.read_csv(files["history"])
-    model = load_classifier(files["model"]) if load_model else None
-    return TrainingResult(
-        model=model,
-        history=history,
-        chosen_epoch=int(info["chosen_epoch"]),
-        val_recalls=dict(info["val_recalls"]),
-        timings=dict(info.get("timings", {})),
-        settings={**info.get("settings", {}), **{k: v for k, v in info.items() if k not in ("settings", "timings")}},
-    )
-
-
-# --------------------------------------------------------------------------------------------------
-# Figures 2-3
-# --------------------------------------------------------------------------------------------------
-
-
-def plot_recall_history(
-    history: pd.DataFrame,
-    class_names: Sequence[str] = config.CLASS_NAMES,
-    chosen_epoch: int | None = None,
-    title: str | None = None,
-    show_train: bool = True,
-):
-    """Per-class recall per epoch (validation solid, training dashed), the chosen epoch marked: the paper's Figures 2-3."""
-    import matplotlib.pyplot as plt
-
-    class_names = list(class_names)
-    cols = 2 if len(class_names) > 1 else 1
-    rows = int(np.ceil(len(class_names) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.4 * rows), sharex=True, sharey=True, squeeze=False)
-    epochs = history["epoch"].to_numpy()
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, name in enumerate(class_names):
-        ax = axes.flat[i]
-        color = colors[i % len(colors)]
-        ax.plot(epochs, history[recall_column("val", name)], "-o", ms=3, color=color, label="validation")
-        if show_train and recall_column("train", name) in history:
-            ax.plot(epochs, history[recall_column("train", name)], "--", color=color, alpha=0.7, label="training")
-        if chosen_epoch is not None:
-            ax.axvline(chosen_epoch, color="0.3", lw=1, ls=":", label=f"chosen epoch {chosen_epoch}")
-            value = history.loc[history["epoch"] == chosen_epoch, recall_column("val", name)]
-            if len(value):
-                ax.annotate(f"{float(value.iloc[0]):.2f}", (chosen_epoch, float(value.iloc[0])), textcoords="offset points", xytext=(4, -12), fontsize=8)
-        ax.set_title(name)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-        if i % cols == 0:
-            ax.set_ylabel("recall")
-        if i >= len(class_names) - cols:
-            ax.set_xlabel("epoch")
-    for ax in list(axes.flat)[len(class_names) :]:
-        ax.axis("off")
-    axes.flat[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(title or "Per-class recall per epoch")
-    fig.tight_layout()
-    return fig

@@ -1,0 +1,404 @@
+"""The dataset: scan the Kaggle layout, balance and split, decode, resize and cache images and masks.
+
+The dataset on disk always has the layout of the Kaggle COVID-19 Radiography Database::
+
+    <root>/COVID-19_Radiography_Dataset/<Class>/images/<Class>-<n>.png
+                                        <Class>/masks/<Class>-<n>.png         (lung masks, 256x256 RGB)
+                                        <Class>/lesion_masks/<Class>-<n>.png  (synthetic phantoms only)
+
+:func:`scan_dataset` lists any such folder (the real download or phantoms from :mod:`helpers.phantoms`),
+:func:`balance_and_split` makes the study's balanced 80/10/10 split, and :func:`load_images` decodes, converts
+to grayscale, resizes and caches the images.
+
+References: M. E. H. Chowdhury et al., "Can AI help in screening viral and COVID-19 pneumonia?",
+IEEE Access 8 (2020); T. Rahman et al., "Exploring the effect of image enhancement techniques on
+COVID-19 detection using chest X-ray images", Computers in Biology and Medicine 132 (2021).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import struct
+import warnings
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from ._core import atomic_path, check_int, find_project_root, progress_bar
+from .config import CLASS_NAMES, DATASET_DIRNAME
+
+__all__ = [
+    "DatasetError",
+    "MANIFEST_COLUMNS",
+    "SPLITS",
+    "LESION_DIRNAME",
+    "resolve_dataset_dir",
+    "scan_dataset",
+    "split_sizes",
+    "balance_and_split",
+    "class_counts",
+    "decode_gray",
+    "resize_square",
+    "load_images",
+    "load_masks",
+]
+
+#: Columns of the split manifest (``paths.split_manifest``), in order.
+MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_index", "mask_path", "lesion_mask_path", "split")
+#: Split names, in order.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Extensions accepted as images.
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
+#: Subfolder of a class holding lesion masks (synthetic phantoms only).
+LESION_DIRNAME = "lesion_masks"
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+_CACHE_VERSION = 1
+
+
+class DatasetError(ValueError):
+    """A dataset folder, file or parameter that the data layer cannot use (the message names it)."""
+
+
+_check_int = partial(check_int, error=DatasetError)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scanning a dataset folder
+# ----------------------------------------------------------------------------------------------
+
+
+def _natural_key(text: str):
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def _image_header_problem(path: Path) -> str | None:
+    """Cheap validity check of an image file: signature and (for PNG) the IHDR chunk; None when fine."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(33)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        if len(head) < 33 or not head.startswith(_PNG_SIGNATURE):
+            return "is not a PNG image (bad signature)"
+        length, kind = struct.unpack(">I4s", head[8:16])
+        if kind != b"IHDR" or length != 13:
+            return "is not a valid PNG image (no IHDR header)"
+        crc = struct.unpack(">I", head[29:33])[0]
+        if zlib.crc32(head[12:29]) & 0xFFFFFFFF != crc:
+            return "is a corrupt PNG image (header checksum mismatch)"
+        width, height = struct.unpack(">II", head[16:24])
+        if width == 0 or height == 0:
+            return "is a PNG image of size zero"
+        return None
+    if suffix in (".jpg", ".jpeg"):
+        return None if head.startswith(_JPEG_SIGNATURE) else "is not a JPEG image (bad signature)"
+    return f"is not an image (extension {path.suffix or 'none'!r}; expected one of {IMAGE_EXTENSIONS})"
+
+
+def resolve_dataset_dir(root: str | os.PathLike) -> Path:
+    """The ``COVID-19_Radiography_Dataset`` folder inside ``root``, or ``root`` itself; raises when it is missing."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset root {root} does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} is not a folder")
+    nested = root / DATASET_DIRNAME
+    return nested if nested.is_dir() else root
+
+
+def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.DataFrame:
+    """List a dataset in the Kaggle layout as a DataFrame (``path``, ``label``, ``label_index``, ``mask_path``, ``lesion_mask_path``).
+
+    ``root`` is the ``COVID-19_Radiography_Dataset`` folder or a folder containing it. Images are
+    ``<Class>/images/*.png`` (or, as in older releases, directly in ``<Class>/``); masks are matched by
+    file name in ``<Class>/masks`` and ``<Class>/lesion_masks``. Files beside the class folders (metadata
+    spreadsheets, README) are ignored. Each file gets a cheap header check; an unreadable or non-image
+    file raises :class:`DatasetError` naming it, or with ``skip_unreadable=True`` is left out, warned
+    about and listed in ``frame.attrs["skipped"]``. Rows are sorted by class, then image number.
+    """
+    dataset = resolve_dataset_dir(root)
+    found = sorted(p.name for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
+    rows, skipped = [], []
+    for label_index, name in enumerate(CLASS_NAMES):
+        folder = dataset / name
+        if not folder.is_dir():
+            near = [f for f in found if _canonical(f) == _canonical(name)]
+            hint = f"; found {near[0]!r}, rename it to {name!r}" if near else ""
+            raise DatasetError(
+                f"class folder {folder} is missing (expected the folders {list(CLASS_NAMES)} in "
+                f"{dataset}, found {found}){hint}"
+            )
+        image_dir = folder / "images" if (folder / "images").is_dir() else folder
+        files = sorted(
+            (p for p in image_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
+            key=lambda p: _natural_key(p.name),
+        )
+        if image_dir == folder:  # old layout: ignore non-image files beside the images (metadata)
+            files = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+        # Mask folders are listed once (no per-image stat); the old layout has no masks.
+        mask_names = {
+            sub: (
+                {p.name for p in (folder / sub).iterdir()} if image_dir != folder and (folder / sub).is_dir() else set()
+            )
+            for sub in ("masks", LESION_DIRNAME)
+        }
+        class_rows = []
+        for path in files:
+            problem = _image_header_problem(path)
+            if problem:
+                if not skip_unreadable:
+                    raise DatasetError(f"{path} {problem} (pass skip_unreadable=True to skip such files)")
+                skipped.append(str(path))
+                continue
+            masks = []
+            for sub in ("masks", LESION_DIRNAME):
+                mask = folder / sub / path.name
+                if path.name in mask_names[sub]:
+                    problem = _image_header_problem(mask)
+                    if problem:
+                        if not skip_unreadable:
+                            raise DatasetError(f"{mask} {problem} (pass skip_unreadable=True to skip such files)")
+                        skipped.append(str(mask))
+                        mask = None
+                else:
+                    mask = None
+                masks.append(str(mask) if mask else "")
+            class_rows.append(
+                {
+                    "path": str(path),
+                    "label": name,
+                    "label_index": label_index,
+                    "mask_path": masks[0],
+                    "lesion_mask_path": masks[1],
+                }
+            )
+        if not class_rows:
+            raise DatasetError(f"class folder {image_dir} holds no readable images ({IMAGE_EXTENSIONS})")
+        rows.extend(class_rows)
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS[:-1]))
+    frame["label_index"] = frame["label_index"].astype(np.int64)
+    frame.attrs["skipped"] = skipped
+    frame.attrs["root"] = str(dataset)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable file(s) in {dataset}: {skipped[:5]}"
+            + (" ..." if len(skipped) > 5 else ""),
+            stacklevel=2,
+        )
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------
+# Balancing and splitting
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_fractions(fractions) -> tuple[float, float, float]:
+    try:
+        values = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise DatasetError(f"fractions must be three numbers (train, val, test), got {fractions!r}") from None
+    if len(values) != 3 or any(not math.isfinite(f) or f <= 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise DatasetError(
+            f"fractions must be three positive numbers summing to 1 (train, val, test), got {fractions!r}"
+        )
+    return values
+
+
+def split_sizes(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[int, int, int]:
+    """Per-class split sizes: train = floor(f_train n), val = floor(f_val n), test takes the rest (1345 -> 1076/134/135)."""
+    f_train, f_val, _ = _check_fractions(fractions)
+    n_train = int(math.floor(f_train * n + 1e-9))
+    n_val = int(math.floor(f_val * n + 1e-9))
+    return n_train, n_val, n - n_train - n_val
+
+
+def _with_label_index(frame: pd.DataFrame) -> pd.DataFrame:
+    if "path" not in frame.columns or "label" not in frame.columns:
+        raise DatasetError(f"the frame needs the columns 'path' and 'label', it has {list(frame.columns)}")
+    unknown = sorted(set(frame["label"]) - set(CLASS_NAMES))
+    if unknown:
+        raise DatasetError(f"unknown labels {unknown}; expected {list(CLASS_NAMES)}")
+    frame = frame.copy()
+    frame["label_index"] = frame["label"].map(CLASS_NAMES.index).astype(np.int64)
+    for column in ("mask_path", "lesion_mask_path"):
+        if column not in frame.columns:
+            frame[column] = ""
+        frame[column] = frame[column].fillna("").astype(str)
+    return frame
+
+
+def balance_and_split(
+    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1), per_class: int | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Down-sample every class to the smallest (or ``per_class``) and split each class into train/val/test.
+
+    Per class, rows are put in natural path order, shuffled with a generator seeded by ``(seed, class)``,
+    the first n kept, then split by :func:`split_sizes` (1345 per class -> 1076/134/135, totals
+    4304/536/540). Returns three frames with a ``split`` column, in class order.
+    """
+    fractions = _check_fractions(fractions)
+    seed = _check_int("seed", seed, 0)
+    frame = _with_label_index(frame)
+    if frame.empty:
+        raise DatasetError("the frame is empty: nothing to split")
+    if frame["path"].duplicated().any():
+        raise DatasetError(
+            f"duplicate paths in the frame, e.g. {frame.loc[frame['path'].duplicated(), 'path'].iloc[0]}"
+        )
+    present = [name for name in CLASS_NAMES if (frame["label"] == name).any()]
+    sizes = {name: int((frame["label"] == name).sum()) for name in present}
+    if per_class is None:
+        n = min(sizes.values())
+    else:
+        n = _check_int("per_class", per_class, 1)
+        short = {name: size for name, size in sizes.items() if size < n}
+        if short:
+            raise DatasetError(f"per_class={n} exceeds the size of {short}")
+    n_train, n_val, n_test = split_sizes(n, fractions)
+    if min(n_train, n_val, n_test) <= 0:
+        raise DatasetError(
+            f"{n} images per class with fractions {fractions} leave a split empty "
+            f"({n_train}/{n_val}/{n_test}); use more images per class"
+        )
+    parts = {split: [] for split in SPLITS}
+    for name in present:
+        rows = frame[frame["label"] == name]
+        rows = rows.iloc[sorted(range(len(rows)), key=lambda i: _natural_key(rows["path"].iloc[i]))]
+        rng = np.random.default_rng([seed, CLASS_NAMES.index(name)])
+        rows = rows.iloc[rng.permutation(len(rows))[:n]]
+        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+        for split, (lo, hi) in bounds.items():
+            parts[split].append(rows.iloc[lo:hi].assign(split=split))
+    return tuple(
+        pd.concat(parts[split], ignore_index=True)[list(MANIFEST_COLUMNS) + _extra_columns(frame)] for split in SPLITS
+    )
+
+
+def _extra_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in MANIFEST_COLUMNS]
+
+
+def class_counts(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Images per class (rows, with a ``Total`` row) and split (columns ``train``, ``val``, ``test``, ``total``)."""
+    table = pd.DataFrame(
+        {
+            split: part["label"].value_counts().reindex(list(CLASS_NAMES), fill_value=0)
+            for split, part in zip(SPLITS, (train, val, test))
+        }
+    ).astype(np.int64)
+    table.index.name = "class"
+    table["total"] = table.sum(axis=1)
+    table.loc["Total"] = table.sum(axis=0)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------
+# Decoding, resizing and caching
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_gray(path: str) -> np.ndarray:
+    """Decode an image file to a 2-D uint8 grayscale array (RGB/RGBA converted, 16-bit scaled)."""
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DatasetError(f"{path} cannot be decoded as an image (missing, corrupt or not an image)")
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise DatasetError(f"{path} has unsupported pixel type {image.dtype}")
+    if image.ndim == 3:
+        channels = image.shape[2]
+        if channels == 1:
+            image = image[:, :, 0]
+        elif channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif channels == 4:
+            image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+        else:
+            raise DatasetError(f"{path} has {channels} channels; expected 1, 3 or 4")
+    return image
+
+
+def resize_square(image: np.ndarray, size: int, interpolation: int) -> np.ndarray:
+    """``image`` resized to ``size`` x ``size`` with the cv2 ``interpolation`` (unchanged when it has that size)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=interpolation)
+
+
+def _cache_key(paths: Sequence[str], image_size: int) -> str:
+    digest = hashlib.sha256(f"load_images v{_CACHE_VERSION} size={image_size} n={len(paths)}\n".encode())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            raise DatasetError(f"{path} does not exist or cannot be read") from None
+        digest.update(f"{os.path.abspath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:32]
+
+
+def load_images(
+    frame: pd.DataFrame, image_size: int, cache_dir: str | os.PathLike | None = None, progress: bool = True
+) -> np.ndarray:
+    """Decode, convert to grayscale and resize (INTER_AREA) the frame's images into uint8 (N, H, W, 1), cached.
+
+    The cache file ``<cache_dir>/<hash>.npy`` is keyed by the paths, their sizes and modification times and
+    ``image_size``; it is written atomically and reused when its shape matches. ``cache_dir=None`` uses
+    ``<project root>/data/processed/cache``; ``cache_dir=False`` disables caching.
+    """
+    image_size = _check_int("image_size", image_size, 1)
+    if "path" not in frame.columns:
+        raise DatasetError(f"the frame needs a 'path' column, it has {list(frame.columns)}")
+    paths = [str(p) for p in frame["path"]]
+    shape = (len(paths), image_size, image_size, 1)
+    cache_file = None
+    if cache_dir is not False:
+        folder = Path(cache_dir) if cache_dir is not None else find_project_root() / "data" / "processed" / "cache"
+        cache_file = folder / f"{_cache_key(paths, image_size)}.npy"
+        if cache_file.is_file():
+            try:
+                cached = np.load(cache_file, allow_pickle=False)
+                if cached.shape == shape and cached.dtype == np.uint8:
+                    return cached
+            except (OSError, ValueError):
+                pass  # unreadable cache file: rebuild it below
+    images = np.empty(shape, dtype=np.uint8)
+    for i, path in enumerate(progress_bar(paths, progress, desc=f"decode {image_size}px", total=len(paths))):
+        images[i, :, :, 0] = resize_square(decode_gray(path), image_size, cv2.INTER_AREA)
+    if cache_file is not None:
+        with atomic_path(cache_file, suffix=".npy") as tmp:
+            np.save(tmp, images, allow_pickle=False)
+    return images
+
+
+def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion") -> np.ndarray:
+    """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none."""
+    columns = {"lesion": "lesion_mask_path", "lung": "mask_path"}
+    if kind not in columns:
+        raise DatasetError(f"kind must be 'lesion' or 'lung', got {kind!r}")
+    image_size = _check_int("image_size", image_size, 1)
+    column = columns[kind]
+    values = frame[column].fillna("").astype(str) if column in frame.columns else [""] * len(frame)
+    masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
+    for i, path in enumerate(values):
+        if path:
+            mask = resize_square(decode_gray(path), image_size, cv2.INTER_NEAREST)
+            masks[i] = mask > 127
+    return masks

@@ -1,0 +1,148 @@
+"""Tests of helpers.phantoms: the synthetic X-ray simulator and the dataset it writes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import phantoms
+from helpers.config import CLASS_NAMES, DATASET_DIRNAME
+from helpers.dataset import DatasetError
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_synthesize_layout_and_masks(phantom_dataset):
+    assert phantom_dataset.name == DATASET_DIRNAME
+    for name in CLASS_NAMES:
+        images = sorted((phantom_dataset / name / "images").iterdir())
+        assert len(images) == 12 and (phantom_dataset / name / "images" / f"{name}-12.png").is_file()
+        image = cv2.imread(str(images[0]), cv2.IMREAD_UNCHANGED)
+        assert image.shape == (64, 64) and image.dtype == np.uint8
+        mask = cv2.imread(str(phantom_dataset / name / "masks" / images[0].name), cv2.IMREAD_UNCHANGED)
+        assert mask.shape == (64, 64, 3) and set(np.unique(mask)) == {0, 255}
+        lesion = cv2.imread(str(phantom_dataset / name / "lesion_masks" / images[0].name), cv2.IMREAD_UNCHANGED)
+        assert lesion.shape == (64, 64)
+        assert (lesion.max() == 0) == (name == "Normal")
+    assert not [p for p in phantom_dataset.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_synthesize_same_seed_same_bytes_and_reuse(tmp_path):
+    a = phantoms.synthesize_dataset(tmp_path / "a", per_class=2, image_size=32, seed=5, mask_size=48, progress=False)
+    b = phantoms.synthesize_dataset(tmp_path / "b", per_class=2, image_size=32, seed=5, mask_size=48, progress=False)
+    c = phantoms.synthesize_dataset(tmp_path / "c", per_class=2, image_size=32, seed=6, mask_size=48, progress=False)
+    digest_a = _digest(a)
+    assert len(digest_a) == 4 * 2 * 3 + 1 and digest_a == _digest(b)
+    images_a = {k: v for k, v in digest_a.items() if "/images/" in k}
+    images_c = {k: v for k, v in _digest(c).items() if "/images/" in k}
+    assert images_a.keys() == images_c.keys() and all(images_a[k] != images_c[k] for k in images_a)
+    stamp = (a / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns
+    again = phantoms.synthesize_dataset(
+        tmp_path / "a", per_class=2, image_size=32, seed=5, mask_size=48, progress=False
+    )
+    assert again == a and (a / "COVID" / "images" / "COVID-1.png").stat().st_mtime_ns == stamp
+    with pytest.raises(DatasetError, match="other parameters.*per_class"):
+        phantoms.synthesize_dataset(tmp_path / "a", per_class=3, image_size=32, seed=5, mask_size=48, progress=False)
+    foreign = tmp_path / "foreign" / DATASET_DIRNAME
+    foreign.mkdir(parents=True)
+    with pytest.raises(DatasetError, match="not a synthetic dataset"):
+        phantoms.synthesize_dataset(tmp_path / "foreign", per_class=2, image_size=32, progress=False)
+    with pytest.raises(DatasetError, match="per_class"):
+        phantoms.synthesize_dataset(tmp_path / "d", per_class=0, image_size=32, progress=False)
+
+
+@pytest.mark.parametrize("name", ["COVID", "Lung_Opacity", "Viral Pneumonia"])
+def test_finding_is_inside_the_lesion_mask(name):
+    for n in range(1, 6):
+        with_finding = phantoms.render_phantom(name, 0, n, image_size=96, mask_size=96)
+        without = phantoms.render_phantom(name, 0, n, image_size=96, mask_size=96, finding=False)
+        np.testing.assert_array_equal(with_finding["lung_mask"], without["lung_mask"])
+        diff = np.abs(with_finding["image"].astype(float) - without["image"].astype(float))
+        mask = with_finding["lesion_mask"] > 0
+        assert mask.any() and not without["lesion_mask"].any()
+        grown = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        assert diff[grown].sum() / diff.sum() > 0.85  # the finding's intensity lies inside the mask
+        assert diff[mask].mean() > 12  # and is clearly visible there (grey levels)
+        assert not (mask & (with_finding["lung_mask"][:, :, 0] == 0)).any()  # findings lie in the lungs
+
+
+def test_normal_has_no_finding_and_classes_differ_in_location():
+    normal = phantoms.render_phantom("Normal", 0, 1, image_size=64)
+    assert not normal["lesion_mask"].any()
+    np.testing.assert_array_equal(
+        normal["image"], phantoms.render_phantom("Normal", 0, 1, image_size=64, finding=False)["image"]
+    )
+    # Average lesion maps: COVID lower-lateral, Viral Pneumonia perihilar (medial), Lung_Opacity one-sided.
+    maps = {
+        name: np.mean([phantoms.render_phantom(name, 0, n, 64)["lesion_mask"] > 0 for n in range(1, 41)], axis=0)
+        for name in ("COVID", "Lung_Opacity", "Viral Pneumonia")
+    }
+    u = (np.arange(64) + 0.5) / 64
+    lateral = np.abs(u - 0.5)[None, :] * np.ones((64, 1))
+    centre = {k: (m * lateral).sum() / m.sum() for k, m in maps.items()}
+    assert centre["COVID"] > centre["Viral Pneumonia"] + 0.03
+    per_image_sides = [
+        [
+            (phantoms.render_phantom("Lung_Opacity", 0, n, 64)["lesion_mask"][:, half] > 0).any()
+            for half in (slice(0, 32), slice(32, 64))
+        ]
+        for n in range(1, 21)
+    ]
+    assert all(sum(sides) == 1 for sides in per_image_sides)
+    covid_sides = [
+        [
+            (phantoms.render_phantom("COVID", 0, n, 64)["lesion_mask"][:, half] > 0).any()
+            for half in (slice(0, 32), slice(32, 64))
+        ]
+        for n in range(1, 21)
+    ]
+    assert all(all(sides) for sides in covid_sides)
+
+
+def test_global_brightness_does_not_reveal_the_class():
+    # A nearest-class-mean classifier on mean image brightness must stay far from the findings' signal.
+    means = {
+        name: np.array([phantoms.render_phantom(name, 1, n, 48)["image"].mean() for n in range(1, 41)])
+        for name in CLASS_NAMES
+    }
+    train = {k: v[:20].mean() for k, v in means.items()}
+    correct = sum(min(train, key=lambda k: abs(train[k] - x)) == name for name in CLASS_NAMES for x in means[name][20:])
+    assert correct / 80 < 0.5
+
+
+def test_confounder_shrinks_viral_pneumonia_chests_only():
+    def lung_area(name, confounder):
+        return np.mean(
+            [
+                phantoms.render_phantom(name, 0, n, 32, mask_size=64, confounder=confounder)["lung_mask"][
+                    :, :, 0
+                ].mean()
+                for n in range(1, 11)
+            ]
+        )
+
+    assert lung_area("Viral Pneumonia", True) < 0.7 * lung_area("Viral Pneumonia", False)
+    for name in ("COVID", "Normal"):
+        np.testing.assert_array_equal(
+            phantoms.render_phantom(name, 0, 1, 32, confounder=True)["image"],
+            phantoms.render_phantom(name, 0, 1, 32)["image"],
+        )
+
+
+def test_render_phantom_rejects_bad_parameters():
+    with pytest.raises(DatasetError, match="class_name"):
+        phantoms.render_phantom("Cat", 0, 1)
+    with pytest.raises(DatasetError, match="seed"):
+        phantoms.render_phantom("COVID", -1, 1)
+    with pytest.raises(DatasetError, match="image_size"):
+        phantoms.render_phantom("COVID", 0, 1, image_size=4)

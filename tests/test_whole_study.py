@@ -1,0 +1,186 @@
+"""The whole study through the runner on the smoke profile: reproducibility, interruption, bad input."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import phantoms, pipeline, study
+from helpers.pipeline import NotebookFailed, ProfileError
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.notebook
+
+
+def _run(work, **kwargs):
+    kwargs.setdefault("progress", False)
+    kwargs.setdefault("log", lambda *a: None)
+    return pipeline.run_study(work_dir=work, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One complete smoke run of every notebook."""
+    work = tmp_path_factory.mktemp("smoke-a")
+    result = _run(work, profile="smoke")
+    return work, result
+
+
+def test_smoke_run_writes_the_browsable_report(smoke_run):
+    work, result = smoke_run
+    report = work / "reports" / "smoke"
+    notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert sorted(result.timings) == notebooks
+    for stem in notebooks:
+        assert (report / f"{stem}.ipynb").is_file() and (report / f"{stem}.html").is_file()
+    index = (report / "index.html").read_text()
+    assert all(f"{stem}.html" in index for stem in notebooks)
+    for figure in (
+        "fig1_examples",
+        "fig2_recall_history_vgg16",
+        "fig3_recall_history_densenet201",
+        "fig4_classification_report_vgg16",
+        "fig5_classification_report_densenet201",
+        "fig6_gradcam_covid",
+        "fig7_overlays",
+        "fig8_aopc",
+    ):
+        assert (report / "figures" / f"{figure}.png").is_file(), figure
+        assert f"figures/{figure}.png" in index
+    assert (report / "summary.md").is_file() and "AOPC" in (report / "summary.md").read_text()
+    assert "<table>" in index  # the summary table at the top
+
+
+def test_same_seed_gives_identical_metrics(smoke_run, tmp_path):
+    work, _ = smoke_run
+    _run(tmp_path, profile="smoke", export_html=False)
+    first, second = work / "reports" / "smoke" / "metrics", tmp_path / "reports" / "smoke" / "metrics"
+    names = sorted(p.name for p in first.glob("*.json"))
+    assert names and names == sorted(p.name for p in second.glob("*.json"))
+    match, mismatch, errors = filecmp.cmpfiles(first, second, names, shallow=False)
+    assert mismatch == [] and errors == [], f"metrics differ between two runs with the same seed: {mismatch}"
+    assert filecmp.cmp(
+        work / "reports" / "smoke" / "summary.md", tmp_path / "reports" / "smoke" / "summary.md", shallow=False
+    )
+
+
+def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
+    work, _ = smoke_run
+    report = work / "reports" / "smoke"
+    before = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "helpers.pipeline",
+            "--profile",
+            "smoke",
+            "--work-dir",
+            str(work),
+            "-p",
+            "seed=1",
+            "--no-progress",
+            "--no-html",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    deadline = time.monotonic() + 300
+    for line in proc.stdout:  # interrupt while the second notebook runs
+        lines.append(line)
+        if line.startswith("[2/") and "..." in line:
+            time.sleep(3)
+            proc.send_signal(signal.SIGTERM)
+            break
+        assert time.monotonic() < deadline, "".join(lines)
+    output = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "interrupted: the previous report is unchanged" in output
+    after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
+    assert after == before  # the previous report is untouched
+    paths = study.study_paths("smoke", work)
+    images, labels = study.load_split(paths, "test", 32, progress=False)  # the cache and manifest still load
+    assert len(images) == len(labels) > 0
+    # and the study can go on from the cached data: rerun only the report notebook
+    _run(work, profile="smoke", only="04", export_html=False, overrides=["seed=1"])
+
+
+def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
+    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
+        _run(tmp_path, profile="paper", only="01", export_html=False)
+    with pytest.raises(ProfileError, match="no-such-download does not exist"):
+        _run(
+            tmp_path,
+            profile="paper",
+            only="01",
+            export_html=False,
+            overrides=[f"data_dir={tmp_path / 'no-such-download'}"],
+        )
+    assert not (tmp_path / "reports").exists()  # stopped before any kernel started
+    empty = tmp_path / "empty-download"
+    empty.mkdir()
+    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in cell \d+ .*empty-download"):
+        _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={empty}"])
+    assert not (tmp_path / "reports" / "paper").exists()
+
+
+def test_corrupt_image_stops_naming_the_file(tmp_path):
+    dataset = phantoms.synthesize_dataset(tmp_path / "download", 12, image_size=48, seed=0, progress=False)
+    bad = dataset / "COVID" / "images" / "COVID-3.png"
+    bad.chmod(bad.stat().st_mode | stat.S_IWUSR)
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+    overrides = ["source=kaggle", f"data_dir={dataset}"]
+    with pytest.raises(NotebookFailed, match="COVID-3.png"):
+        _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides)
+    _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides + ["skip_unreadable=true"])
+    manifest = study.read_manifest(study.study_paths("smoke", tmp_path).split_manifest)
+    assert not manifest["path"].str.endswith("COVID-3.png").any()
+
+
+def test_wrong_profile_key_stops_before_running(tmp_path, capsys):
+    code = pipeline.main(["--profile", "smoke", "--work-dir", str(tmp_path), "-p", "epoch=3"])
+    assert code == 2
+    assert "no notebook declares a parameter 'epoch'" in capsys.readouterr().err
+    profile = tmp_path / "typo.yaml"
+    profile.write_text("shared:\n  seed: 0\n02_train_vgg16:\n  learning_rte: 0.1\n")
+    code = pipeline.main(["--profile", str(profile), "--work-dir", str(tmp_path)])
+    assert code == 2
+    assert "unknown key 'learning_rte' in section '02_train_vgg16'" in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_paper_profile_runs_end_to_end_on_a_small_download(tmp_path):
+    """The paper's code path (VGG16 and DenseNet201, frozen, cached features) on a tiny Kaggle-layout download."""
+    dataset = phantoms.synthesize_dataset(tmp_path / "download", 10, image_size=48, seed=0, progress=False)
+    overrides = [
+        f"data_dir={dataset.parent}",
+        "image_size=32",
+        "weights=null",
+        "epochs=1",
+        "06.region_size=16",
+        "ablation_images=4",
+        "ablation_perturbations=['mean']",
+        "ablation_sigmas=[]",
+        "n_bootstrap=50",
+        "gallery_per_class=1",
+    ]
+    _run(tmp_path, profile="paper", overrides=overrides, export_html=False)
+    report = tmp_path / "reports" / "paper"
+    training = study.load_json(report / "metrics" / "training_vgg16.json")
+    assert training["backbone"] == "vgg16" and training["settings"]["feature_cache"] is True
+    assert study.load_json(report / "metrics" / "training_densenet201.json")["backbone"] == "densenet201"
+    assert (report / "summary.md").is_file() and (report / "figures" / "fig8_aopc.png").is_file()
+    assert "paper" in (report / "summary.md").read_text()
