@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help setup study test test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+.PHONY: help setup study test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -24,11 +24,18 @@ setup: $(STAMP) ## Create .venv and install the project with its pinned dependen
 study: $(STAMP) ## Run every notebook on PROFILE (default demo) into reports/PROFILE/
 	$(PY) -m helpers.pipeline --profile $(PROFILE)
 
-test: $(STAMP) ## Run the whole test suite: unit tests on TensorFlow and on JAX, then the notebook tests
-	$(PY) -m helpers.nbtools notebooks
+test: $(STAMP) notebooks-check lint ## Run the whole test suite: checks, unit tests on TensorFlow and on JAX, then the notebook tests
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 	KERAS_BACKEND=jax $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+
+lint: $(STAMP) ## Lint and check the formatting of the code (ruff)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: $(STAMP) ## Format the code and apply ruff's safe fixes
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 test-unit-tf: $(STAMP) ## Unit tests on the TensorFlow backend only
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
