@@ -1,0 +1,117 @@
+"""The package's shape: one-way dependencies, module size, a lazy public surface, identical training notebooks."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "helpers"
+
+#: Layers from the bottom up; a module may import its own layer and the layers below it only.
+LAYERS = {
+    "computation": {
+        "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
+        "heatmaps", "perturbation", "scores", "localization",
+    },
+    "study": {"study"},
+    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html"},
+    "runner": {"pipeline", "nbtools"},
+}  # fmt: skip
+#: Third-party packages that no computation module may import.
+PLOTTING = {"matplotlib", "seaborn"}
+
+
+def _layer(module: str) -> int:
+    return next(i for i, names in enumerate(LAYERS.values()) if module in names)
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports (``helpers.x`` for the package's own modules)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: "from . import x" or "from .x import y"
+                if node.module:
+                    found.add(f"helpers.{node.module.split('.')[0]}")
+                else:
+                    found.update(f"helpers.{alias.name}" for alias in node.names)
+            elif node.module:
+                found.add(node.module)
+    return found
+
+
+MODULES = sorted(p for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+
+
+def test_every_module_has_a_layer():
+    assert {p.stem for p in MODULES} == set().union(*LAYERS.values())
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+def test_dependencies_point_one_way(path):
+    imported = _imports(path)
+    own = {name.split(".")[1] for name in imported if name.startswith("helpers.")}
+    upward = sorted(m for m in own if m in set().union(*LAYERS.values()) and _layer(m) > _layer(path.stem))
+    assert not upward, f"{path.stem} imports {upward} from a layer above it"
+    if path.stem in LAYERS["computation"] | LAYERS["study"]:
+        plotting = sorted(name for name in imported if name.split(".")[0] in PLOTTING)
+        assert not plotting, f"{path.stem} imports {plotting}"
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.stem)
+def test_no_module_is_longer_than_600_lines(path):
+    assert len(path.read_text().splitlines()) <= 600
+
+
+def test_public_surface_is_lazy_and_complete():
+    script = (
+        "import sys, helpers, helpers.pipeline\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in {'keras', 'tensorflow', 'jax', 'matplotlib'})\n"
+        "print(heavy)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]"
+    import helpers
+
+    for name in ("gradcam", "gradcam_plus_plus", "perturbation_curves", "aopc", "aopc_summary", "bootstrap_ci",
+                 "paired_difference", "mask_energy", "build_classifier", "region_grid"):  # fmt: skip
+        assert name in helpers.__all__
+    for name in helpers.__all__:
+        assert callable(getattr(helpers, name)), name
+    with pytest.raises(AttributeError):
+        helpers.no_such_name  # noqa: B018
+
+
+def _cells(path: Path) -> list[tuple[str, str]]:
+    nb = json.loads(path.read_text())
+    return [(cell["cell_type"], "".join(cell["source"])) for cell in nb["cells"]]
+
+
+def test_training_notebooks_differ_only_in_title_and_parameters():
+    vgg = _cells(ROOT / "notebooks" / "02_train_vgg16.ipynb")
+    dense = _cells(ROOT / "notebooks" / "03_train_densenet201.ipynb")
+    assert len(vgg) == len(dense)
+    differing = [i for i, (a, b) in enumerate(zip(vgg, dense)) if a != b]
+    assert differing == [0, 2]  # the title and the parameters cell
+    calls = [source for kind, source in vgg[3:] if kind == "code" and "train_and_report(" in source]
+    assert len(calls) == 1
+
+
+def test_readme_example_scores_any_keras_model():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Use the metrics on any Keras model", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    summary = namespace["summary"]
+    assert summary["n_images"] == 8 and summary["final_low"] <= summary["final"] <= summary["final_high"]
