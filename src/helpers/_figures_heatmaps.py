@@ -143,7 +143,7 @@ def plot_gallery(
 ):
     """Gallery of overlays: one row per (class, model), up to ``per_class`` correct then wrong predictions.
 
-    Wrong-prediction columns that no row fills are dropped (:func:`gallery_columns`); a row without
+    Wrong-prediction columns that no row fills are dropped (:func:`helpers.evaluation.gallery_columns`); a row without
     misclassified images says so in its first wrong slot, and the suptitle lists the error-free classes
     (:func:`no_error_note`).
     """
@@ -269,7 +269,7 @@ def plot_mask_energy(energies: dict, labels, class_names=config.CLASS_NAMES, mas
     """Box plots (with jittered points) of mask energy per class, one box per model; NaN values are skipped.
 
     ``energies``: {model: (N,)} (one panel titled by ``mask_kind``) or {kind: {model: (N,)}} as returned by
-    :func:`mask_energies` (one panel per mask kind, stacked in rows). Each panel's y-range fits its values
+    :func:`helpers.localization.mask_energies` (one panel per mask kind, stacked in rows). Each panel's y-range fits its values
     (:func:`mask_energy_ylim`); a class without any mask of that kind says so.
     """
     labels = np.asarray(labels)

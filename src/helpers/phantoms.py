@@ -336,7 +336,7 @@ def synthesize_dataset(
     Images go to ``<Class>/images/<Class>-<n>.png``, 3-channel lung masks (``mask_size``) to ``<Class>/masks/``
     and lesion masks (image size, empty for Normal) to ``<Class>/lesion_masks/``. The folder is generated
     beside the target and renamed; an existing dataset with the same parameters is reused, a different one
-    raises :class:`DatasetError`. ``confounder=True`` gives Viral Pneumonia smaller (pediatric-like) chests.
+    raises :class:`helpers.dataset.DatasetError`. ``confounder=True`` gives Viral Pneumonia smaller (pediatric-like) chests.
     """
     per_class = _check_int("per_class", per_class, 1)
     image_size = _check_int("image_size", image_size, 8)

@@ -143,7 +143,7 @@ def _interval(value, low, high) -> str:
 
 
 def _entry_interval(entry: Mapping) -> str:
-    """'final [low, high]' of an :func:`aopc_summary` or :func:`paired_difference` result."""
+    """'final [low, high]' of an :func:`helpers.scores.aopc_summary` or :func:`helpers.scores.paired_difference` result."""
     return _interval(entry["final"], entry["final_low"], entry["final_high"])
 
 
@@ -191,7 +191,7 @@ def aopc_table(report: Mapping) -> list[dict]:
 
 
 def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
-    """Rows for ``reporting.markdown_table`` from :func:`perturbation_ablation` rows (with a ``model`` key): AOPC of MoRF and random, MoRF − random with interval."""
+    """Rows for ``reporting.markdown_table`` from :func:`helpers.scores.perturbation_ablation` rows (with a ``model`` key): AOPC of MoRF and random, MoRF − random with interval."""
     table = []
     for r in rows:
         table.append(
@@ -212,7 +212,7 @@ def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
 def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
     """The study's final table as rows for ``reporting.markdown_table``: model, macro test recall and F1, AOPC, random baseline, MoRF − random, MoRF − LeRF (with intervals).
 
-    ``report`` is :func:`aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
+    ``report`` is :func:`helpers.scores.aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
     (macro averages, e.g. from ``evaluation.summary_row``). MoRF − random is the heatmap's own score: the raw
     AOPC also grows with the model's sensitivity to the perturbation, which the random order measures.
     """

@@ -166,7 +166,7 @@ def dataset_from_parameters(
 
 
 def write_manifest(frames, path: str | os.PathLike) -> Path:
-    """Write the split manifest CSV (columns :data:`MANIFEST_COLUMNS`) from (train, val, test) frames or one frame with ``split``, atomically."""
+    """Write the split manifest CSV (columns :data:`helpers.dataset.MANIFEST_COLUMNS`) from (train, val, test) frames or one frame with ``split``, atomically."""
     frame = pd.concat(list(frames), ignore_index=True) if isinstance(frames, (list, tuple)) else frames
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
