@@ -8,7 +8,8 @@ Usage::
 Each profile is ``params/<profile>.yaml`` with a ``shared:`` section (keys given to every notebook that
 declares them) and one section per notebook, named after its file stem (``01_data:`` ...). Unknown keys,
 in the file or on the command line, are rejected before anything runs. Notebooks execute into a staging
-folder; the report folder ``reports/<profile>/`` is replaced only when every notebook succeeded.
+folder of its own; the report folder ``reports/<profile>/`` is replaced only when every notebook succeeded.
+One run per work folder and profile at a time (``reports/.<profile>.lock``; ``--wait`` queues behind it).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import errno
 import json
 import os
 import platform
@@ -29,7 +31,9 @@ from pathlib import Path
 
 import yaml
 
+from . import parameters as declared_parameters
 from .config import find_project_root, save_json
+from .runlock import RunLock, RunLocked, describe, pid_alive
 
 #: Parameters that the runner sets itself in every notebook that declares them.
 RUNNER_KEYS = ("profile", "work_dir", "report_dir")
@@ -44,6 +48,14 @@ class ProfileError(ValueError):
 
 class NotebookFailed(RuntimeError):
     """A notebook raised during execution; names the notebook and the cell."""
+
+
+class RunError(RuntimeError):
+    """The runner itself could not go on (a disk or permission error); says what failed and where."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run; the message says what became of its staging folder and the report."""
 
 
 @dataclass
@@ -86,8 +98,10 @@ def notebook_parameters(path: str | os.PathLike) -> dict:
 def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
     """Read ``params/<profile>.yaml`` (or a path to a YAML file) into a dict of sections."""
     candidate = Path(profile)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+    if candidate.suffix in (".yaml", ".yml"):  # a path: shown as given when it does not exist
         path = candidate
+        if not path.is_file() and (Path(params_dir) / candidate.name).is_file() and candidate.parent == Path("."):
+            path = Path(params_dir) / candidate.name
     else:
         path = Path(params_dir) / f"{profile}.yaml"
     if not path.is_file():
@@ -246,30 +260,48 @@ def resolve_parameters(profile: dict, notebooks: list[Path], overrides: list[str
     return per_notebook
 
 
-def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[str]:
-    """Problems that would only surface inside a kernel, found before anything runs (e.g. no ``data_dir``)."""
-    problems = []
+def effective_parameters(per_notebook: dict[str, dict], declared: dict[str, dict]) -> dict[str, dict]:
+    """Each notebook's values as its kernel will see them: literal defaults, then the profile and ``-p`` values."""
+    effective = {}
     for stem, params in per_notebook.items():
-        names = declared[stem]
-        source = params.get("source", _literal(names.get("source")))
-        data_dir = params.get("data_dir", _literal(names.get("data_dir")))
-        if source == "kaggle":
-            if not data_dir:
-                problems.append(f"{stem}: source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset"
-                                " (pass -p data_dir=/path/to/it)")
-            elif not Path(str(data_dir)).exists():
-                problems.append(f"{stem}: data_dir {data_dir} does not exist")
+        values = {}
+        for key, text in declared[stem].items():
+            default = _literal(text, _MISSING)
+            if key not in RUNNER_KEYS and default is not _MISSING:
+                values[key] = default
+        values.update(params)
+        effective[stem] = values
+    return effective
+
+
+def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[str]:
+    """Problems that would only surface inside a kernel, found before anything runs.
+
+    Every value and relation is checked against :mod:`helpers.parameters` (ranges, choices, region size vs
+    image size, the backbone's minimum size ...), then the files the values name (``data_dir``, ``weights``).
+    """
+    effective = effective_parameters(per_notebook, declared)
+    problems = declared_parameters.validate(effective)
+    for stem, params in effective.items():
+        data_dir, weights = params.get("data_dir"), params.get("weights")
+        if params.get("source") == "kaggle" and isinstance(data_dir, str) and data_dir and not Path(data_dir).exists():
+            problems.append(f"{stem}.data_dir: data_dir {data_dir} does not exist")
+        if isinstance(weights, str) and weights not in ("", "imagenet") and not Path(weights).expanduser().is_file():
+            problems.append(f"{stem}.weights: weights file {weights} does not exist")
     return problems
 
 
-def _literal(text):
+_MISSING = object()
+
+
+def _literal(text, missing=None):
     try:
-        return ast.literal_eval(text) if text is not None else None
+        return ast.literal_eval(text) if text is not None else missing
     except (ValueError, SyntaxError):
-        return None
+        return missing
 
 
-def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
+def select_notebooks(notebooks: list[Path], only: str | None, option: str = "--only") -> list[Path]:
     """Keep the notebooks whose number (``01``) or stem is listed in a comma-separated ``only``."""
     if not only:
         return notebooks
@@ -279,7 +311,7 @@ def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
         matches = [nb for nb in notebooks if nb.stem == item or nb.name[:2] == item.zfill(2)]
         if not matches:
             names = ", ".join(nb.stem for nb in notebooks)
-            raise ProfileError(f"--only {item!r} matches no notebook (notebooks: {names})")
+            raise ProfileError(f"{option} {item!r} matches no notebook (notebooks: {names})")
         chosen.extend(m for m in matches if m not in chosen)
     return sorted(chosen)
 
@@ -365,80 +397,145 @@ def run_study(
     kernel_name: str | None = None,
     log=print,
     start: str | None = None,
+    wait: bool = False,
+    wait_timeout: float | None = None,
 ) -> RunResult:
     """Execute the profile's notebooks in order; replace ``reports/<profile>/`` only when all succeed.
 
     ``only`` runs the listed notebooks; ``start`` runs one notebook and every later one. A partial run
     updates the existing report and says which later notebooks still show results of an earlier run.
+    Every parameter is checked before any kernel starts; then the run takes the lock of its work folder and
+    profile (:class:`~helpers.runlock.RunLocked` when another run holds it, unless ``wait``).
     """
-    import papermill as pm
-
     if only and start:
         raise ProfileError("use either --only or --from, not both")
     project = Path(project_dir).resolve() if project_dir else find_project_root()
     work = Path(work_dir).resolve() if work_dir else project
     notebooks = discover_notebooks(project / "notebooks")
     if start:
-        first = select_notebooks(notebooks, start)
+        first = select_notebooks(notebooks, start, option="--from")
         if len(first) != 1:
             raise ProfileError(f"--from {start!r} must name one notebook")
         selected = [nb for nb in notebooks if nb.name >= first[0].name]
     else:
         selected = select_notebooks(notebooks, only)
-    partial = len(selected) < len(notebooks)
     profile_dict = load_profile(profile, project / "params")
     name = Path(profile).stem
+    problem = declared_parameters.PARAMETERS["profile"].check(name)
+    if problem:
+        raise ProfileError(f"profile name {name!r} {problem}")
     parameters = resolve_parameters(profile_dict, notebooks, overrides)
 
     reports = work / "reports"
+    lock = RunLock(reports / f".{name}.lock")
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        lock.acquire(wait=wait, timeout=wait_timeout,
+                     on_wait=lambda holder: log(f"waiting for {describe(holder)} to finish ..."))
+    except OSError as exc:
+        raise RunError(f"cannot take the run lock in {reports}: {_os_text(exc)}") from exc
+    try:
+        return _run_locked(name, profile_dict, notebooks, selected, parameters, work, reports, progress,
+                           export_html, kernel_name, log)
+    finally:
+        lock.release()
+
+
+def _run_locked(name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html,
+                kernel_name, log) -> RunResult:
+    import papermill as pm
+
+    partial = len(selected) < len(notebooks)
     final = reports / name
-    staging = reports / f".{name}.staging"
+    staging = reports / f".{name}.staging-{os.getpid()}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}"
     failed = reports / f".{name}.failed"
-    for leftover in (staging, failed):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    if final.exists() and partial:
-        shutil.copytree(final, staging)  # a partial run updates the existing report
-    staging.mkdir(parents=True, exist_ok=True)
+    backup = reports / f".{name}.previous"
+    replaced = False
+    step = f"cleaning up after earlier runs in {reports}"
+    try:
+        _clean_leftovers(name, reports, final, backup, failed, log)
+        if final.exists() and partial:
+            step = f"copying the report {final} into the staging folder"
+            shutil.copytree(final, staging)  # a partial run updates the existing report
+        step = f"creating the staging folder {staging}"
+        staging.mkdir(parents=True, exist_ok=True)
 
-    # kernels inherit the environment: quiet TensorFlow, plain-text progress bars in the saved notebooks
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
-    os.environ.setdefault("TQDM_MININTERVAL", "2")
-    result = RunResult(profile=name, report_dir=final)
-    log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
-    started = time.perf_counter()
-    for position, nb in enumerate(selected, start=1):
-        params = dict(parameters[nb.stem])
-        declared = notebook_parameters(nb)
-        runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
-        params.update({k: v for k, v in runner_values.items() if k in declared})
-        result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
-        log(f"[{position}/{len(selected)}] {nb.stem} ...")
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(staging / nb.name),
-                parameters=params,
-                cwd=str(nb.parent),
-                progress_bar=progress,
-                kernel_name=kernel_name,
-            )
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell
-            message = _failure_message(nb, exc)
-            if (staging / nb.name).is_file():
-                clean_outputs(staging / nb.name)
-            staging.rename(failed)
-            log(f"FAILED: {message}")
-            kept = f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
-            log(f"the partial run is in {failed / nb.name}; {kept}")
-            raise NotebookFailed(message) from exc
-        clean_outputs(staging / nb.name)
-        result.timings[nb.stem] = time.perf_counter() - t0
-        log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
+        # kernels inherit the environment: quiet TensorFlow, plain-text progress bars in the saved notebooks
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
+        os.environ.setdefault("TQDM_MININTERVAL", "2")
+        result = RunResult(profile=name, report_dir=final)
+        log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
+        started = time.perf_counter()
+        for position, nb in enumerate(selected, start=1):
+            params = dict(parameters[nb.stem])
+            declared = notebook_parameters(nb)
+            runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
+            params.update({k: v for k, v in runner_values.items() if k in declared})
+            result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
+            log(f"[{position}/{len(selected)}] {nb.stem} ...")
+            step = f"executing {nb.name} into {staging}"
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(str(nb), str(staging / nb.name), parameters=params, cwd=str(nb.parent),
+                                    progress_bar=progress, kernel_name=kernel_name,
+                                    kernel_manager_class=_kernel_manager_class())
+            except OSError:
+                raise  # the runner's own disk error, not the notebook's
+            except Exception as exc:  # papermill raises PapermillExecutionError with the cell
+                if _signal_received:
+                    raise KeyboardInterrupt from None  # the kernel died of the same signal
+                _keep_failed(nb, exc, staging, failed, final, log)
+            clean_outputs(staging / nb.name)
+            result.timings[nb.stem] = time.perf_counter() - t0
+            log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 
-    stale = [nb.stem for nb in notebooks if nb.name > selected[0].name and nb not in selected]
+        # later notebooks whose results in the report (copied from it) read what the rerun ones rewrote
+        stale = [nb.stem for nb in notebooks
+                 if nb.name > selected[0].name and nb not in selected and (staging / nb.name).is_file()]
+        step = f"writing {staging / 'run.json'}"
+        _write_run_info(staging, final, name, result, partial, stale)
+        stale = json.loads((staging / "run.json").read_text())["stale"]
+        if export_html:
+            from .reporting import export_report
+
+            step = f"exporting the HTML report into {staging}"
+            export_report(staging, log=lambda *a: None, stale=stale)
+
+        step = f"replacing the report {final}"
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:  # the two renames are not interrupted half-way
+            if final.exists():
+                final.rename(backup)
+            try:
+                staging.rename(final)
+            except OSError:
+                if backup.exists() and not final.exists():
+                    backup.rename(final)
+                raise
+            replaced = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        shutil.rmtree(backup, ignore_errors=True)
+    except NotebookFailed:
+        raise
+    except KeyboardInterrupt:
+        if replaced:
+            raise RunInterrupted(f"interrupted after the run finished: the report {final} is complete") from None
+        raise RunInterrupted(f"interrupted: {_discard(staging)}; {_kept(final)}; files under data/ that finished "
+                             "notebooks rewrote (split, cached images, models) are complete but may come from this run"
+                             ) from None
+    except OSError as exc:
+        raise RunError(f"{step} failed: {_os_text(exc)}; {_discard(staging)}; {_kept(final)}") from exc
+    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
+        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
+    if stale:
+        log(f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
+            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}")
+    return result
+
+
+def _write_run_info(staging: Path, final: Path, name: str, result: RunResult, partial: bool, stale: list[str]):
     run_info = {
         "profile": name,
         "report_dir": str(final),
@@ -457,25 +554,123 @@ def run_study(
     run_info["total_seconds"] = round(sum(run_info["seconds"].values()), 2)
     run_info["stale"] = stale
     save_json(run_info, staging / "run.json")
-    if export_html:
-        from .reporting import export_report
 
-        export_report(staging, log=lambda *a: None, stale=stale)
 
-    backup = reports / f".{name}.previous"
+def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: Path, log):
+    """Set a failed run's staging folder aside as ``.<profile>.failed`` and raise :class:`NotebookFailed`."""
+    message = _failure_message(nb, exc)
+    try:
+        if (staging / nb.name).is_file():
+            clean_outputs(staging / nb.name)
+        staging.rename(failed)
+        where = f"the partial run is in {failed / nb.name}"
+    except OSError as os_exc:
+        where = f"the partial run could not be kept ({_os_text(os_exc)}); {_discard(staging)}"
+    log(f"FAILED: {message}")
+    log(f"{where}; {_kept(final)}")
+    raise NotebookFailed(message) from exc
+
+
+def _clean_leftovers(name: str, reports: Path, final: Path, backup: Path, failed: Path, log) -> None:
+    """Under the lock: restore a report an interrupted swap set aside, drop the last failed run and dead runs' staging."""
     if backup.exists():
-        shutil.rmtree(backup)
-    if final.exists():
-        final.rename(backup)
-    staging.rename(final)
-    if backup.exists():
-        shutil.rmtree(backup)
-    log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
-        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
-    if stale:
-        log(f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
-            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}")
-    return result
+        if final.exists():
+            shutil.rmtree(backup)
+        else:
+            backup.rename(final)
+            log(f"restored the report {final} that an interrupted run had set aside")
+    if failed.exists():
+        shutil.rmtree(failed)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.staging-(\d+)-[\dT-]+$")
+    for leftover in reports.iterdir():
+        match = pattern.match(leftover.name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        if pid_alive(int(match.group(1))):  # cannot prove it dead (a reused pid): leave it
+            log(f"note: left {leftover} alone: a process {match.group(1)} exists")
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _discard(staging: Path) -> str:
+    """Remove a run's staging folder (signals wait); say what became of it."""
+    if not staging.exists():
+        return "no staging folder was left"
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        shutil.rmtree(staging)
+        return f"the staging folder {staging} was removed"
+    except OSError as exc:
+        return f"the staging folder {staging} could not be removed ({_os_text(exc)}): remove it by hand"
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _kept(final: Path) -> str:
+    return f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
+
+
+def _os_text(exc: OSError) -> str:
+    """``No space left on device (ENOSPC): /path`` from an OSError."""
+    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    text = exc.strerror or str(exc)
+    return text + (f" ({code})" if code else "") + (f": {exc.filename}" if exc.filename else "")
+
+
+_KERNEL_MANAGER = None
+#: The signal that interrupts this run (set by :func:`main`'s handler), so a kernel error it causes reads as one.
+_signal_received: int | None = None
+
+
+#: Kernel console lines that say nothing to the user (the cells' own output is in the notebook).
+_KERNEL_NOISE = re.compile(r"^\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption")
+
+
+def _forward_kernel_stderr(fd: int) -> None:
+    """Copy a kernel's console output to ours, without start-up noise, and nothing once this run is interrupted."""
+    with os.fdopen(fd, "r", errors="replace") as stream:
+        for line in stream:
+            text = line.rstrip("\r\n")
+            if _signal_received is None and not _NOISE.match(text) and not _KERNEL_NOISE.match(text):
+                sys.stderr.write(line)
+                sys.stderr.flush()
+
+
+def _kernel_manager_class():
+    """A kernel manager that does not interrupt an idle kernel before asking it to shut down, and filters its console.
+
+    jupyter_client's ``shutdown_kernel`` sends SIGINT first; an idle ipykernel then logs "KeyboardInterrupt
+    caught in kernel" on the runner's console after every notebook. The interrupt is still sent when this run
+    was itself interrupted (a cell may be running); the kernel's tracebacks of that shutdown (ZMQError ...) are
+    dropped, since the runner says in one line what happened.
+    """
+    global _KERNEL_MANAGER
+    if _KERNEL_MANAGER is None:
+        import threading
+
+        from jupyter_client.manager import AsyncKernelManager
+
+        class QuietShutdownKernelManager(AsyncKernelManager):
+            async def _async_interrupt_kernel(self) -> None:
+                if self.shutting_down and _signal_received is None:
+                    return
+                await super()._async_interrupt_kernel()
+
+            async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
+                if kw.get("stderr") is not None:
+                    return await super()._async_launch_kernel(kernel_cmd, **kw)
+                read, write = os.pipe()
+                try:
+                    await super()._async_launch_kernel(kernel_cmd, stderr=write, **kw)
+                except BaseException:
+                    os.close(read)
+                    raise
+                finally:
+                    os.close(write)
+                threading.Thread(target=_forward_kernel_stderr, args=(read,), daemon=True).start()
+
+        _KERNEL_MANAGER = QuietShutdownKernelManager
+    return _KERNEL_MANAGER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -490,9 +685,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
+    parser.add_argument("--wait", action="store_true",
+                        help="when another run of this profile uses the work folder, wait for it instead of stopping")
+    parser.add_argument("--wait-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with --wait: give up after this many seconds (default: wait as long as it takes)")
     args = parser.parse_args(argv)
     # a terminated run unwinds like Ctrl-C, so papermill shuts its kernel down and the report stays as it was
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_study(
             profile=args.profile,
@@ -502,21 +701,37 @@ def main(argv: list[str] | None = None) -> int:
             work_dir=args.work_dir,
             progress=not args.no_progress and sys.stderr.isatty(),
             export_html=not args.no_html,
+            wait=args.wait,
+            wait_timeout=args.wait_timeout,
         )
     except (ProfileError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except NotebookFailed as exc:
+    except RunLocked as exc:
+        hint = "" if args.wait else "; wait for it to finish, or pass --wait to queue behind it"
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 2
+    except (NotebookFailed, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted: the previous report is unchanged; files under data/ that finished notebooks rewrote"
-              " (split, cached images, models) are complete but may come from this run", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {_os_text(exc)}", file=sys.stderr)
+        return 1
+    except RunInterrupted as exc:
+        print(str(exc), file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("interrupted before any notebook started: nothing was changed", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
-def _raise_keyboard_interrupt(signum, frame):
+def _on_signal(signum, frame):
+    global _signal_received
+    _signal_received = signum
     raise KeyboardInterrupt
 
 
