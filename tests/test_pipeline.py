@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -11,6 +18,7 @@ import yaml
 
 from helpers import pipeline
 from helpers.pipeline import ProfileError
+from helpers.runlock import RunLock, RunLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,15 +206,6 @@ def test_run_writes_report_and_failure_keeps_previous(project):
 # One run per work folder and profile; disk and permission errors; small messages
 # --------------------------------------------------------------------------------------------------
 
-import errno  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-
-from helpers.runlock import RunLock, RunLocked  # noqa: E402
 
 
 @pytest.fixture
@@ -222,7 +221,7 @@ def fake_kernels(project, monkeypatch):
         shutil.copyfile(source, target)
 
     monkeypatch.setattr(papermill, "execute_notebook", execute)
-    monkeypatch.setattr(pipeline, "_environment", lambda: {})
+    monkeypatch.setattr(pipeline, "_environment", dict)
     return ran
 
 
@@ -283,7 +282,7 @@ def test_run_refuses_while_another_holds_the_lock(project, fake_kernels, capsys)
 
 def test_staging_is_per_run_and_dead_runs_leftovers_are_removed(project, fake_kernels):
     reports = project / "reports"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     leftover = reports / f".tiny.staging-{int(dead.stdout)}-20240101T000000-000000"
     alive = reports / f".tiny.staging-{os.getppid()}-20240101T000000-000000"  # a live process: not provably dead
     other = reports / f".other.staging-{int(dead.stdout)}-20240101T000000-000000"  # another profile's
@@ -389,7 +388,7 @@ def test_real_kernels_quiet_shutdown_and_clean_interrupt(project):
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
     command = [sys.executable, "-m", "helpers.pipeline", "--profile", str(project / "params" / "tiny.yaml"),
                "--work-dir", str(project), "--no-html", "--no-progress"]
-    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "KeyboardInterrupt" not in done.stdout + done.stderr
     report = project / "reports" / "tiny"

@@ -84,7 +84,8 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
         assert time.monotonic() < deadline, "".join(lines)
     output = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
-    assert "interrupted: the previous report is unchanged" in output
+    assert "interrupted: the staging folder" in output and "was removed" in output
+    assert f"the previous report in {report} is unchanged" in output and "Traceback" not in output
     after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
     assert after == before  # the previous report is untouched
     paths = config.study_paths("smoke", work)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import difflib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 #: Backbones of :func:`helpers.models.build_backbone` and the smallest image side each one accepts.
 PAPER_BACKBONES: tuple[str, ...] = ("vgg16", "densenet201")
@@ -279,7 +280,7 @@ class Relation:
     """A check over several parameters of one notebook; runs only when all of them are declared and valid."""
 
     names: tuple[str, ...]
-    check: Callable[[Mapping], "str | None"]
+    check: Callable[[Mapping], str | None]
 
 
 RELATIONS: tuple[Relation, ...] = (

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
-import errno
 import json
 import os
 import platform
@@ -31,9 +30,12 @@ from pathlib import Path
 
 import yaml
 
+from . import kernels
 from . import parameters as declared_parameters
 from .config import find_project_root, save_json
-from .runlock import RunLock, RunLocked, describe, pid_alive
+from .kernels import NOISE as _NOISE
+from .runlock import RunLock, RunLocked, describe
+from .staging import clean_leftovers, discard, kept, os_text
 
 #: Parameters that the runner sets itself in every notebook that declares them.
 RUNNER_KEYS = ("profile", "work_dir", "report_dir")
@@ -347,17 +349,6 @@ def _failure_message(nb: Path, exc: Exception) -> str:
     return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
 
 
-#: Start-up chatter of TensorFlow/XLA and the kernel that the executed notebooks should not keep.
-_NOISE = re.compile(
-    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+\] .*"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|.*oneDNN custom operations are on.*|.*TF_ENABLE_ONEDNN_OPTS.*"
-    r"|.*Could not find cuda drivers.*|.*failed call to cuInit.*|.*Unable to register cu\w+ factory.*"
-    r"|.*This TensorFlow binary is optimized to use available CPU instructions.*"
-    r"|.*To enable the following instructions.*rebuild TensorFlow.*)$"
-)
-
-
 def clean_outputs(path: str | os.PathLike) -> int:
     """Drop TensorFlow start-up log lines from an executed notebook's stderr outputs; return how many were removed."""
     import nbformat
@@ -433,7 +424,7 @@ def run_study(
         lock.acquire(wait=wait, timeout=wait_timeout,
                      on_wait=lambda holder: log(f"waiting for {describe(holder)} to finish ..."))
     except OSError as exc:
-        raise RunError(f"cannot take the run lock in {reports}: {_os_text(exc)}") from exc
+        raise RunError(f"cannot take the run lock in {reports}: {os_text(exc)}") from exc
     try:
         return _run_locked(name, profile_dict, notebooks, selected, parameters, work, reports, progress,
                            export_html, kernel_name, log)
@@ -453,7 +444,7 @@ def _run_locked(name, profile_dict, notebooks, selected, parameters, work, repor
     replaced = False
     step = f"cleaning up after earlier runs in {reports}"
     try:
-        _clean_leftovers(name, reports, final, backup, failed, log)
+        clean_leftovers(name, reports, final, backup, failed, log)
         if final.exists() and partial:
             step = f"copying the report {final} into the staging folder"
             shutil.copytree(final, staging)  # a partial run updates the existing report
@@ -479,11 +470,11 @@ def _run_locked(name, profile_dict, notebooks, selected, parameters, work, repor
             try:
                 pm.execute_notebook(str(nb), str(staging / nb.name), parameters=params, cwd=str(nb.parent),
                                     progress_bar=progress, kernel_name=kernel_name,
-                                    kernel_manager_class=_kernel_manager_class())
+                                    kernel_manager_class=kernels.kernel_manager_class())
             except OSError:
                 raise  # the runner's own disk error, not the notebook's
             except Exception as exc:  # papermill raises PapermillExecutionError with the cell
-                if _signal_received:
+                if kernels.signal_received is not None:
                     raise KeyboardInterrupt from None  # the kernel died of the same signal
                 _keep_failed(nb, exc, staging, failed, final, log)
             clean_outputs(staging / nb.name)
@@ -522,11 +513,11 @@ def _run_locked(name, profile_dict, notebooks, selected, parameters, work, repor
     except KeyboardInterrupt:
         if replaced:
             raise RunInterrupted(f"interrupted after the run finished: the report {final} is complete") from None
-        raise RunInterrupted(f"interrupted: {_discard(staging)}; {_kept(final)}; files under data/ that finished "
+        raise RunInterrupted(f"interrupted: {discard(staging)}; {kept(final)}; files under data/ that finished "
                              "notebooks rewrote (split, cached images, models) are complete but may come from this run"
                              ) from None
     except OSError as exc:
-        raise RunError(f"{step} failed: {_os_text(exc)}; {_discard(staging)}; {_kept(final)}") from exc
+        raise RunError(f"{step} failed: {os_text(exc)}; {discard(staging)}; {kept(final)}") from exc
     log(f"done in {time.perf_counter() - started:.1f} s; report: {final}"
         + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else ""))
     if stale:
@@ -565,112 +556,10 @@ def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: P
         staging.rename(failed)
         where = f"the partial run is in {failed / nb.name}"
     except OSError as os_exc:
-        where = f"the partial run could not be kept ({_os_text(os_exc)}); {_discard(staging)}"
+        where = f"the partial run could not be kept ({os_text(os_exc)}); {discard(staging)}"
     log(f"FAILED: {message}")
-    log(f"{where}; {_kept(final)}")
+    log(f"{where}; {kept(final)}")
     raise NotebookFailed(message) from exc
-
-
-def _clean_leftovers(name: str, reports: Path, final: Path, backup: Path, failed: Path, log) -> None:
-    """Under the lock: restore a report an interrupted swap set aside, drop the last failed run and dead runs' staging."""
-    if backup.exists():
-        if final.exists():
-            shutil.rmtree(backup)
-        else:
-            backup.rename(final)
-            log(f"restored the report {final} that an interrupted run had set aside")
-    if failed.exists():
-        shutil.rmtree(failed)
-    pattern = re.compile(rf"^\.{re.escape(name)}\.staging-(\d+)-[\dT-]+$")
-    for leftover in reports.iterdir():
-        match = pattern.match(leftover.name)
-        if not match or int(match.group(1)) == os.getpid():
-            continue
-        if pid_alive(int(match.group(1))):  # cannot prove it dead (a reused pid): leave it
-            log(f"note: left {leftover} alone: a process {match.group(1)} exists")
-            continue
-        shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _discard(staging: Path) -> str:
-    """Remove a run's staging folder (signals wait); say what became of it."""
-    if not staging.exists():
-        return "no staging folder was left"
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
-        shutil.rmtree(staging)
-        return f"the staging folder {staging} was removed"
-    except OSError as exc:
-        return f"the staging folder {staging} could not be removed ({_os_text(exc)}): remove it by hand"
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-
-
-def _kept(final: Path) -> str:
-    return f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
-
-
-def _os_text(exc: OSError) -> str:
-    """``No space left on device (ENOSPC): /path`` from an OSError."""
-    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
-    text = exc.strerror or str(exc)
-    return text + (f" ({code})" if code else "") + (f": {exc.filename}" if exc.filename else "")
-
-
-_KERNEL_MANAGER = None
-#: The signal that interrupts this run (set by :func:`main`'s handler), so a kernel error it causes reads as one.
-_signal_received: int | None = None
-
-
-#: Kernel console lines that say nothing to the user (the cells' own output is in the notebook).
-_KERNEL_NOISE = re.compile(r"^\[IPKernelApp\] WARNING \| Kernel is running over TCP without encryption")
-
-
-def _forward_kernel_stderr(fd: int) -> None:
-    """Copy a kernel's console output to ours, without start-up noise, and nothing once this run is interrupted."""
-    with os.fdopen(fd, "r", errors="replace") as stream:
-        for line in stream:
-            text = line.rstrip("\r\n")
-            if _signal_received is None and not _NOISE.match(text) and not _KERNEL_NOISE.match(text):
-                sys.stderr.write(line)
-                sys.stderr.flush()
-
-
-def _kernel_manager_class():
-    """A kernel manager that does not interrupt an idle kernel before asking it to shut down, and filters its console.
-
-    jupyter_client's ``shutdown_kernel`` sends SIGINT first; an idle ipykernel then logs "KeyboardInterrupt
-    caught in kernel" on the runner's console after every notebook. The interrupt is still sent when this run
-    was itself interrupted (a cell may be running); the kernel's tracebacks of that shutdown (ZMQError ...) are
-    dropped, since the runner says in one line what happened.
-    """
-    global _KERNEL_MANAGER
-    if _KERNEL_MANAGER is None:
-        import threading
-
-        from jupyter_client.manager import AsyncKernelManager
-
-        class QuietShutdownKernelManager(AsyncKernelManager):
-            async def _async_interrupt_kernel(self) -> None:
-                if self.shutting_down and _signal_received is None:
-                    return
-                await super()._async_interrupt_kernel()
-
-            async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
-                if kw.get("stderr") is not None:
-                    return await super()._async_launch_kernel(kernel_cmd, **kw)
-                read, write = os.pipe()
-                try:
-                    await super()._async_launch_kernel(kernel_cmd, stderr=write, **kw)
-                except BaseException:
-                    os.close(read)
-                    raise
-                finally:
-                    os.close(write)
-                threading.Thread(target=_forward_kernel_stderr, args=(read,), daemon=True).start()
-
-        _KERNEL_MANAGER = QuietShutdownKernelManager
-    return _KERNEL_MANAGER
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: {_os_text(exc)}", file=sys.stderr)
+        print(f"error: {os_text(exc)}", file=sys.stderr)
         return 1
     except RunInterrupted as exc:
         print(str(exc), file=sys.stderr)
@@ -730,8 +619,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _on_signal(signum, frame):
-    global _signal_received
-    _signal_received = signum
+    kernels.mark_interrupted(signum)
     raise KeyboardInterrupt
 
 
