@@ -18,11 +18,11 @@ PACKAGE = ROOT / "src" / "helpers"
 LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
-        "heatmaps", "perturbation", "scores", "localization",
+        "heatmaps", "perturbation", "scores", "localization", "parameters",
     },
     "study": {"study"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html"},
-    "runner": {"pipeline", "nbtools"},
+    "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging"},
 }  # fmt: skip
 #: Third-party packages that no computation module may import.
 PLOTTING = {"matplotlib", "seaborn"}

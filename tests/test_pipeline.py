@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -11,6 +18,7 @@ import yaml
 
 from helpers import pipeline
 from helpers.pipeline import ProfileError
+from helpers.runlock import RunLock, RunLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,6 +115,7 @@ def test_relative_path_parameters_are_taken_from_the_start_folder(project, tmp_p
     _notebook(nb, 'data_dir = ""\nweights = "imagenet"\nsource = "synthetic"', ["pass"])
     notebooks = pipeline.discover_notebooks(project / "notebooks")
     (tmp_path / "download").mkdir()
+    (tmp_path / "w.h5").touch()  # a weights file that does not exist is an error before running
     params = pipeline.resolve_parameters({}, notebooks, ["data_dir=download", "weights=w.h5"], base_dir=tmp_path)
     assert params["03_third"]["data_dir"] == str(tmp_path / "download")
     assert params["03_third"]["weights"] == str(tmp_path / "w.h5")
@@ -222,3 +231,234 @@ def test_run_writes_report_and_failure_keeps_previous(project):
     pipeline.run_study("tiny", start="01", project_dir=project, work_dir=project, progress=False, log=logs.append)
     run = json.loads((report / "run.json").read_text())
     assert run["stale"] == [] and sorted(run["seconds"]) == ["01_first", "02_second"]
+
+
+# --------------------------------------------------------------------------------------------------
+# One run per work folder and profile; disk and permission errors; small messages
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_kernels(project, monkeypatch):
+    """Notebooks "run" by copying them (no kernel), so runner behaviour is tested in milliseconds."""
+    import papermill
+
+    ran = []
+    monkeypatch.chdir(project)  # the command line finds the throw-away project from here
+
+    def execute(source, target, **kwargs):
+        ran.append(Path(source).stem)
+        shutil.copyfile(source, target)
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    monkeypatch.setattr(pipeline, "_environment", dict)
+    return ran
+
+
+def _main(project, *args):
+    return pipeline.main(["--profile", str(project / "params" / "tiny.yaml"), "--work-dir", str(project), *args])
+
+
+def _leftovers(project):
+    return sorted(p.name for p in (project / "reports").iterdir() if p.name.startswith(".") and p.suffix != ".lock")
+
+
+def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    first, second = RunLock(tmp_path / ".x.lock", command="first run"), RunLock(tmp_path / ".x.lock")
+    first.acquire()
+    with pytest.raises(RunLocked, match=rf"pid {os.getpid()}, started .*command: first run"):
+        second.acquire()
+    t0 = time.monotonic()
+    with pytest.raises(RunLocked, match="still holds .* after waiting 0.3 s"):
+        second.acquire(wait=True, timeout=0.3, poll=0.05)
+    assert time.monotonic() - t0 >= 0.3
+    first.release()
+    assert second.acquire() == {}  # released: taken at once
+    second.release()
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    code = (
+        "import sys, time; from helpers.runlock import RunLock; RunLock(sys.argv[1], command='doomed').acquire(); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / ".x.lock")], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    with pytest.raises(RunLocked, match=rf"pid {proc.pid}.*doomed"):
+        RunLock(tmp_path / ".x.lock").acquire()
+    proc.kill()  # kill -9: no clean-up runs, the OS releases the flock
+    proc.wait()
+    lock = RunLock(tmp_path / ".x.lock")
+    dead = lock.acquire()
+    assert dead["pid"] == proc.pid and dead["command"] == "doomed"
+    assert json.loads((tmp_path / ".x.lock").read_text())["pid"] == os.getpid()
+    lock.release()
+
+
+def test_run_refuses_while_another_holds_the_lock(project, fake_kernels, capsys):
+    assert _main(project, "--no-html") == 0
+    report = sorted(p.name for p in (project / "reports" / "tiny").iterdir())
+    holder = RunLock(project / "reports" / ".tiny.lock", command="python -m helpers.pipeline --profile tiny")
+    holder.acquire()
+    try:
+        assert _main(project, "--no-html") == 2
+        err = capsys.readouterr().err
+        assert f"pid {os.getpid()}, started" in err and "pass --wait" in err
+        assert _main(project, "--no-html", "--wait", "--wait-timeout", "0.5") == 2
+        assert "after waiting 0.5 s" in capsys.readouterr().err
+    finally:
+        holder.release()
+    assert sorted(p.name for p in (project / "reports" / "tiny").iterdir()) == report
+    assert _leftovers(project) == []
+
+
+def test_staging_is_per_run_and_dead_runs_leftovers_are_removed(project, fake_kernels):
+    reports = project / "reports"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    leftover = reports / f".tiny.staging-{int(dead.stdout)}-20240101T000000-000000"
+    alive = reports / f".tiny.staging-{os.getppid()}-20240101T000000-000000"  # a live process: not provably dead
+    other = reports / f".other.staging-{int(dead.stdout)}-20240101T000000-000000"  # another profile's
+    for folder in (leftover, alive, other):
+        folder.mkdir(parents=True)
+    logs = []
+    pipeline.run_study(
+        "tiny", project_dir=project, work_dir=project, export_html=False, progress=False, log=logs.append
+    )
+    assert not leftover.exists() and alive.exists() and other.exists()
+    assert any(f"left {alive} alone" in line for line in logs)
+
+
+def test_interrupted_swap_restores_the_report(project, fake_kernels):
+    assert _main(project, "--no-html") == 0
+    reports = project / "reports"
+    (reports / "tiny").rename(reports / ".tiny.previous")  # killed between the two renames
+    logs = []
+    pipeline.run_study(
+        "tiny", only="02", project_dir=project, work_dir=project, export_html=False, progress=False, log=logs.append
+    )
+    assert (reports / "tiny" / "01_first.ipynb").is_file() and (reports / "tiny" / "02_second.ipynb").is_file()
+    assert any("restored the report" in line for line in logs)
+
+
+@pytest.mark.parametrize("where", ["export", "notebook output", "run.json"])
+def test_full_disk_ends_in_one_line_and_keeps_the_report(project, fake_kernels, monkeypatch, capsys, where):
+    assert _main(project, "--no-html") == 0
+    report = project / "reports" / "tiny"
+    before = sorted(p.name for p in report.iterdir())
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(project / "reports" / "x"))
+
+    if where == "export":
+        from helpers import reporting
+
+        monkeypatch.setattr(reporting, "export_report", full)
+    elif where == "notebook output":
+        import papermill
+
+        monkeypatch.setattr(papermill, "execute_notebook", full)
+    else:
+        monkeypatch.setattr(pipeline, "save_json", full)
+    capsys.readouterr()
+    assert _main(project) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "failed: No space left on device (ENOSPC)" in err and "staging folder" in err and "was removed" in err
+    assert f"the previous report in {report} is unchanged" in err
+    assert sorted(p.name for p in report.iterdir()) == before
+    assert _leftovers(project) == []
+
+
+def test_read_only_work_folder_ends_in_one_line(project, fake_kernels, monkeypatch, capsys):
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(project)):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert _main(project, "--no-html") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot take the run lock in") and "Read-only file system (EROFS)" in err
+    assert err.count("\n") == 1
+
+
+def test_read_only_reports_folder_ends_in_one_line(project, fake_kernels, monkeypatch, capsys):
+    assert _main(project, "--no-html") == 0
+    report = project / "reports" / "tiny"
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if ".staging-" in self.name:
+            raise OSError(errno.EACCES, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    capsys.readouterr()
+    assert _main(project, "--no-html") == 1
+    err = capsys.readouterr().err
+    assert "creating the staging folder" in err and "Permission denied (EACCES)" in err and err.count("\n") == 1
+    assert (report / "01_first.ipynb").is_file() and _leftovers(project) == []
+
+
+def test_only_in_a_fresh_folder_claims_no_earlier_run(project, fake_kernels):
+    logs = []
+    pipeline.run_study(
+        "tiny", only="01", project_dir=project, work_dir=project, export_html=False, progress=False, log=logs.append
+    )
+    assert not any("earlier run" in line for line in logs)
+    assert json.loads((project / "reports" / "tiny" / "run.json").read_text())["stale"] == []
+
+
+def test_from_and_profile_path_messages(project, capsys):
+    assert _main(project, "--from", "00") == 2
+    assert "--from '00' matches no notebook" in capsys.readouterr().err
+    assert pipeline.main(["--profile", "missing.yaml", "--work-dir", str(project)]) == 2
+    err = capsys.readouterr().err
+    assert "profile file missing.yaml does not exist" in err and "missing.yaml.yaml" not in err
+
+
+@pytest.mark.notebook
+def test_real_kernels_quiet_shutdown_and_clean_interrupt(project):
+    """No "KeyboardInterrupt caught in kernel" after a good run; SIGTERM mid-cell gives one line, no traceback."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT / "src"))
+    command = [
+        sys.executable,
+        "-m",
+        "helpers.pipeline",
+        "--profile",
+        str(project / "params" / "tiny.yaml"),
+        "--work-dir",
+        str(project),
+        "--no-html",
+        "--no-progress",
+    ]
+    done = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "KeyboardInterrupt" not in done.stdout + done.stderr
+    report = project / "reports" / "tiny"
+    before = (report / "metrics" / "02.json").read_bytes()
+
+    nb = nbformat.read(str(project / "notebooks" / "02_second.ipynb"), as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("import time\nprint('sleeping', flush=True)\ntime.sleep(120)"))
+    nbformat.write(nb, str(project / "notebooks" / "02_second.ipynb"))
+    proc = subprocess.Popen(
+        command + ["-p", "value=9"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("[2/2]"):
+            time.sleep(6)  # the kernel is in the sleeping cell
+            proc.send_signal(signal.SIGTERM)
+            break
+    output = "".join(lines) + proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output
+    assert "Traceback" not in output and "ZMQError" not in output and "DeadKernelError" not in output, output
+    assert "interrupted: the staging folder" in output and "was removed" in output
+    assert f"the previous report in {report} is unchanged" in output
+    assert (report / "metrics" / "02.json").read_bytes() == before
+    assert _leftovers(project) == []

@@ -108,7 +108,8 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
         assert time.monotonic() < deadline, "".join(lines)
     output = "".join(lines) + proc.communicate(timeout=120)[0]
     assert proc.returncode == 130, output
-    assert "interrupted: the previous report is unchanged" in output
+    assert "interrupted: the staging folder" in output and "was removed" in output
+    assert f"the previous report in {report} is unchanged" in output and "Traceback" not in output
     after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
     assert after == before  # the previous report is untouched
     paths = study.study_paths("smoke", work)
@@ -184,3 +185,66 @@ def test_paper_profile_runs_end_to_end_on_a_small_download(tmp_path):
     assert study.load_json(report / "metrics" / "training_densenet201.json")["backbone"] == "densenet201"
     assert (report / "summary.md").is_file() and (report / "figures" / "fig8_aopc.png").is_file()
     assert "paper" in (report / "summary.md").read_text()
+
+
+def _runner(work, *args):
+    command = [
+        sys.executable,
+        "-m",
+        "helpers.pipeline",
+        "--profile",
+        "smoke",
+        "--work-dir",
+        str(work),
+        "--no-html",
+        "--no-progress",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read_until(proc, prefix, lines):
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError("".join(lines))
+
+
+def test_two_real_runners_share_a_work_folder_safely(tmp_path):
+    """One run per work folder and profile: a second refuses naming the first, --wait queues, kill -9 never blocks."""
+    report = tmp_path / "reports" / "smoke"
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    first, lines = _runner(tmp_path), []
+    _read_until(first, "[1/6]", lines)
+    refused = _runner(tmp_path)
+    out = refused.communicate(timeout=120)[0]
+    assert refused.returncode == 2, out
+    assert f"pid {first.pid}, started" in out and "--profile smoke" in out and "pass --wait" in out
+    waiting = _runner(tmp_path, "--wait", "--wait-timeout", "600", "--only", "04")
+    out_first = "".join(lines) + first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out_first
+    out_waiting = waiting.communicate(timeout=600)[0]
+    assert waiting.returncode == 0, out_waiting
+    assert f"waiting for the run with pid {first.pid}" in out_waiting
+    assert sorted(p.name for p in report.glob("*.ipynb")) == notebooks and (report / "summary.md").is_file()
+
+    killed, lines = _runner(tmp_path, "--only", "01,02"), []
+    _read_until(killed, "[2/2]", lines)
+    time.sleep(2)
+    killed.kill()  # kill -9: the lock file still names it, but the OS released the lock
+    killed.wait()
+    assert list((tmp_path / "reports").glob(".smoke.staging-*"))
+    after = _runner(tmp_path, "--only", "04")
+    out_after = after.communicate(timeout=600)[0]
+    assert after.returncode == 0, out_after
+    assert list((tmp_path / "reports").glob(".smoke.staging-*")) == []  # the dead run's staging is cleaned up
+    assert sorted(p.name for p in report.glob("*.ipynb")) == notebooks and (report / "summary.md").is_file()
+    assert len(list((report / "metrics").glob("*.json"))) >= 6

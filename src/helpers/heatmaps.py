@@ -28,11 +28,9 @@ import numpy as np
 
 from . import config
 from ._core import backend, check_int, check_pair, check_unit_range, compiled, split_at
+from .parameters import METHODS  # the Grad-CAM variants (one declaration, shared with the runner)
 
 __all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "upsample", "normalize", "jet", "gray_to_rgb", "overlay"]
-
-#: Grad-CAM variants understood by :func:`gradcam`.
-METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 
 
 # ----------------------------------------------------------------------------------------------

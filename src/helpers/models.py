@@ -45,17 +45,10 @@ from keras import layers, ops
 
 from . import config
 from ._core import check_int, split_at
+from .parameters import BACKBONES, DEMO_BACKBONES, MIN_IMAGE_SIZE, PAPER_BACKBONES  # noqa: F401  (one declaration)
 
-#: The paper's two ImageNet backbones.
-PAPER_BACKBONES: tuple[str, ...] = ("vgg16", "densenet201")
-#: Small from-scratch backbones for the CPU profiles (demo, smoke).
-DEMO_BACKBONES: tuple[str, ...] = ("small_vgg", "small_densenet")
-#: Every backbone name :func:`build_classifier` accepts.
-BACKBONES: tuple[str, ...] = PAPER_BACKBONES + DEMO_BACKBONES
 #: Input normalization of each backbone (see :class:`BackboneNormalization`).
 NORMALIZATION: dict[str, str] = {"vgg16": "caffe", "densenet201": "torch", "small_vgg": "tf", "small_densenet": "tf"}
-#: Smallest input side each backbone accepts (keras.applications needs 32 px; the small ones have stride 16).
-MIN_IMAGE_SIZE: dict[str, int] = {"vgg16": 32, "densenet201": 32, "small_vgg": 16, "small_densenet": 16}
 #: Units of the head's hidden Dense layer (the paper's 64).
 HEAD_UNITS = 64
 #: The paper's head pooling size (at its 9x9 grid).

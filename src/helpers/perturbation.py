@@ -27,6 +27,9 @@ import numpy as np
 
 from ._core import check_int, check_pair, check_seed, check_unit_range, compiled, image_array
 
+# Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
+from .parameters import ORDERS, PERTURBATIONS
+
 __all__ = [
     "PERTURBATIONS",
     "ORDERS",
@@ -44,10 +47,6 @@ __all__ = [
     "morf_curves",
 ]
 
-#: Built-in perturbation functions g of :func:`perturbed_images` and :func:`perturbation_curves` (a callable works too).
-PERTURBATIONS: tuple[str, ...] = ("gaussian", "uniform", "mean", "blur")
-#: Region orders understood by :func:`region_order` and :func:`perturbation_curves`.
-ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
 #: Device memory (bytes) that one group of resident images (clean copy, perturbed copy, step map) may use.
 DEVICE_BUDGET_BYTES = 512 * 2**20
 

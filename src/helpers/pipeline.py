@@ -8,18 +8,16 @@ Usage::
 Each profile is ``params/<profile>.yaml`` with a ``shared:`` section (keys given to every notebook that
 declares them) and one section per notebook, named after its file stem (``01_data:`` ...). Unknown keys,
 in the file or on the command line, are rejected before anything runs. Notebooks execute into a staging
-folder; the report folder ``reports/<profile>/`` is replaced only when every notebook succeeded.
+folder of its own; the report folder ``reports/<profile>/`` is replaced only when every notebook succeeded.
+One run per work folder and profile at a time (``reports/.<profile>.lock``; ``--wait`` queues behind it).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import sys
@@ -27,23 +25,36 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from . import kernels
+from . import parameters as declared_parameters
+from .kernels import NOISE as _NOISE
+from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
+    META_KEYS,
+    RUNNER_KEYS,
+    ProfileError,
+    discover_notebooks,
+    effective_parameters,
+    load_profile,
+    notebook_parameters,
+    preflight,
+    resolve_parameters,
+    select_notebooks,
+)
+from .runlock import RunLock, RunLocked, describe
+from .staging import clean_leftovers, discard, kept, os_text
 from .study import find_project_root, save_json
-
-#: Parameters that the runner sets itself in every notebook that declares them.
-RUNNER_KEYS = ("profile", "work_dir", "report_dir")
-#: Top-level keys of a profile file that are not notebook sections.
-META_KEYS = ("description",)
-_NOTEBOOK_RE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
-
-
-class ProfileError(ValueError):
-    """A profile file or a command-line parameter that does not fit the notebooks."""
 
 
 class NotebookFailed(RuntimeError):
     """A notebook raised during execution; names the notebook and the cell."""
+
+
+class RunError(RuntimeError):
+    """The runner itself could not go on (a disk or permission error); says what failed and where."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run; the message says what became of its staging folder and the report."""
 
 
 @dataclass
@@ -59,241 +70,6 @@ class RunResult:
     def total_seconds(self) -> float:
         """Sum of the notebooks' wall times."""
         return float(sum(self.timings.values()))
-
-
-def discover_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
-    """Return the numbered notebooks (``NN_name.ipynb``) of a folder in order."""
-    folder = Path(notebooks_dir)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"notebook folder {folder} does not exist")
-    found = sorted(p for p in folder.iterdir() if _NOTEBOOK_RE.match(p.name))
-    if not found:
-        raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
-    return found
-
-
-def notebook_parameters(path: str | os.PathLike) -> dict:
-    """Return the names and literal defaults of a notebook's ``parameters`` cell."""
-    import papermill as pm
-
-    path = Path(path)
-    declared = pm.inspect_notebook(str(path))
-    if not declared:
-        raise ProfileError(f"{path} has no cell tagged 'parameters'")
-    return {name: info.get("default") for name, info in declared.items()}
-
-
-def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
-    """Read ``params/<profile>.yaml`` (or a path to a YAML file) into a dict of sections."""
-    candidate = Path(profile)
-    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
-        path = candidate
-    else:
-        path = Path(params_dir) / f"{profile}.yaml"
-    if not path.is_file():
-        available = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
-        raise ProfileError(f"profile file {path} does not exist; available profiles: {', '.join(available) or 'none'}")
-    try:
-        content = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(content, dict):
-        raise ProfileError(f"{path} must hold a mapping of sections, got {type(content).__name__}")
-    for section, values in content.items():
-        if section in META_KEYS:
-            continue
-        if values is None:
-            content[section] = {}
-        elif not isinstance(values, dict):
-            raise ProfileError(f"{path}: section '{section}' must be a mapping of parameter names to values")
-    content["_path"] = str(path)
-    return content
-
-
-def _parse_override(text: str) -> tuple[str | None, str, object]:
-    if "=" not in text:
-        raise ProfileError(f"-p {text!r}: expected key=value or NN_notebook.key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    value = _parse_value(raw)
-    section = None
-    if "." in key:
-        section, key = key.split(".", 1)
-    if not key.isidentifier():
-        raise ProfileError(f"-p {text!r}: {key!r} is not a parameter name")
-    return section, key, value
-
-
-def _parse_value(raw: str):
-    """A command-line value: a Python literal (``1e-3``, ``None``, ``[1, 2]``), else YAML (``true``, ``imagenet``)."""
-    raw = raw.strip()
-    if not raw:
-        return ""
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return yaml.safe_load(raw)
-
-
-def _coerce(value, default_literal: str | None, where: str, problems: list[str]):
-    """Give a value the type of the notebook's literal default where that is safe (``"1e-3"`` -> 0.001 for a float)."""
-    default = _literal(default_literal)
-    if isinstance(default, bool) or isinstance(value, bool) or value is None:
-        return value
-    if isinstance(default, float) and isinstance(value, (int, str)):
-        try:
-            return float(value)
-        except ValueError:
-            problems.append(f"{where}: expects a number like its default {default_literal}, got {value!r}")
-    elif isinstance(default, int) and isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            problems.append(f"{where}: expects an integer like its default {default_literal}, got {value!r}")
-    return value
-
-
-#: Parameters holding paths: relative values are taken from the folder the runner was started in.
-def _is_path_parameter(key: str) -> bool:
-    return key.endswith("_dir") or key in ("weights",)
-
-
-def _absolute_paths(params: dict, base: Path) -> dict:
-    out = dict(params)
-    for key, value in params.items():
-        if (
-            _is_path_parameter(key)
-            and isinstance(value, str)
-            and value
-            and value != "imagenet"
-            and not Path(value).expanduser().is_absolute()
-        ):
-            out[key] = str((base / Path(value).expanduser()).resolve())
-    return out
-
-
-def _suggest(name: str, candidates) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _section_for(name: str, stems) -> str | None:
-    """A notebook stem from a stem or its number (``02`` or ``2`` -> ``02_train_vgg16``)."""
-    if name in stems:
-        return name
-    matches = [stem for stem in stems if name.isdigit() and stem[:2] == name.zfill(2)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def resolve_parameters(
-    profile: dict, notebooks: list[Path], overrides: list[str] = (), base_dir: str | os.PathLike | None = None
-) -> dict[str, dict]:
-    """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys."""
-    source = profile.get("_path", "profile")
-    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
-    stems = set(declared)
-    all_names = set().union(*declared.values())
-    problems = []
-
-    for section in profile:
-        if section in META_KEYS or section in ("_path", "shared"):
-            continue
-        if section not in stems:
-            problems.append(
-                f"{source}: section '{section}' names no notebook{_suggest(section, stems)}"
-                f" (notebooks: {', '.join(sorted(stems))})"
-            )
-    shared = dict(profile.get("shared") or {})
-    for key in shared:
-        if key in RUNNER_KEYS:
-            problems.append(f"{source}: shared key '{key}' is set by the runner, not by a profile")
-        elif key not in all_names:
-            problems.append(f"{source}: shared key '{key}' is declared by no notebook{_suggest(key, all_names)}")
-    for stem in sorted(stems & set(profile)):
-        for key in profile[stem]:
-            if key in RUNNER_KEYS:
-                problems.append(f"{source}: key '{stem}.{key}' is set by the runner, not by a profile")
-            elif key not in declared[stem]:
-                known = ", ".join(sorted(declared[stem]))
-                problems.append(
-                    f"{source}: unknown key '{key}' in section '{stem}'{_suggest(key, declared[stem])}"
-                    f" (its parameters: {known})"
-                )
-
-    per_notebook = {stem: {} for stem in sorted(stems)}
-    for stem in per_notebook:
-        per_notebook[stem].update({k: v for k, v in shared.items() if k in declared[stem]})
-        per_notebook[stem].update(profile.get(stem) or {})
-
-    for text in overrides:
-        section, key, value = _parse_override(text)
-        if key in RUNNER_KEYS:
-            problems.append(f"-p {text}: '{key}' is set by the runner (use --profile / --work-dir)")
-            continue
-        if section is not None:
-            stem = _section_for(section, stems)
-            if stem is None:
-                problems.append(f"-p {text}: no notebook named '{section}'{_suggest(section, stems)}")
-            elif key not in declared[stem]:
-                problems.append(f"-p {text}: notebook '{stem}' has no parameter '{key}'{_suggest(key, declared[stem])}")
-            else:
-                per_notebook[stem][key] = value
-        elif key not in all_names:
-            problems.append(f"-p {text}: no notebook declares a parameter '{key}'{_suggest(key, all_names)}")
-        else:
-            for stem in per_notebook:
-                if key in declared[stem]:
-                    per_notebook[stem][key] = value
-
-    base = Path(base_dir) if base_dir else Path.cwd()
-    for stem, params in per_notebook.items():
-        for key, value in params.items():
-            params[key] = _coerce(value, declared[stem].get(key), f"{stem}.{key}", problems)
-        per_notebook[stem] = _absolute_paths(params, base)
-    problems += preflight(per_notebook, declared)
-    if problems:
-        raise ProfileError("invalid parameters:\n  " + "\n  ".join(problems))
-    return per_notebook
-
-
-def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[str]:
-    """Problems that would only surface inside a kernel, found before anything runs (e.g. no ``data_dir``)."""
-    problems = []
-    for stem, params in per_notebook.items():
-        names = declared[stem]
-        source = params.get("source", _literal(names.get("source")))
-        data_dir = params.get("data_dir", _literal(names.get("data_dir")))
-        if source == "kaggle":
-            if not data_dir:
-                problems.append(
-                    f"{stem}: source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset"
-                    " (pass -p data_dir=/path/to/it)"
-                )
-            elif not Path(str(data_dir)).exists():
-                problems.append(f"{stem}: data_dir {data_dir} does not exist")
-    return problems
-
-
-def _literal(text):
-    try:
-        return ast.literal_eval(text) if text is not None else None
-    except (ValueError, SyntaxError):
-        return None
-
-
-def select_notebooks(notebooks: list[Path], only: str | None) -> list[Path]:
-    """Keep the notebooks whose number (``01``) or stem is listed in a comma-separated ``only``."""
-    if not only:
-        return notebooks
-    wanted = [item.strip() for item in only.split(",") if item.strip()]
-    chosen = []
-    for item in wanted:
-        matches = [nb for nb in notebooks if nb.stem == item or nb.name[:2] == item.zfill(2)]
-        if not matches:
-            names = ", ".join(nb.stem for nb in notebooks)
-            raise ProfileError(f"--only {item!r} matches no notebook (notebooks: {names})")
-        chosen.extend(m for m in matches if m not in chosen)
-    return sorted(chosen)
 
 
 def _environment() -> dict:
@@ -325,17 +101,6 @@ def _failure_message(nb: Path, exc: Exception) -> str:
         if first:
             where += f" ({first.strip()[:70]})"
     return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
-
-
-#: Start-up chatter of TensorFlow/XLA and the kernel that the executed notebooks should not keep.
-_NOISE = re.compile(
-    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+\] .*"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|.*oneDNN custom operations are on.*|.*TF_ENABLE_ONEDNN_OPTS.*"
-    r"|.*Could not find cuda drivers.*|.*failed call to cuInit.*|.*Unable to register cu\w+ factory.*"
-    r"|.*This TensorFlow binary is optimized to use available CPU instructions.*"
-    r"|.*To enable the following instructions.*rebuild TensorFlow.*)$"
-)
 
 
 def clean_outputs(path: str | os.PathLike) -> int:
@@ -377,84 +142,162 @@ def run_study(
     kernel_name: str | None = None,
     log=print,
     start: str | None = None,
+    wait: bool = False,
+    wait_timeout: float | None = None,
 ) -> RunResult:
     """Execute the profile's notebooks in order; replace ``reports/<profile>/`` only when all succeed.
 
     ``only`` runs the listed notebooks; ``start`` runs one notebook and every later one. A partial run
     updates the existing report and says which later notebooks still show results of an earlier run.
+    Every parameter is checked before any kernel starts; then the run takes the lock of its work folder and
+    profile (:class:`~helpers.runlock.RunLocked` when another run holds it, unless ``wait``).
     """
-    import papermill as pm
-
     if only and start:
         raise ProfileError("use either --only or --from, not both")
     project = Path(project_dir).resolve() if project_dir else find_project_root()
     work = Path(work_dir).resolve() if work_dir else project
     notebooks = discover_notebooks(project / "notebooks")
     if start:
-        first = select_notebooks(notebooks, start)
+        first = select_notebooks(notebooks, start, option="--from")
         if len(first) != 1:
             raise ProfileError(f"--from {start!r} must name one notebook")
         selected = [nb for nb in notebooks if nb.name >= first[0].name]
     else:
         selected = select_notebooks(notebooks, only)
-    partial = len(selected) < len(notebooks)
     profile_dict = load_profile(profile, project / "params")
     name = Path(profile).stem
+    problem = declared_parameters.PARAMETERS["profile"].check(name)
+    if problem:
+        raise ProfileError(f"profile name {name!r} {problem}")
     parameters = resolve_parameters(profile_dict, notebooks, overrides)
 
     reports = work / "reports"
+    lock = RunLock(reports / f".{name}.lock")
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+        lock.acquire(
+            wait=wait, timeout=wait_timeout, on_wait=lambda holder: log(f"waiting for {describe(holder)} to finish ...")
+        )
+    except OSError as exc:
+        raise RunError(f"cannot take the run lock in {reports}: {os_text(exc)}") from exc
+    try:
+        return _run_locked(
+            name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log
+        )
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log
+) -> RunResult:
+    import papermill as pm
+
+    partial = len(selected) < len(notebooks)
     final = reports / name
-    staging = reports / f".{name}.staging"
+    staging = reports / f".{name}.staging-{os.getpid()}-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}"
     failed = reports / f".{name}.failed"
-    for leftover in (staging, failed):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    if final.exists() and partial:
-        shutil.copytree(final, staging)  # a partial run updates the existing report
-    staging.mkdir(parents=True, exist_ok=True)
+    backup = reports / f".{name}.previous"
+    replaced = False
+    step = f"cleaning up after earlier runs in {reports}"
+    try:
+        clean_leftovers(name, reports, final, backup, failed, log)
+        if final.exists() and partial:
+            step = f"copying the report {final} into the staging folder"
+            shutil.copytree(final, staging)  # a partial run updates the existing report
+        step = f"creating the staging folder {staging}"
+        staging.mkdir(parents=True, exist_ok=True)
 
-    # kernels inherit the environment: quiet TensorFlow, plain-text progress bars in the saved notebooks
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
-    os.environ.setdefault("TQDM_MININTERVAL", "2")
-    result = RunResult(profile=name, report_dir=final)
-    log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
-    started = time.perf_counter()
-    for position, nb in enumerate(selected, start=1):
-        params = dict(parameters[nb.stem])
-        declared = notebook_parameters(nb)
-        runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
-        params.update({k: v for k, v in runner_values.items() if k in declared})
-        result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
-        log(f"[{position}/{len(selected)}] {nb.stem} ...")
-        t0 = time.perf_counter()
-        try:
-            pm.execute_notebook(
-                str(nb),
-                str(staging / nb.name),
-                parameters=params,
-                cwd=str(nb.parent),
-                progress_bar=progress,
-                kernel_name=kernel_name,
-            )
-        except Exception as exc:  # papermill raises PapermillExecutionError with the cell
-            message = _failure_message(nb, exc)
-            if (staging / nb.name).is_file():
-                clean_outputs(staging / nb.name)
-            staging.rename(failed)
-            log(f"FAILED: {message}")
-            kept = (
-                f"the previous report in {final} is unchanged"
-                if final.exists()
-                else f"no report was written to {final}"
-            )
-            log(f"the partial run is in {failed / nb.name}; {kept}")
-            raise NotebookFailed(message) from exc
-        clean_outputs(staging / nb.name)
-        result.timings[nb.stem] = time.perf_counter() - t0
-        log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
+        # kernels inherit the environment: quiet TensorFlow, plain-text progress bars in the saved notebooks
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
+        os.environ.setdefault("TQDM_MININTERVAL", "2")
+        result = RunResult(profile=name, report_dir=final)
+        log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
+        started = time.perf_counter()
+        for position, nb in enumerate(selected, start=1):
+            params = dict(parameters[nb.stem])
+            declared = notebook_parameters(nb)
+            runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
+            params.update({k: v for k, v in runner_values.items() if k in declared})
+            result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
+            log(f"[{position}/{len(selected)}] {nb.stem} ...")
+            step = f"executing {nb.name} into {staging}"
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(
+                    str(nb),
+                    str(staging / nb.name),
+                    parameters=params,
+                    cwd=str(nb.parent),
+                    progress_bar=progress,
+                    kernel_name=kernel_name,
+                    kernel_manager_class=kernels.kernel_manager_class(),
+                )
+            except OSError:
+                raise  # the runner's own disk error, not the notebook's
+            except Exception as exc:  # papermill raises PapermillExecutionError with the cell
+                if kernels.signal_received is not None:
+                    raise KeyboardInterrupt from None  # the kernel died of the same signal
+                _keep_failed(nb, exc, staging, failed, final, log)
+            clean_outputs(staging / nb.name)
+            result.timings[nb.stem] = time.perf_counter() - t0
+            log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 
-    stale = [nb.stem for nb in notebooks if nb.name > selected[0].name and nb not in selected]
+        # later notebooks whose results in the report (copied from it) read what the rerun ones rewrote
+        stale = [
+            nb.stem
+            for nb in notebooks
+            if nb.name > selected[0].name and nb not in selected and (staging / nb.name).is_file()
+        ]
+        step = f"writing {staging / 'run.json'}"
+        _write_run_info(staging, final, name, result, partial, stale)
+        stale = json.loads((staging / "run.json").read_text())["stale"]
+        if export_html:
+            from .reporting import export_report
+
+            step = f"exporting the HTML report into {staging}"
+            export_report(staging, log=lambda *a: None, stale=stale)
+
+        step = f"replacing the report {final}"
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:  # the two renames are not interrupted half-way
+            if final.exists():
+                final.rename(backup)
+            try:
+                staging.rename(final)
+            except OSError:
+                if backup.exists() and not final.exists():
+                    backup.rename(final)
+                raise
+            replaced = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        shutil.rmtree(backup, ignore_errors=True)
+    except NotebookFailed:
+        raise
+    except KeyboardInterrupt:
+        if replaced:
+            raise RunInterrupted(f"interrupted after the run finished: the report {final} is complete") from None
+        raise RunInterrupted(
+            f"interrupted: {discard(staging)}; {kept(final)}; files under data/ that finished "
+            "notebooks rewrote (split, cached images, models) are complete but may come from this run"
+        ) from None
+    except OSError as exc:
+        raise RunError(f"{step} failed: {os_text(exc)}; {discard(staging)}; {kept(final)}") from exc
+    log(
+        f"done in {time.perf_counter() - started:.1f} s; report: {final}"
+        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else "")
+    )
+    if stale:
+        log(
+            f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
+            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}"
+        )
+    return result
+
+
+def _write_run_info(staging: Path, final: Path, name: str, result: RunResult, partial: bool, stale: list[str]):
     run_info = {
         "profile": name,
         "report_dir": str(final),
@@ -473,29 +316,21 @@ def run_study(
     run_info["total_seconds"] = round(sum(run_info["seconds"].values()), 2)
     run_info["stale"] = stale
     save_json(run_info, staging / "run.json")
-    if export_html:
-        from .reporting import export_report
 
-        export_report(staging, log=lambda *a: None, stale=stale)
 
-    backup = reports / f".{name}.previous"
-    if backup.exists():
-        shutil.rmtree(backup)
-    if final.exists():
-        final.rename(backup)
-    staging.rename(final)
-    if backup.exists():
-        shutil.rmtree(backup)
-    log(
-        f"done in {time.perf_counter() - started:.1f} s; report: {final}"
-        + (f" (open {final / 'index.html'})" if (final / "index.html").is_file() else "")
-    )
-    if stale:
-        log(
-            f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
-            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}"
-        )
-    return result
+def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: Path, log):
+    """Set a failed run's staging folder aside as ``.<profile>.failed`` and raise :class:`NotebookFailed`."""
+    message = _failure_message(nb, exc)
+    try:
+        if (staging / nb.name).is_file():
+            clean_outputs(staging / nb.name)
+        staging.rename(failed)
+        where = f"the partial run is in {failed / nb.name}"
+    except OSError as os_exc:
+        where = f"the partial run could not be kept ({os_text(os_exc)}); {discard(staging)}"
+    log(f"FAILED: {message}")
+    log(f"{where}; {kept(final)}")
+    raise NotebookFailed(message) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,9 +352,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")
     parser.add_argument("--no-html", action="store_true", help="skip the HTML export of the executed notebooks")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="when another run of this profile uses the work folder, wait for it instead of stopping",
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with --wait: give up after this many seconds (default: wait as long as it takes)",
+    )
     args = parser.parse_args(argv)
     # a terminated run unwinds like Ctrl-C, so papermill shuts its kernel down and the report stays as it was
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         run_study(
             profile=args.profile,
@@ -529,24 +376,36 @@ def main(argv: list[str] | None = None) -> int:
             work_dir=args.work_dir,
             progress=not args.no_progress and sys.stderr.isatty(),
             export_html=not args.no_html,
+            wait=args.wait,
+            wait_timeout=args.wait_timeout,
         )
     except (ProfileError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except NotebookFailed as exc:
+    except RunLocked as exc:
+        hint = "" if args.wait else "; wait for it to finish, or pass --wait to queue behind it"
+        print(f"error: {exc}{hint}", file=sys.stderr)
+        return 2
+    except (NotebookFailed, RunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(
-            "interrupted: the previous report is unchanged; files under data/ that finished notebooks rewrote"
-            " (split, cached images, models) are complete but may come from this run",
-            file=sys.stderr,
-        )
+    except OSError as exc:
+        print(f"error: {os_text(exc)}", file=sys.stderr)
+        return 1
+    except RunInterrupted as exc:
+        print(str(exc), file=sys.stderr)
         return 130
+    except KeyboardInterrupt:
+        print("interrupted before any notebook started: nothing was changed", file=sys.stderr)
+        return 130
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
-def _raise_keyboard_interrupt(signum, frame):
+def _on_signal(signum, frame):
+    kernels.mark_interrupted(signum)
     raise KeyboardInterrupt
 
 

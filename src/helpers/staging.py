@@ -1,0 +1,59 @@
+"""The runner's folders beside the report: per-run staging folders, the last failed run, an interrupted swap."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+from .runlock import pid_alive
+
+
+def clean_leftovers(name: str, reports: Path, final: Path, backup: Path, failed: Path, log) -> None:
+    """Under the lock: restore a report an interrupted swap set aside, drop the last failed run and dead runs' staging."""
+    if backup.exists():
+        if final.exists():
+            shutil.rmtree(backup)
+        else:
+            backup.rename(final)
+            log(f"restored the report {final} that an interrupted run had set aside")
+    if failed.exists():
+        shutil.rmtree(failed)
+    pattern = re.compile(rf"^\.{re.escape(name)}\.staging-(\d+)-[\dT-]+$")
+    for leftover in reports.iterdir():
+        match = pattern.match(leftover.name)
+        if not match or int(match.group(1)) == os.getpid():
+            continue
+        if pid_alive(int(match.group(1))):  # cannot prove it dead (a reused pid): leave it
+            log(f"note: left {leftover} alone: a process {match.group(1)} exists")
+            continue
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def discard(staging: Path) -> str:
+    """Remove a run's staging folder (signals wait); say what became of it."""
+    if not staging.exists():
+        return "no staging folder was left"
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        shutil.rmtree(staging)
+        return f"the staging folder {staging} was removed"
+    except OSError as exc:
+        return f"the staging folder {staging} could not be removed ({os_text(exc)}): remove it by hand"
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def kept(final: Path) -> str:
+    """What became of the report folder: unchanged, or never written."""
+    return f"the previous report in {final} is unchanged" if final.exists() else f"no report was written to {final}"
+
+
+def os_text(exc: OSError) -> str:
+    """``No space left on device (ENOSPC): /path`` from an OSError."""
+    code = errno.errorcode.get(exc.errno, "") if exc.errno else ""
+    text = exc.strerror or str(exc)
+    return text + (f" ({code})" if code else "") + (f": {exc.filename}" if exc.filename else "")

@@ -1,0 +1,130 @@
+"""The one declaration of notebook parameters: complete, in step with the helpers, and checked before any kernel."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import parameters, pipeline
+from helpers.parameters import ParameterError
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = pipeline.discover_notebooks(ROOT / "notebooks")
+
+
+def _defaults() -> dict[str, dict]:
+    return {nb.stem: {k: ast.literal_eval(v) for k, v in pipeline.notebook_parameters(nb).items()} for nb in NOTEBOOKS}
+
+
+def test_every_notebook_parameter_is_declared_and_its_default_valid():
+    defaults = _defaults()
+    missing = sorted({f"{stem}.{k}" for stem, p in defaults.items() for k in p if k not in parameters.PARAMETERS})
+    assert missing == []
+    assert parameters.validate(defaults) == []
+
+
+@pytest.mark.parametrize("profile", ["demo", "smoke", "paper"])
+def test_the_profiles_pass(profile, tmp_path):
+    notebooks = NOTEBOOKS
+    extra = [f"data_dir={tmp_path}"] if profile == "paper" else []
+    pipeline.resolve_parameters(pipeline.load_profile(profile, ROOT / "params"), notebooks, extra)
+
+
+def test_choices_agree_with_the_computation_modules():
+    from helpers import heatmaps as gradcam
+    from helpers import models, perturbation
+
+    assert parameters.BACKBONES == models.BACKBONES and parameters.MIN_IMAGE_SIZE == models.MIN_IMAGE_SIZE
+    assert parameters.PAPER_BACKBONES == models.PAPER_BACKBONES
+    assert parameters.METHODS == gradcam.METHODS
+    assert parameters.PERTURBATIONS == perturbation.PERTURBATIONS and parameters.ORDERS == perturbation.ORDERS
+
+
+def test_importable_without_keras_or_numpy():
+    code = "import sys, helpers.parameters; print(sorted({'keras', 'numpy', 'tensorflow'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "notebook, name, value, message",
+    [
+        ("02_train_vgg16", "epochs", -1, r"02_train_vgg16\.epochs: must be an integer >= 1, got -1"),
+        ("02_train_vgg16", "epochs", True, "must be an integer"),
+        ("04_report", "batch_size", 0, "integer >= 1"),
+        ("06_aopc", "n_bootstrap", 0, "integer >= 1"),
+        ("02_train_vgg16", "learning_rate", 0.0, "must be > 0"),
+        ("06_aopc", "sigma", -0.1, "must be >= 0"),
+        ("06_aopc", "perturbation", "gauss", "did you mean 'gaussian'"),
+        ("06_aopc", "orders", ["morf", "sideways"], "item 'sideways' must be one of"),
+        ("05_gradcam", "method", "cam", "must be one of 'gradcam', 'gradcam\\+\\+'"),
+        ("01_data", "source", "kagle", "did you mean 'kaggle'"),
+        ("01_data", "split_fractions", [0.5, 0.5, 0.5], "summing to 1"),
+        ("05_gradcam", "alphas", [0.5, 1.5], "must be <= 1"),
+        (None, "seed", -3, r"^seed: must be an integer >= 0"),
+    ],
+)
+def test_check_names_notebook_and_parameter(notebook, name, value, message):
+    with pytest.raises(ParameterError, match=message):
+        parameters.check(notebook, name, value)
+
+
+def test_check_accepts_good_values_and_unknown_names():
+    parameters.check("06_aopc", "region_size", [8, 16])
+    parameters.check("02_train_vgg16", "weights", None)
+    parameters.check("02_train_vgg16", "mixed_precision", "mixed_bfloat16")
+    parameters.check("01_data", "per_class", None)
+    parameters.check(None, "a_parameter_nobody_declared", object())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"06_aopc": {"region_size": 1000}}, r"06_aopc\.region_size: region_size=1000 is larger than the image"),
+        (
+            {"02_train_vgg16": {"image_size": 20, "backbone": "vgg16"}},
+            "too small for backbone 'vgg16': it needs at least 32",
+        ),
+        ({"02_train_vgg16": {"weights": "imagenet"}}, "'small_vgg' has no ImageNet weights"),
+        ({"06_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
+        ({"01_data": {"synthetic_per_class": 5}}, "leave a split empty"),
+        ({"01_data": {"per_class": 600}}, "per_class=600 exceeds synthetic_per_class=500"),
+        ({"01_data": {"source": "kaggle"}}, "source 'kaggle' needs data_dir"),
+        ({"04_report": {"image_size": 64}}, "image_size must be the same in every notebook"),
+        ({"03_train_densenet201": {"model_name": "vgg16"}}, "also the model_name of 03_train_densenet201"),
+    ],
+)
+def test_relations(changes, message):
+    values = _defaults()
+    for stem, change in changes.items():
+        values[stem].update(change)
+    found = parameters.validate(values)
+    assert any(__import__("re").search(message, line) for line in found), found
+    with pytest.raises(ParameterError, match="invalid parameters"):
+        parameters.raise_for(values)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("region_size=1000", "06_aopc.region_size: region_size=1000 is larger than the image (image_size=32)"),
+        ("epochs=-1", "02_train_vgg16.epochs: must be an integer >= 1, got -1"),
+        ("image_size=7", "02_train_vgg16.image_size: image_size=7 is too small for backbone 'small_vgg'"),
+        ("02.backbone=vgg17", "02_train_vgg16.backbone: must be one of"),
+        ("06.perturbation=noise", "06_aopc.perturbation: must be one of"),
+        ("batch_size=0", "04_report.batch_size: must be an integer >= 1"),
+        ("02.weights=/no/such/weights.h5", "02_train_vgg16.weights: weights file /no/such/weights.h5 does not exist"),
+    ],
+)
+def test_runner_stops_before_any_kernel(override, message, tmp_path, capsys, monkeypatch):
+    import papermill
+
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: pytest.fail("a notebook started"))
+    code = pipeline.main(["--profile", "smoke", "--work-dir", str(tmp_path), "--no-html", "-p", override])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "reports").exists()
