@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: help setup study test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+.PHONY: gpu-study help setup study test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ notebooks-fix: $(STAMP) ## Strip notebook outputs and refresh the Colab set-up c
 
 bench: $(STAMP) ## Run the speed benchmarks in benchmarks/
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+gpu-study: $(STAMP) ## On a GPU: the paper profile's models and sizes on phantoms through the notebooks, twice (JAX)
+	KERAS_BACKEND=jax $(PY) benchmarks/gpu_study.py --out reports/gpu-study.json
 
 clean-reports: ## Delete reports/PROFILE/
 	rm -rf reports/$(PROFILE)

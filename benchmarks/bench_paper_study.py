@@ -31,8 +31,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from helpers import config, evaluation, gradcam, models, perturbation, phantoms, scores, study, training  # noqa: E402
+from helpers import config, device, evaluation, gradcam, models, perturbation, phantoms, scores, study, training  # noqa: E402
 from helpers import dataset as ds  # noqa: E402
+
+COMPILES = device.CompileLog()
 
 
 class Stopwatch:
@@ -47,18 +49,26 @@ class Stopwatch:
         class _Stage:
             def __enter__(self):
                 self.t0 = time.perf_counter()
+                self.scope = COMPILES.stage(name)
+                self.scope.__enter__()
                 print(f"-- {name} ...", flush=True)
 
             def __exit__(self, *exc):
+                self.scope.__exit__(*exc)
                 watch.times[name] = time.perf_counter() - self.t0
-                print(f"   {name}: {watch.times[name]:.1f} s", flush=True)
+                c = COMPILES.stats.get(name, {})
+                print(
+                    f"   {name}: {watch.times[name]:.1f} s ({c.get('count', 0)} compilations, "
+                    f"{c.get('seconds', 0.0):.1f} s; {c.get('hits', 0)} from the persistent cache)",
+                    flush=True,
+                )
 
         return _Stage()
 
 
 def bare_forward_rate(model, image_size: int, n_inputs: int, batch_size: int, repeats: int = 2) -> float:
     """Images/s of the compiled forward on one device-resident batch, called for as many inputs as the AOPC stage scored."""
-    forward = perturbation.make_forward(model)
+    forward = device.forward(model, batch_size, "float32")
     batch = ops.convert_to_tensor(
         np.random.default_rng(0).random((batch_size, image_size, image_size, 1), dtype=np.float32)
     )
@@ -91,13 +101,19 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", default=None, help="where phantoms and caches go (default: a temporary folder)")
     parser.add_argument("--out", default=None, help="write the timings as JSON here")
+    parser.add_argument("--compilation-cache", default="", help="persistent compilation cache folder (JAX); '' = off")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes for phantom synthesis (default: all cores)"
+    )
     args = parser.parse_args(argv)
+    device.configure_compilation_cache(args.compilation_cache or None)
+    COMPILES.install()
 
     weights = None if args.weights.lower() == "none" else args.weights
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="paper-bench-"))
     paths = study.study_paths("paper-bench", work)
     watch = Stopwatch()
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, devices: {_devices()}")
+    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, {device.describe()}")
     print(
         f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
         f"precision {args.mixed_precision}, work folder {work}"
@@ -106,7 +122,7 @@ def main(argv=None) -> dict:
     with watch("synthesize phantoms"):
         root = paths.raw / phantoms.synthetic_dir_name(args.image_size, args.per_class, args.seed)
         dataset = phantoms.synthesize_dataset(
-            root, args.per_class, image_size=args.image_size, seed=args.seed, progress=False
+            root, args.per_class, image_size=args.image_size, seed=args.seed, progress=False, workers=args.workers
         )
     with watch("scan, balance, split"):
         frame = ds.scan_dataset(dataset)
@@ -169,7 +185,8 @@ def main(argv=None) -> dict:
                 progress=False,
             )
         aopc_rate = n_inputs / watch.times[stage]
-        bare_rate = bare_forward_rate(model, args.image_size, n_inputs, args.aopc_batch)
+        with watch(f"{backbone}: bare forward, same inputs (reference, not a study stage)"):
+            bare_rate = bare_forward_rate(model, args.image_size, n_inputs, args.aopc_batch)
         final_aopc = scores.aopc(curves, mask=correct if correct.any() else None)["final"]
         results["models"][backbone] = {
             "test_macro_recall": float(metrics["macro_avg"]["recall"]),
@@ -191,34 +208,30 @@ def main(argv=None) -> dict:
         keras.backend.clear_session()
 
     results["stages"] = watch.times
-    print("\n| stage | seconds |\n|---|---|")
+    results["compilations"] = COMPILES.stats
+    results["total_seconds"] = sum(watch.times.values())
+    total = COMPILES.total()
+    results["compilation_seconds"] = total["seconds"]
+    print("\n| stage | seconds | compilations | compile s | over 0.5 s | cache hits |\n|---|---|---|---|---|---|")
     for name, seconds in watch.times.items():
-        print(f"| {name} | {seconds:.1f} |")
+        c = COMPILES.stats.get(name, {"count": 0, "seconds": 0.0, "over_half_second": 0, "hits": 0})
+        print(f"| {name} | {seconds:.1f} | {c['count']} | {c['seconds']:.1f} | {c['over_half_second']} | {c['hits']} |")
+    print(
+        f"| total | {results['total_seconds']:.1f} | {total['count']} | {total['seconds']:.1f} | "
+        f"{total['over_half_second']} | {total['hits']} |"
+    )
+    if results["total_seconds"] > 0:
+        print(f"compilation: {100 * total['seconds'] / results['total_seconds']:.0f}% of the run")
     print("\n| model | AOPC stage img/s | bare forward img/s | ratio |\n|---|---|---|---|")
     for name, row in results["models"].items():
         print(
-            f"| {name} | {row['aopc_images_per_s']:,.0f} | {row['bare_forward_images_per_s']:,.0f} | {row['aopc_over_bare']:.2f} |"
+            f"| {name} | {row['aopc_images_per_s']:,.0f} | {row['bare_forward_images_per_s']:,.0f} | "
+            f"{row['aopc_over_bare']:.2f} |"
         )
     if args.out:
         study.save_json(results, args.out)
         print(f"timings written to {args.out}")
     return results
-
-
-def _devices() -> str:
-    backend = keras.backend.backend()
-    try:
-        if backend == "jax":
-            import jax
-
-            return ", ".join(str(d) for d in jax.devices())
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            return ", ".join(d.name for d in tf.config.list_logical_devices()) or "cpu"
-    except Exception as exc:  # device listing is informational only
-        return f"unknown ({exc})"
-    return "unknown"
 
 
 if __name__ == "__main__":

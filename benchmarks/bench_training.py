@@ -26,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import _core, models, training  # noqa: E402
+from helpers import device, models, training  # noqa: E402
 
 
 def _data(n: int, size: int, seed: int):
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     head.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
     keras.utils.set_random_seed(args.seed)
     t0 = time.perf_counter()
-    features = _core.predict_batches(feature_model, x, max(args.batch_size, 64))
+    features = device.predict_batches(feature_model, x, max(args.batch_size, 64))
     t_features = time.perf_counter() - t0
     head.fit(features, onehot, epochs=args.epochs, batch_size=args.batch_size, shuffle=True, verbose=0)
     t_cached = time.perf_counter() - t0

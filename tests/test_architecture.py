@@ -19,6 +19,7 @@ LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
         "heatmaps", "perturbation", "scores", "localization", "parameters",
+        "device", "parallel", "initializers",
     },
     "study": {"study"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html"},

@@ -199,3 +199,22 @@ def test_float_images_outside_the_unit_range_are_rejected():
     np.testing.assert_array_equal(
         _core.to_unit_range((x * 255).astype(np.uint8)), (x * 255).astype(np.uint8).astype(np.float32) / 255
     )
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="compiled head epochs run on the JAX backend")
+def test_compiled_head_epochs_equal_the_train_on_batch_loop(tiny_data, monkeypatch):
+    """One compiled call per epoch (lax.scan over padded batches) gives the per-batch loop's history and weights."""
+    results = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(training, "compiled_epochs_available", lambda fit_model, c=compiled: c)
+        model = tiny_model(freeze=True, backbone="small_densenet")
+        # 72 images in batches of 16: the last batch is partial (8 real rows, 8 padded with zero weight)
+        results[compiled] = training.train_classifier(
+            model, *tiny_data, epochs=4, batch_size=16, learning_rate=3e-3, seed=4, progress=False
+        )
+    fast, loop = results[True], results[False]
+    columns = [c for c in fast.history.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(fast.history[columns], loop.history[columns], rtol=1e-5, atol=1e-6)
+    assert fast.chosen_epoch == loop.chosen_epoch
+    for u, v in zip(fast.model.get_weights(), loop.model.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@
 * :func:`compiled`: the one per-backend compile of a function of a model (jitted ``stateless_call`` on JAX,
   ``tf.function`` on TensorFlow), cached weakly per model and key;
 * :func:`split_at`: the one split of a functional classifier at a feature layer into feature map and logits;
-* :func:`predict_batches`: a batched forward pass.
+* :func:`to_device`, :func:`to_unit`, :func:`shard_batch`: moving batches to the device(s).
 
 Nothing here imports keras at module level, plotting code or study files.
 """
@@ -227,6 +227,9 @@ def compiled(model, key, body: Callable, parts=None) -> Callable:
     cache = _model_cache(model)
     if key in cache:
         return cache[key]
+    from .device import log_compilations_to_file
+
+    log_compilations_to_file()  # when a benchmark asks for it ($STUDY_COMPILE_LOG)
     refs = [weakref.ref(part) for part in (parts if parts is not None else (model,))]
     del model, parts
     if backend() == "jax":
@@ -245,7 +248,7 @@ def compiled(model, key, body: Callable, parts=None) -> Callable:
                 ([v.value for v in r().trainable_variables], [v.value for v in r().non_trainable_variables])
                 for r in refs
             ]
-            return _jitted(variables, *args)
+            return _jitted(variables, *(shard_batch(to_device(a)) for a in args))
 
     else:
 
@@ -471,28 +474,44 @@ def split_at(model, layer_name: str = FEATURE_LAYER) -> Split:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Batched prediction
+# Moving data to the device
 # ----------------------------------------------------------------------------------------------------
 
 
-def predict_batches(
-    model, x, batch_size: int = 64, transform: Callable | None = to_unit_range, desc: str | None = None
-) -> np.ndarray:
-    """Run ``model`` over ``x`` in batches (each batch passed through ``transform``), returning one float32 array."""
+def to_device(value):
+    """Host arrays and scalars to the device without a per-shape compilation (``jnp.asarray`` compiles one on JAX)."""
+    if not isinstance(value, (np.ndarray, np.generic)):
+        return value
+    if backend() == "jax":
+        import jax
+
+        return jax.device_put(value)
     from keras import ops
 
-    n = len(x)
-    outputs = []
-    starts = range(0, n, batch_size)
-    if desc:
-        from .progress import tqdm
+    return ops.convert_to_tensor(value)
 
-        starts = tqdm(starts, desc=desc, total=(n + batch_size - 1) // batch_size, leave=False)
-    for start in starts:
-        batch = x[start : start + batch_size]
-        if transform is not None:
-            batch = transform(batch)
-        outputs.append(np.asarray(ops.convert_to_numpy(model.predict_on_batch(batch)), dtype=np.float32))
-    if not outputs:
-        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
-    return np.concatenate(outputs, axis=0)
+
+def to_unit(x):
+    """Scale a uint8 batch to float32 [0, 1] inside a compiled graph (exact, as on the host); floats pass as float32."""
+    from keras import ops
+
+    if "uint8" in str(x.dtype):
+        return ops.cast(x, "float32") / np.float32(255.0)
+    return ops.cast(x, "float32")
+
+
+def shard_batch(x):
+    """Place a batch on the devices of the current Keras data-parallel distribution (split along axis 0); else unchanged."""
+    if backend() != "jax" or len(getattr(x, "shape", ())) == 0:
+        return x
+    import keras
+
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return x
+    n_devices = distribution.device_mesh.devices.size
+    if x.shape[0] % n_devices:
+        return x
+    import jax
+
+    return jax.device_put(x, distribution.get_data_layout(x.shape).backend_layout)

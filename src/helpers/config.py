@@ -34,3 +34,10 @@ __all__ = [
     "LOGITS_LAYER",
     "PROBABILITIES_LAYER",
 ]
+
+#: Environment variable of JAX's persistent compilation cache folder (the runner points it at ``data/cache/jax``).
+CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+#: Environment variable naming the notebook a kernel runs (set by the runner; recorded in compile logs).
+NOTEBOOK_ENV = "STUDY_NOTEBOOK"
+#: Environment variable: a JSON-lines file to which every process appends its JAX compilations (benchmarks).
+COMPILE_LOG_ENV = "STUDY_COMPILE_LOG"

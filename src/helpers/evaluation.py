@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from . import config
-from ._core import check_int, predict_batches, to_unit_range
+from ._core import check_int, to_unit_range
+from .device import predict_batches
 
 __all__ = [
     "SCORES",

@@ -44,7 +44,8 @@ import numpy as np
 from keras import layers, ops
 
 from . import config
-from ._core import check_int, split_at
+from ._core import check_int, split_at, to_device
+from .initializers import host_initializers, restore_initializers
 from .parameters import BACKBONES, DEMO_BACKBONES, MIN_IMAGE_SIZE, PAPER_BACKBONES  # noqa: F401  (one declaration)
 
 #: Input normalization of each backbone (see :class:`BackboneNormalization`).
@@ -142,7 +143,7 @@ class SeededUniform(keras.initializers.Initializer):
         n = fan_in if self.mode == "fan_in" else (fan_in + fan_out) / 2.0
         limit = np.sqrt(3.0 * self.scale / max(n, 1.0))
         values = np.random.default_rng(self.seed).uniform(-limit, limit, size=shape)
-        return ops.convert_to_tensor(values.astype(keras.backend.standardize_dtype(dtype or "float32")))
+        return to_device(values.astype(keras.backend.standardize_dtype(dtype or "float32")))
 
     def get_config(self):
         """Serializable configuration."""
@@ -242,7 +243,9 @@ def build_backbone(backbone: str, image_size: int = 299, weights="imagenet", see
         else:
             keras_weights = None
         app = keras.applications.VGG16 if backbone == "vgg16" else keras.applications.DenseNet201
-        model = app(include_top=False, weights=keras_weights, input_shape=shape)
+        with host_initializers(seed):
+            model = app(include_top=False, weights=keras_weights, input_shape=shape)
+        restore_initializers(model)
         model.name = config.FEATURE_LAYER
     elif backbone == "small_vgg":
         if weights == "imagenet":
@@ -316,26 +319,29 @@ def build_classifier(
         keras.utils.set_random_seed(int(seed))
     image_size = int(image_size)
 
-    base = build_backbone(backbone, image_size, weights=weights, seed=seed)
-    base.trainable = not freeze_backbone
-    grid = int(base.output.shape[1])
-    pool = head_pool_size(grid)
+    with host_initializers(seed):
+        base = build_backbone(backbone, image_size, weights=weights, seed=seed)
+        base.trainable = not freeze_backbone
+        grid = int(base.output.shape[1])
+        pool = head_pool_size(grid)
 
-    next_seed = _seed_stream(seed, 3)
+        next_seed = _seed_stream(seed, 3)
 
-    def init():
-        return SeededUniform(1.0, "fan_avg", next_seed())
+        def init():
+            return SeededUniform(1.0, "fan_avg", next_seed())
 
-    inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
-    x = GrayscaleToRGB(name="to_rgb")(inputs)
-    x = BackboneNormalization(NORMALIZATION[backbone], name="normalize")(x)
-    x = base(x)
-    x = layers.MaxPooling2D(pool_size=pool, strides=pool, name="head_pool")(x)
-    x = layers.Flatten(name="head_flatten")(x)
-    x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init(), name="head_dense")(x)
-    x = layers.Dense(int(num_classes), kernel_initializer=init(), dtype="float32", name=config.LOGITS_LAYER)(x)
-    outputs = layers.Softmax(dtype="float32", name=config.PROBABILITIES_LAYER)(x)
-    return keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+        inputs = keras.Input(shape=(image_size, image_size, 1), name="image")
+        x = GrayscaleToRGB(name="to_rgb")(inputs)
+        x = BackboneNormalization(NORMALIZATION[backbone], name="normalize")(x)
+        x = base(x)
+        x = layers.MaxPooling2D(pool_size=pool, strides=pool, name="head_pool")(x)
+        x = layers.Flatten(name="head_flatten")(x)
+        x = layers.Dense(HEAD_UNITS, activation="relu", kernel_initializer=init(), name="head_dense")(x)
+        x = layers.Dense(int(num_classes), kernel_initializer=init(), dtype="float32", name=config.LOGITS_LAYER)(x)
+        outputs = layers.Softmax(dtype="float32", name=config.PROBABILITIES_LAYER)(x)
+        model = keras.Model(inputs, outputs, name=f"{backbone}_classifier")
+    restore_initializers(model)
+    return model
 
 
 def feature_layer_name(model: keras.Model) -> str:

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._core import check_int, check_pair, check_seed, check_unit_range, compiled, image_array
+from ._core import check_int, check_pair, check_seed, check_unit_range, compiled, image_array, to_device, to_unit
 
 # Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
 from .parameters import ORDERS, PERTURBATIONS
@@ -298,20 +298,24 @@ def make_forward(model):
 
 
 def _make_curve_batch(model, batch_size: int):
-    """Compiled ``(x, g, steps, classes, start, n_steps) -> f`` for one batch of (image, step) pairs.
+    """Compiled ``(x, g, region_steps, region_map, classes, start, n_steps) -> f`` for one batch of (image, step) pairs.
 
     Pairs ``start .. start + batch_size - 1`` of the group's flattened sequence (image-major, step-minor)
-    are built on the device as ``where(steps[img] <= k, g[img], x[img])`` and scored in one forward.
+    are built on the device as ``where(step(p) <= k, g[img], x[img])`` and scored in one forward. The per-pixel
+    step ``step(p)`` is gathered on the device from the image's per-region steps (``region_steps``, (n, R)) and the
+    pixel-to-region map (``region_map``, (H, W)), so only (n, R) integers travel; ``x`` may be uint8 (scaled on the
+    device).
     """
     from keras import ops
 
-    def build_and_score(calls, x, g, steps, classes, start, n_steps):
+    def build_and_score(calls, x, g, region_steps, region_map, classes, start, n_steps):
         forward = calls[0]
         pair = start + ops.arange(batch_size, dtype="int32")
         img = ops.minimum(pair // n_steps, ops.shape(x)[0] - 1)
         k = pair % n_steps
-        perturbed = ops.expand_dims(ops.take(steps, img, axis=0) <= k[:, None, None], -1)
-        inputs = ops.where(perturbed, ops.take(g, img, axis=0), ops.take(x, img, axis=0))
+        steps = ops.take(ops.take(region_steps, img, axis=0), region_map, axis=1)  # (B, H, W)
+        perturbed = ops.expand_dims(steps <= k[:, None, None], -1)
+        inputs = ops.where(perturbed, ops.take(g, img, axis=0), to_unit(ops.take(x, img, axis=0)))
         probs = forward(inputs)
         return ops.take_along_axis(probs, ops.take(classes, img)[:, None], axis=1)[:, 0]
 
@@ -391,6 +395,8 @@ def perturbation_curves(
     seed = check_seed(seed)
     batch_size = check_int("batch_size", batch_size, 1)
     x = image_array(images)
+    raw = np.asarray(images)
+    raw = raw[..., None] if raw.ndim == 3 else raw  # uint8 images travel as uint8 and are scaled on the device
     n, height, width, channels = x.shape
     if n == 0:
         raise ValueError("images is empty")
@@ -424,10 +430,11 @@ def perturbation_curves(
     n_steps = grid.n_regions + 1
     region_map = grid.region_map
 
-    bytes_per_image = height * width * (8 * channels + 4)
+    bytes_per_image = height * width * channels * (4 + raw.itemsize if raw.dtype == np.uint8 else 8)
     group = _group_size(n, n_steps, batch_size, bytes_per_image, int(device_budget_bytes))
     batch_fn = _make_curve_batch(model, batch_size)
-    n_steps_t = ops.convert_to_tensor(np.int32(n_steps))
+    n_steps_t = to_device(np.int32(n_steps))
+    region_map_dev = to_device(region_map.astype(np.int32))
     curves = np.empty((n, n_steps), dtype=np.float64)
 
     total_batches = sum(math.ceil(min(group, n - s) * n_steps / batch_size) for s in range(0, n, group))
@@ -436,6 +443,7 @@ def perturbation_curves(
         from .progress import tqdm
 
         bar = tqdm(total=total_batches, desc=f"{order} curves ({_perturbation_name(perturbation)})", unit="batch")
+    pending = []  # every group is dispatched before any is read back: the host prepares the next group meanwhile
     for first in range(0, n, group):
         last = min(n, first + group)
         real = last - first
@@ -443,32 +451,33 @@ def perturbation_curves(
         g_host = perturbed_images(
             x[first:last], perturbation, sigma, seed, ids[first:last], fill=fill, blur_sigma=blur_sigma
         )
-        step_pix = steps_of_regions[first:last][:, region_map]  # (real, H, W) int32
+        region_steps = steps_of_regions[first:last].astype(np.int32)  # (real, R)
         cls = classes[first:last].astype(np.int32)
-        x_host = x[first:last]
+        x_host = raw[first:last] if raw.dtype == np.uint8 else x[first:last]
         if padded > real:
-            pad = padded - real
-            x_host = np.concatenate([x_host, np.zeros((pad,) + x.shape[1:], np.float32)])
-            g_host = np.concatenate([g_host, np.zeros((pad,) + x.shape[1:], np.float32)])
-            step_pix = np.concatenate([step_pix, np.zeros((pad, height, width), np.int32)])
-            cls = np.concatenate([cls, np.zeros(pad, np.int32)])
-        x_dev = ops.convert_to_tensor(x_host)
-        g_dev = ops.convert_to_tensor(g_host)
-        steps_dev = ops.convert_to_tensor(step_pix)
-        cls_dev = ops.convert_to_tensor(cls)
+            x_host = _pad_rows(x_host, padded)
+            g_host = _pad_rows(g_host, padded)
+            region_steps = _pad_rows(region_steps, padded)
+            cls = _pad_rows(cls, padded)
+        group_inputs = (to_device(x_host), to_device(g_host), to_device(region_steps), region_map_dev, to_device(cls))
         pairs = real * n_steps
         outputs = []
         for start in range(0, pairs, batch_size):
-            outputs.append(
-                batch_fn(x_dev, g_dev, steps_dev, cls_dev, ops.convert_to_tensor(np.int32(start)), n_steps_t)
-            )
+            outputs.append(batch_fn(*group_inputs, to_device(np.int32(start)), n_steps_t))
             if bar is not None:
                 bar.update(1)
+        pending.append((first, last, pairs, outputs))
+    for first, last, pairs, outputs in pending:
         values = np.concatenate([ops.convert_to_numpy(o) for o in outputs])[:pairs]
-        curves[first:last] = values.reshape(real, n_steps)
+        curves[first:last] = values.reshape(last - first, n_steps)
     if bar is not None:
         bar.close()
     return curves
+
+
+def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with zero rows appended up to ``rows`` rows."""
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
 
 
 #: The curves of the MoRF order (the default); the same function as :func:`perturbation_curves`.

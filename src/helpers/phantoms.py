@@ -22,9 +22,10 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ._core import check_int, load_json, progress_bar, save_json
+from ._core import check_int, load_json, save_json
 from .config import CLASS_NAMES, DATASET_DIRNAME
 from .dataset import LESION_DIRNAME, DatasetError
+from .parallel import parallel_map, progress_updates
 
 __all__ = ["SYNTHETIC_MARKER", "PHANTOM_VERSION", "synthetic_dir_name", "render_phantom", "synthesize_dataset"]
 
@@ -322,6 +323,17 @@ def _write_png(path: Path, array: np.ndarray) -> None:
         raise OSError(f"could not write {path}")
 
 
+def render_and_write(
+    folder: Path, name: str, seed: int, n: int, image_size: int, mask_size: int, confounder: bool
+) -> None:
+    """Render phantom ``n`` of class ``name`` and write its image, lung mask and lesion mask under ``folder``."""
+    arrays = render_phantom(name, seed, n, image_size, mask_size, confounder)
+    stem = f"{name}-{n}.png"
+    _write_png(folder / name / "images" / stem, arrays["image"])
+    _write_png(folder / name / "masks" / stem, arrays["lung_mask"])
+    _write_png(folder / name / LESION_DIRNAME / stem, arrays["lesion_mask"])
+
+
 def synthesize_dataset(
     root: str | os.PathLike,
     per_class: int,
@@ -330,6 +342,7 @@ def synthesize_dataset(
     confounder: bool = False,
     mask_size: int = 256,
     progress: bool = True,
+    workers: int | None = None,
 ) -> Path:
     """Write ``per_class`` phantom X-rays per class in the Kaggle layout under ``root`` and return the dataset folder.
 
@@ -337,6 +350,8 @@ def synthesize_dataset(
     and lesion masks (image size, empty for Normal) to ``<Class>/lesion_masks/``. The folder is generated
     beside the target and renamed; an existing dataset with the same parameters is reused, a different one
     raises :class:`helpers.dataset.DatasetError`. ``confounder=True`` gives Viral Pneumonia smaller (pediatric-like) chests.
+    ``workers`` processes render in parallel (default: every core, :func:`helpers.parallel.worker_count`); every
+    phantom is a function of its class, number and seed only, so the files are the same whatever their number.
     """
     per_class = _check_int("per_class", per_class, 1)
     image_size = _check_int("image_size", image_size, 8)
@@ -365,12 +380,9 @@ def synthesize_dataset(
         for name in CLASS_NAMES:
             for sub in ("images", "masks", LESION_DIRNAME):
                 (tmp / name / sub).mkdir(parents=True)
-        for name, n in progress_bar(jobs, progress, desc="phantoms"):
-            arrays = render_phantom(name, seed, n, image_size, mask_size, confounder)
-            stem = f"{name}-{n}.png"
-            _write_png(tmp / name / "images" / stem, arrays["image"])
-            _write_png(tmp / name / "masks" / stem, arrays["lung_mask"])
-            _write_png(tmp / name / LESION_DIRNAME / stem, arrays["lesion_mask"])
+        work = [(tmp, name, seed, n, image_size, mask_size, confounder) for name, n in jobs]
+        with progress_updates(len(work), progress, "phantoms") as update:
+            parallel_map(render_and_write, work, workers, update)
         save_json(params, tmp / SYNTHETIC_MARKER)
         try:
             os.rename(tmp, target)

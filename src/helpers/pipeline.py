@@ -27,6 +27,7 @@ from pathlib import Path
 
 from . import kernels
 from . import parameters as declared_parameters
+from .config import CACHE_ENV, NOTEBOOK_ENV
 from .kernels import NOISE as _NOISE
 from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
     META_KEYS,
@@ -212,6 +213,9 @@ def _run_locked(
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         os.environ.setdefault("STUDY_PLAIN_PROGRESS", "1")
         os.environ.setdefault("TQDM_MININTERVAL", "2")
+        # one persistent JAX compilation cache per work folder: every kernel and every rerun reuses compilations
+        os.environ.setdefault(CACHE_ENV, str(work / "data" / "cache" / "jax"))
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
         result = RunResult(profile=name, report_dir=final)
         log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
         started = time.perf_counter()
@@ -222,6 +226,7 @@ def _run_locked(
             params.update({k: v for k, v in runner_values.items() if k in declared})
             result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
             log(f"[{position}/{len(selected)}] {nb.stem} ...")
+            os.environ[NOTEBOOK_ENV] = nb.stem  # the kernel's compile log names its notebook
             step = f"executing {nb.name} into {staging}"
             t0 = time.perf_counter()
             try:

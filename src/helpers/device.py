@@ -1,0 +1,277 @@
+"""Running models on the accelerator: one compiled function per model and batch shape, a persistent compilation
+cache, data-parallel sharding over several devices, and compilation statistics.
+
+Every stage of the study (backbone features, test predictions, Grad-CAM, perturbation curves) calls a model on
+batches of one fixed size: the last, partial batch is padded, so each (model, batch size, dtype) compiles once.
+Images go to the device as uint8 and are scaled to [0, 1] in the compiled graph (a quarter of float32's traffic;
+the division is exact, so results equal scaling on the host).
+
+On JAX the compiled function is one ``jax.jit`` of the model's ``stateless_call``; on TensorFlow a
+``tf.function`` with a fixed input signature; other backends run eagerly. JAX compilations are also kept on disk
+(:func:`configure_compilation_cache`), so each notebook's kernel and every rerun reuse them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._core import backend, check_unit_range, compiled, to_unit, to_unit_range
+from .config import CACHE_ENV, COMPILE_LOG_ENV, NOTEBOOK_ENV
+
+
+def forward(model, batch_size: int, dtype: str = "uint8"):
+    """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype`` (scaled in the graph)."""
+    return compiled(model, ("forward", int(batch_size), str(dtype)), lambda calls, x: calls[0](to_unit(x)))
+
+
+def padded_batches(n: int, batch_size: int):
+    """(start, stop) of each batch of ``n`` items; every batch has ``batch_size`` slots (the last one padded)."""
+    return [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
+
+
+def pad_to(batch: np.ndarray, size: int) -> np.ndarray:
+    """``batch`` with zero rows appended up to ``size`` rows."""
+    if len(batch) == size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), dtype=batch.dtype)])
+
+
+def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
+    """Model outputs (float32) of ``images`` (uint8 0-255 or float in [0, 1]), one compiled forward for every batch.
+
+    The last batch is padded to ``batch_size`` (never compiled again); uint8 images are scaled on the device.
+    """
+    from keras import ops
+
+    from .progress import tqdm
+
+    x = np.asarray(images) if not hasattr(images, "shape") else images
+    n = len(x)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if n == 0:
+        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
+    dtype = "uint8" if x.dtype == np.uint8 else "float32"
+    size = int(batch_size)  # also for fewer images: one compiled shape per model, whatever the set's size
+    fn = forward(model, size, dtype)
+    batches = padded_batches(n, size)
+    outputs = []
+    for start, stop in tqdm(batches, desc=desc, leave=False, disable=not desc):
+        batch = np.asarray(x[start:stop])
+        batch = batch if dtype == "uint8" else batch.astype(np.float32, copy=False)
+        outputs.append(fn(pad_to(batch, size)))  # dispatched asynchronously; read back below
+    out = np.concatenate([np.asarray(ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])
+    return out[:n]
+
+
+def predict_batches(model, x, batch_size: int = 64, transform=to_unit_range, desc: str | None = None) -> np.ndarray:
+    """Run ``model`` over ``x`` in batches, returning one float32 array: one compiled forward for every batch (the last padded).
+
+    With the default ``transform`` uint8 images are scaled to [0, 1] on the device and float images must already be
+    in [0, 1]; ``transform=None`` passes ``x`` as it is (e.g. backbone features); another callable is applied to
+    each batch on the host first.
+    """
+    if transform is to_unit_range:
+        if x.dtype != np.uint8 and len(x):
+            check_unit_range(x, "images")
+    elif transform is not None and len(x):
+        x = np.concatenate([transform(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
+    return predict(model, x, batch_size, desc=desc)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Persistent compilation cache
+# ----------------------------------------------------------------------------------------------------
+
+
+def configure_compilation_cache(folder: str | os.PathLike | None) -> Path | None:
+    """Keep JAX compilations in ``folder`` (created) so later processes reuse them; returns the folder, None when off or not JAX.
+
+    Also sets ``JAX_COMPILATION_CACHE_DIR`` so kernels started from this process inherit it. TensorFlow runs its
+    graphs without ahead-of-time XLA compilation and has no such cache.
+    """
+    if not folder:
+        return None
+    folder = Path(folder).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ[CACHE_ENV] = str(folder)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    if backend() != "jax":
+        return folder
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update(
+        "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+    )
+    jax.config.update(
+        "jax_persistent_cache_min_entry_size_bytes", int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"])
+    )
+    return folder
+
+
+# ----------------------------------------------------------------------------------------------------
+# Several devices
+# ----------------------------------------------------------------------------------------------------
+
+
+def device_names() -> list[str]:
+    """Names of the accelerator devices (or CPU devices) of the backend."""
+    name = backend()
+    if name == "jax":
+        import jax
+
+        return [str(d) for d in jax.devices()]
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        return [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    return ["cpu"]
+
+
+def describe() -> str:
+    """One line saying which backend and devices run the models."""
+    devices = device_names()
+    shown = ", ".join(devices[:4]) + (" …" if len(devices) > 4 else "")
+    return f"Keras backend {backend()} on {len(devices)} device(s): {shown}"
+
+
+def use_data_parallel(enabled: bool | None = None):
+    """Shard every batch across all devices with ``keras.distribution.DataParallel`` (JAX); None: only when there are several.
+
+    Returns the distribution set, or None. Models keep replicated weights; batches split along the first axis,
+    and results gather back in order, so they equal one device's.
+    """
+    import keras
+
+    if backend() != "jax":
+        return None
+    import jax
+
+    devices = jax.devices()
+    if enabled is None:
+        enabled = len(devices) > 1
+    if not enabled:
+        keras.distribution.set_distribution(None)
+        return None
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+# ----------------------------------------------------------------------------------------------------
+# Compilation statistics (benchmarks)
+# ----------------------------------------------------------------------------------------------------
+
+_LOGGING = False
+
+
+def log_compilations_to_file() -> bool:
+    """When ``$STUDY_COMPILE_LOG`` names a file, append one JSON line per JAX compilation or persistent-cache hit to it."""
+    global _LOGGING
+    target = os.environ.get(COMPILE_LOG_ENV)
+    if _LOGGING or not target or backend() != "jax":
+        return _LOGGING
+    import json
+
+    from jax import monitoring
+
+    notebook = os.environ.get(NOTEBOOK_ENV, "")
+
+    def write(record):
+        with open(target, "a") as f:
+            f.write(json.dumps({"notebook": notebook, **record}) + "\n")
+
+    def on_duration(event, seconds, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            write({"kind": "compile", "seconds": float(seconds)})
+
+    def on_event(event, **kwargs):
+        if event == "/jax/compilation_cache/cache_hits":
+            write({"kind": "cache_hit"})
+
+    monitoring.register_event_duration_secs_listener(on_duration)
+    monitoring.register_event_listener(on_event)
+    _LOGGING = True
+    return True
+
+
+class CompileLog:
+    """Counts backend compilations and their seconds while active (JAX), optionally per named stage.
+
+    ``with log.stage("train"): ...`` attributes compilations to a stage; ``log.rows()`` gives per-stage
+    ``count``, ``seconds``, ``over_half_second`` (compilations over 0.5 s) and persistent-cache ``hits``.
+    """
+
+    def __init__(self):
+        self.current = "other"
+        self.stats: dict[str, dict] = {}
+        self._installed = False
+
+    def _entry(self) -> dict:
+        return self.stats.setdefault(self.current, {"count": 0, "seconds": 0.0, "over_half_second": 0, "hits": 0})
+
+    def install(self) -> "CompileLog":
+        """Start listening to JAX's compilation events (no-op on other backends)."""
+        if self._installed or backend() != "jax":
+            return self
+        from jax import monitoring
+
+        def on_duration(event, seconds, **kwargs):
+            if event == "/jax/core/compile/backend_compile_duration":
+                entry = self._entry()
+                entry["count"] += 1
+                entry["seconds"] += float(seconds)
+                entry["over_half_second"] += int(seconds > 0.5)
+
+        def on_event(event, **kwargs):
+            if event == "/jax/compilation_cache/cache_hits":
+                self._entry()["hits"] += 1
+
+        monitoring.register_event_duration_secs_listener(on_duration)
+        monitoring.register_event_listener(on_event)
+        self._installed = True
+        return self
+
+    @contextlib.contextmanager
+    def stage(self, name: str):
+        """Attribute compilations inside the block to ``name``."""
+        previous, self.current = self.current, name
+        self._entry()
+        try:
+            yield
+        finally:
+            self.current = previous
+
+    def total(self) -> dict:
+        """Sum over stages."""
+        out = {"count": 0, "seconds": 0.0, "over_half_second": 0, "hits": 0}
+        for entry in self.stats.values():
+            for key in out:
+                out[key] += entry[key]
+        return out
+
+
+def timed(fn, *args, repeats: int = 3):
+    """Best wall time of ``fn(*args)`` (results read back to the host) over ``repeats`` calls, after one warm-up."""
+    from keras import ops
+
+    def run():
+        out = fn(*args)
+        ops.convert_to_numpy(out if not isinstance(out, (list, tuple)) else out[0])
+
+    run()
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best

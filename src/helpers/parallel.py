@@ -1,0 +1,87 @@
+"""A process pool for the data stages: phantom synthesis and image decoding use every core.
+
+Results come back in input order and every item is a pure function of its arguments, so the output is the
+same whatever the number of workers. Workers are started with ``spawn`` (never ``fork``: the parent may hold
+TensorFlow or JAX threads), so small jobs run in-process, where the start-up would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from typing import Callable, Iterable, Sequence
+
+#: Environment variable capping the number of worker processes (e.g. on a shared machine).
+WORKERS_ENV = "STUDY_WORKERS"
+#: Fewer items than this run in the calling process.
+MIN_PARALLEL_ITEMS = 256
+
+
+def worker_count(workers: int | None = None) -> int:
+    """Worker processes to use: ``workers`` if given, else ``$STUDY_WORKERS``, else the usable CPU cores."""
+    if workers is None:
+        env = os.environ.get(WORKERS_ENV, "")
+        if env.strip():
+            workers = int(env)
+        else:
+            try:
+                workers = len(os.sched_getaffinity(0))
+            except AttributeError:  # not on Linux
+                workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or int(workers) < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    return int(workers)
+
+
+def _run_chunk(fn: Callable, chunk: Sequence) -> list:
+    return [fn(*args) for args in chunk]
+
+
+def parallel_map(
+    fn: Callable, items: Iterable[tuple], workers: int | None = None, progress=None, threads: bool = False
+) -> list:
+    """``[fn(*args) for args in items]`` on a process pool (or threads), in input order; ``fn`` must be importable.
+
+    ``threads=True`` suits work that releases the GIL (OpenCV decoding and resizing) and starts no process.
+    ``progress``, if given, is called with the number of items finished after each chunk. A process pool needs
+    the calling script to guard its entry point with ``if __name__ == "__main__":`` (notebooks need nothing).
+    """
+    items = list(items)
+    workers = min(worker_count(workers), max(1, len(items)))
+    if workers == 1 or (len(items) < MIN_PARALLEL_ITEMS and not threads):
+        out = []
+        for args in items:
+            out.append(fn(*args))
+            if progress is not None:
+                progress(1)
+        return out
+    size = max(1, min(64, len(items) // (workers * 4)))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    results: list = [None] * len(chunks)
+    pool_type = ThreadPoolExecutor if threads else ProcessPoolExecutor
+    options = {} if threads else {"mp_context": multiprocessing.get_context("spawn")}
+    with pool_type(max_workers=workers, **options) as pool:
+        futures = {pool.submit(_run_chunk, fn, chunk): i for i, chunk in enumerate(chunks)}
+        for future in as_completed(futures):
+            i = futures[future]
+            results[i] = future.result()
+            if progress is not None:
+                progress(len(chunks[i]))
+    return [value for chunk in results for value in chunk]
+
+
+@contextlib.contextmanager
+def progress_updates(total: int, enabled: bool, desc: str):
+    """A progress bar's ``update`` callable for :func:`parallel_map` (None when disabled), closed on exit."""
+    if not enabled:
+        yield None
+        return
+    from .progress import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="img")
+    try:
+        yield bar.update
+    finally:
+        bar.close()

@@ -1,0 +1,149 @@
+"""Tests of helpers.device and helpers.initializers: one compiled forward per batch shape, uint8 scaled on the
+device, host-drawn initializers, the persistent compilation cache, data-parallel sharding."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from helpers import device, initializers, models
+
+ROOT = Path(__file__).resolve().parents[1]
+JAX_ONLY = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX compilations")
+
+
+def small_model(seed=0):
+    return models.build_classifier("small_vgg", 32, weights=None, freeze_backbone=True, seed=seed)
+
+
+def test_predict_equals_the_model_on_host_scaled_images():
+    model = small_model()
+    x = np.random.default_rng(0).integers(0, 256, (37, 32, 32, 1), dtype=np.uint8)
+    reference = np.asarray(model(x.astype(np.float32) / np.float32(255.0), training=False))
+    for batch_size in (8, 64):  # several padded batches, and one batch larger than the set
+        np.testing.assert_allclose(device.predict(model, x, batch_size), reference, rtol=1e-5, atol=1e-6)
+    floats = x.astype(np.float32) / np.float32(255.0)
+    np.testing.assert_allclose(device.predict_batches(model, floats, 16), reference, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        device.predict_batches(model, floats * 2.0, 16)
+    assert device.predict(model, x[:0], 8).shape == (0, 4)
+
+
+@JAX_ONLY
+def test_one_compilation_per_model_and_batch_size_whatever_the_set_size():
+    model = small_model()
+    log = device.CompileLog().install()
+    rng = np.random.default_rng(1)
+    with log.stage("first"):
+        device.predict(model, rng.integers(0, 256, (40, 32, 32, 1), dtype=np.uint8), 16)
+    with log.stage("more"):
+        for n in (3, 17, 33, 50):  # other set sizes, other partial batches: no new compilation of the forward
+            device.predict(model, rng.integers(0, 256, (n, 32, 32, 1), dtype=np.uint8), 16)
+    assert log.stats["first"]["count"] >= 1
+    assert log.stats["more"]["count"] == 0
+
+
+def test_host_initializers_draw_the_distribution_and_are_put_back():
+    rng = np.random.default_rng(0)
+    glorot = keras.initializers.GlorotUniform()
+    host = initializers.HostInitializer(glorot, rng)
+    values = np.asarray(host((300, 200)))
+    limit = np.sqrt(6.0 / (300 + 200))
+    assert values.shape == (300, 200) and np.abs(values).max() <= limit
+    assert abs(values.std() - limit / np.sqrt(3.0)) < 0.01 * limit  # uniform(-a, a): std a / sqrt(3)
+    he = np.asarray(initializers.HostInitializer(keras.initializers.HeNormal(), rng)((3, 3, 64, 500)))
+    std = np.sqrt(2.0 / (3 * 3 * 64)) / 0.87962566103423978
+    assert np.abs(he).max() <= 2 * std + 1e-6 and abs(he.std() - np.sqrt(2.0 / (3 * 3 * 64))) < 0.02 * he.std()
+    np.testing.assert_array_equal(np.asarray(initializers.HostInitializer(keras.initializers.Ones(), rng)((4,))), 1.0)
+    # inside the block the layers get host initializers; afterwards their original ones are back (saved configs)
+    with initializers.host_initializers(seed=3) as wrapped:
+        inputs = keras.Input((8,))
+        model = keras.Model(inputs, keras.layers.Dense(5)(inputs))
+    assert wrapped and all(isinstance(w, initializers.HostInitializer) for w in wrapped)
+    initializers.restore_initializers(model)
+    dense = model.layers[-1]
+    assert type(dense.kernel_initializer) is keras.initializers.GlorotUniform
+    assert type(dense.bias_initializer) is keras.initializers.Zeros
+
+
+def test_paper_backbones_build_the_same_weights_for_the_same_seed():
+    a = models.build_classifier("vgg16", 32, weights=None, seed=5).get_weights()
+    b = models.build_classifier("vgg16", 32, weights=None, seed=5).get_weights()
+    c = models.build_classifier("vgg16", 32, weights=None, seed=6).get_weights()
+    assert all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not all(np.array_equal(u, v) for u, v in zip(a, c))
+
+
+@JAX_ONLY
+def test_building_densenet201_compiles_no_initializer():
+    log = device.CompileLog().install()
+    with log.stage("build"):
+        model = models.build_classifier("densenet201", 32, weights=None, seed=0)
+    assert models.parameter_counts(model)["total"] > 18_000_000
+    # 62 per-shape random-kernel compilations before; at most a couple of tiny ones remain
+    assert log.stats["build"]["count"] <= 3, log.stats
+
+
+def _run(code: str, env: dict) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@JAX_ONLY
+def test_the_persistent_cache_serves_a_second_process(tmp_path):
+    """A second process compiling the same forward reads it from the cache folder instead of compiling."""
+    code = """
+        import numpy as np
+        from helpers import device, models
+        device.configure_compilation_cache(%r)
+        log = device.CompileLog().install()
+        model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
+        with log.stage("predict"):
+            device.predict(model, np.zeros((5, 32, 32, 1), np.uint8), 8)
+        s = log.stats["predict"]
+        print(s["count"], s["hits"], round(s["seconds"], 4))
+    """ % str(tmp_path / "cache")
+    env = {"KERAS_BACKEND": "jax", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # keep even quick compiles
+    first = _run(code, env).split()
+    second = _run(code, env).split()
+    assert int(first[1]) == 0 and int(second[1]) >= 1
+    assert any((tmp_path / "cache").iterdir())
+
+
+@JAX_ONLY
+def test_data_parallel_on_two_devices_equals_one_device():
+    """Forwards and perturbation curves sharded over two (host) devices give one device's numbers."""
+    code = """
+        import numpy as np, jax
+        from helpers import device, models, perturbation
+        assert len(jax.devices()) == 2, jax.devices()
+        model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
+        x = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 1), dtype=np.uint8)
+        heat = np.random.default_rng(1).random((12, 2, 2))
+        classes = np.arange(12) % 4
+        out = {}
+        for parallel in (False, True):
+            device.use_data_parallel(parallel)
+            out[parallel] = (device.predict(model, x, 8),
+                             perturbation.perturbation_curves(model, x, heat, classes, 16, batch_size=10, progress=False))
+        np.testing.assert_allclose(out[True][0], out[False][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out[True][1], out[False][1], rtol=1e-5, atol=1e-6)
+        print("ok")
+    """
+    env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert _run(code, env).strip().endswith("ok")
