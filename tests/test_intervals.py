@@ -120,3 +120,8 @@ def test_interval_sign_and_format():
     assert intervals.interval_sign(-0.2, -0.01) == -1
     assert intervals.interval_sign(0.0, 0.2) == 0 and intervals.interval_sign(-0.1, 0.1) == 0
     assert intervals.format_interval({"estimate": 0.5, "low": 0.25, "high": 0.75}) == "0.500 [0.250, 0.750]"
+
+
+def test_too_few_images_decide_nothing():
+    assert intervals.interval_sign(0.1, 0.2, n=intervals.MIN_IMAGES - 1) == 0
+    assert intervals.interval_sign(0.1, 0.2, n=intervals.MIN_IMAGES) == 1

@@ -206,7 +206,7 @@ def _conclusion_curves(morf_a, morf_b, rand_a, rand_b, n=40, steps=5, seed=0):
 
 
 def _classification(errors_a, errors_b, n_per_class=50, n_boot=500):
-    """classification_intervals of vgg16 and densenet201 missing ``errors_*`` images of class 1 (spread by seed)."""
+    """classification_intervals of vgg16 and densenet201 missing the first ``errors_*`` images of class 1."""
     labels = np.repeat(np.arange(4), n_per_class)
     predictions = {}
     for name, k in (("vgg16", errors_a), ("densenet201", errors_b)):
@@ -281,3 +281,14 @@ def test_aopc_report_names_its_pair_and_rejects_more_than_two():
     conclusions = reporting.aopc_conclusions(r, _classification(3, 0, n_boot=50))
     assert not any("random order" in s for s in conclusions["sentences"])
     assert reporting.aopc_table(r) and reporting.paired_sentences(r)
+
+
+def test_a_handful_of_images_decides_nothing():
+    # one image in common: its bootstrap interval is a point, which must not crown a model
+    curves, masks = _report_case()
+    report = scores.aopc_report(curves, masks, n_boot=50)
+    assert report["paired"]["n_images"] == 4
+    c = reporting.aopc_conclusions(report, _classification(2, 0, n_per_class=2, n_boot=50))  # 8 test images
+    assert c["verdict"] == "cannot be judged" and c["better_generalizing"] is None
+    assert c["better_aopc"] is None and c["better_heatmaps"] is None
+    assert "too few for an interval" in c["reason"]

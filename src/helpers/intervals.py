@@ -19,6 +19,7 @@ from . import config
 from ._core import check_int, check_seed
 
 __all__ = [
+    "MIN_IMAGES",
     "stratified_bootstrap_indices",
     "interval_sign",
     "comparison_pair",
@@ -44,8 +45,14 @@ def stratified_bootstrap_indices(labels, n_boot: int = 2000, seed: int = 0) -> n
     return out
 
 
-def interval_sign(low: float, high: float) -> int:
-    """+1 when an interval lies above 0, -1 when below 0, 0 when it contains 0 (no winner)."""
+#: Fewer images than this decide no comparison: a bootstrap over so few values is too coarse to be an interval.
+MIN_IMAGES = 10
+
+
+def interval_sign(low: float, high: float, n: int | None = None) -> int:
+    """+1 when an interval lies above 0, -1 when below 0, 0 when it contains 0 or rests on fewer than :data:`MIN_IMAGES` images."""
+    if n is not None and n < MIN_IMAGES:
+        return 0
     return 1 if low > 0 else (-1 if high < 0 else 0)
 
 

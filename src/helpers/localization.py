@@ -173,7 +173,8 @@ def mask_energy_comparisons(
     and the two models (``compare`` names them when there are more) against each other, each on the images valid
     for both. Rows: ``mask``, ``class``, ``first``, ``second``, ``first_mean``, ``second_mean``, ``estimate``,
     ``low``, ``high`` (mean difference first − second), ``n`` and ``reading``: "more inside" / "less inside"
-    when the interval excludes 0, else "not distinguishable". Groups with fewer than 2 valid images are skipped.
+    when the interval excludes 0 and rests on at least :data:`helpers.intervals.MIN_IMAGES` images, else "not
+    distinguishable". Groups with fewer than 2 valid images are skipped.
     References: Efron & Tibshirani, "An Introduction to the Bootstrap", 1993 (percentile interval).
     """
     from .scores import bootstrap_ci
@@ -193,7 +194,7 @@ def mask_energy_comparisons(
                 if valid.sum() < 2:
                     continue
                 ci = bootstrap_ci(a[valid] - b[valid], n_boot, seed, level)
-                sign = interval_sign(ci["low"], ci["high"])
+                sign = interval_sign(ci["low"], ci["high"], int(valid.sum()))
                 rows.append(
                     {
                         "mask": kind,

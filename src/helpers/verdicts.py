@@ -1,7 +1,8 @@
 """The study summary and its verdicts: every stated comparison names its two models and follows the interval rule.
 
 A comparison names a winner only when the 95% interval of the paired difference excludes 0
-(:func:`helpers.intervals.interval_sign`); otherwise the text says the models cannot be told apart on this run.
+(:func:`helpers.intervals.interval_sign`), on at least :data:`helpers.intervals.MIN_IMAGES` images; otherwise the
+text says the models cannot be told apart on this run.
 Re-exported by :mod:`helpers.reporting`.
 
 References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images"; Samek et al., IEEE TNNLS 2017 (AOPC);
@@ -14,7 +15,7 @@ from typing import Mapping
 
 from . import study
 from ._core import format_value
-from .intervals import format_interval, interval_sign
+from .intervals import MIN_IMAGES, format_interval, interval_sign
 
 __all__ = [
     "VERDICTS",
@@ -48,7 +49,7 @@ def _ci_label(level: float) -> str:
 
 
 def _ci_sign(entry: Mapping) -> int:
-    return interval_sign(entry["final_low"], entry["final_high"])
+    return interval_sign(entry["final_low"], entry["final_high"], entry.get("n_images"))
 
 
 def _check_classification(classification: Mapping, names) -> None:
@@ -127,10 +128,13 @@ def paired_sentences(report: Mapping) -> list[str]:
 def _verdict(a, b, recall_diff, n_test, morf_diff, where) -> tuple[str, str | None, str | None, str]:
     """(verdict, better-generalizing model, better-AOPC model, one-sentence reason) by the interval rule."""
     recall_text = f"the paired difference of macro test recall {a} − {b} = {format_interval(recall_diff)}"
-    sign = interval_sign(recall_diff["low"], recall_diff["high"])
+    sign = interval_sign(recall_diff["low"], recall_diff["high"], n_test)
     better_aopc = None
     if morf_diff is not None:
         better_aopc = {1: a, -1: b, 0: None}[_ci_sign(morf_diff)]
+    if n_test < MIN_IMAGES:
+        reason = f"{recall_text} rests on only {n_test} test images (fewer than {MIN_IMAGES}), too few for an interval"
+        return "cannot be judged", None, better_aopc, reason
     if sign == 0:
         reason = (
             f"{recall_text} on the {n_test} test images includes 0, so neither model generalizes distinguishably better"
@@ -145,7 +149,8 @@ def _verdict(a, b, recall_diff, n_test, morf_diff, where) -> tuple[str, str | No
         return "cannot be judged", better_gen, None, reason
     aopc_text = f"the paired AOPC difference {a} − {b} = {_entry_interval(morf_diff)} {where}"
     if better_aopc is None:
-        reason = f"{better_gen} generalizes better ({recall_text} excludes 0), but {aopc_text} includes 0"
+        why = "includes 0" if morf_diff["n_images"] >= MIN_IMAGES else f"rests on fewer than {MIN_IMAGES} images"
+        reason = f"{better_gen} generalizes better ({recall_text} excludes 0), but {aopc_text} {why}"
         return "cannot be judged", better_gen, None, reason
     verdict = "holds" if better_aopc == better_gen else "does not hold"
     reason = (
@@ -237,7 +242,7 @@ def aopc_conclusions(report: Mapping, classification: Mapping) -> dict:
             better_heat = {1: a, -1: b, 0: None}[_ci_sign(heat_diff)]
             text += f"; paired difference {a} − {b} = {_entry_interval(heat_diff)}"
             if better_heat is None:
-                text += ", which includes 0, so neither model's heatmaps are distinguishably better"
+                text += ", so neither model's heatmaps are distinguishably better (the interval includes 0 or rests on too few images)"
             else:
                 text += f", so {better_heat}'s heatmaps are better"
                 if better_gen is not None:
