@@ -47,7 +47,7 @@ test-notebooks: $(STAMP) ## Notebook tests only (nbval over the smoke profile, t
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
 
 lab: $(STAMP) ## Open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)
 
 notebooks-check: $(STAMP) ## Check notebooks: outputs stripped, Colab cell current, one parameters cell
 	$(PY) -m helpers.nbtools notebooks

@@ -18,12 +18,12 @@ PACKAGE = ROOT / "src" / "helpers"
 LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
-        "heatmaps", "perturbation", "scores", "localization", "parameters",
+        "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals",
         "device", "parallel", "initializers",
     },
     "study": {"study"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html"},
-    "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging"},
+    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe"},
+    "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance"},
 }  # fmt: skip
 #: Third-party packages that no computation module may import.
 PLOTTING = {"matplotlib", "seaborn"}

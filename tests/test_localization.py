@@ -75,3 +75,33 @@ def test_mask_energies_report_and_frame():
         "Grad-CAM mass inside the lung mask",
     ]
     plt.close(fig)
+
+
+def test_mask_energy_comparisons_follow_the_interval_rule():
+    n = 40
+    labels = np.repeat(np.arange(4), 10)
+    masks = np.zeros((n, 8, 8), np.uint8)
+    masks[:, :4, :] = 1  # the top half: a uniform map puts 0.5 inside
+    inside = np.zeros((n, 2, 2), np.float32)
+    inside[:, 0, :] = 1.0  # all mass in the top row of the grid: mostly inside
+    rng = np.random.default_rng(0)
+    noisy = rng.random((n, 2, 2)).astype(np.float32)  # about half inside
+    correct = np.arange(n) % 5 != 0  # 8 of every class
+    energies = localization.mask_energies({"good": inside, "noisy": noisy}, {"lung": masks}, select={"good": correct})
+    assert np.isnan(energies["lung"]["good"][~correct]).all() and np.isfinite(energies["lung"]["noisy"]).all()
+    rows = localization.mask_energy_comparisons(energies, labels, ["a", "b", "c", "d"], n_boot=300)
+    by = {(r["first"], r["second"], r["class"]): r for r in rows}
+    good = by[("good", localization.UNIFORM, "all")]
+    expected = energies["lung"]["good"][correct] - energies["lung"][localization.UNIFORM][correct]
+    assert good["n"] == 32 and good["estimate"] == pytest.approx(expected.mean())
+    assert good["reading"] == "more inside" and good["low"] > 0
+    noisy_row = by[("noisy", localization.UNIFORM, "all")]
+    assert noisy_row["n"] == 40 and noisy_row["low"] <= noisy_row["estimate"] <= noisy_row["high"]
+    if noisy_row["low"] <= 0 <= noisy_row["high"]:
+        assert noisy_row["reading"] == "not distinguishable"
+    pair = by[("good", "noisy", "b")]
+    assert pair["n"] == 8  # paired on the images valid for both
+    with pytest.raises(ValueError, match="compares two models, got 3"):
+        localization.mask_energy_comparisons(
+            {"lung": {**energies["lung"], "third": energies["lung"]["noisy"]}}, labels, ["a", "b", "c", "d"], n_boot=20
+        )

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_evaluation import NAMES
 
-from helpers import evaluation, reporting, scores, study
+from helpers import evaluation, intervals, reporting, scores, study
 
 matplotlib.use("Agg")
 
@@ -87,11 +87,19 @@ def test_report_and_summary(tmp_path):
     assert fallback["models"]["vgg16"]["morf"]["n_images"] == 8 and "paired" not in fallback
     assert fallback["models"]["vgg16"]["selection"].startswith("all images")
     assert report["models"]["vgg16"]["morf"]["n_images"] == 6
-    rows = reporting.summary_rows(
-        report, {"vgg16": {"recall": 0.86, "f1": 0.85}, "densenet201": {"recall": 0.88, "f1": 0.88}}
+    labels = np.repeat(np.arange(4), 10)
+    wrong = labels.copy()
+    wrong[:3] = 1  # vgg16 misses 3 of the 10 COVID images
+    classification = intervals.classification_intervals(
+        labels, {"vgg16": wrong, "densenet201": labels}, NAMES, n_boot=200
     )
-    assert [r["model"] for r in rows] == ["vgg16", "densenet201"] and rows[0]["macro test recall"] == 0.86
-    assert rows[1]["macro test F1"] == 0.88
+    rows = reporting.summary_rows(report, classification)
+    assert [r["model"] for r in rows] == ["vgg16", "densenet201"]
+    value, low, high = _parse(rows[0]["macro test recall [95% CI]"])
+    assert value == pytest.approx(0.925, abs=6e-4) and low < value <= high
+    assert _parse(rows[1]["macro test F1 [95% CI]"]) == (1.0, 1.0, 1.0)
+    with pytest.raises(ValueError, match="classification_intervals"):
+        reporting.summary_rows(report, {"vgg16": {"recall": 0.9, "f1": 0.9}})
     # MoRF - random and MoRF - LeRF equal differences of independently computed AOPC finals on the same images
     for row in rows:
         name, mask = row["model"], masks[row["model"]]
@@ -107,10 +115,13 @@ def test_report_and_summary(tmp_path):
         )
         assert row["images"] == 6
     paths = study.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
-    written = reporting.write_summary(paths, rows, report)
+    written = reporting.write_summary(paths, rows, report, classification=classification)
     text = written["markdown"].read_text()
     assert text.startswith("# Study summary (unit profile)\n") and "Profile:" not in text
-    assert "| model | macro test recall | macro test F1 |" in text and "MoRF − random [95% CI]" in text
+    assert (
+        "| model | macro test recall [95% CI] | macro test F1 [95% CI] |" in text and "MoRF − random [95% CI]" in text
+    )
+    assert "| recall a [95% CI] |" in text and "Paired comparison of vgg16 and densenet201" in text
     assert f"{report['models']['vgg16']['morf']['final']:.3f}" in text
     heat = report["paired"]["morf_minus_random_difference"]
     assert f"paired difference vgg16 − densenet201 = {heat['final']:.3f}" in text
@@ -122,6 +133,7 @@ def test_report_and_summary(tmp_path):
         report["models"]["vgg16"]["morf_minus_lerf"]["final"]
     )
     assert saved["paired_difference"]["n_images"] == 4
+    assert saved["classification"]["models"]["vgg16"]["per_class_recall"]["a"]["estimate"] == pytest.approx(0.7)
     assert saved["paired_morf_minus_random_difference"]["final"] == pytest.approx(heat["final"])
 
 
@@ -193,32 +205,48 @@ def _conclusion_curves(morf_a, morf_b, rand_a, rand_b, n=40, steps=5, seed=0):
     return curves
 
 
+def _classification(errors_a, errors_b, n_per_class=50, n_boot=500):
+    """classification_intervals of vgg16 and densenet201 missing the first ``errors_*`` images of class 1."""
+    labels = np.repeat(np.arange(4), n_per_class)
+    predictions = {}
+    for name, k in (("vgg16", errors_a), ("densenet201", errors_b)):
+        pred = labels.copy()
+        pred[np.flatnonzero(labels == 1)[:k]] = 0
+        predictions[name] = pred
+    return intervals.classification_intervals(labels, predictions, NAMES, n_boot=n_boot)
+
+
 def test_conclusions_follow_the_numbers():
-    low, high = {"recall": 0.86, "f1": 0.86}, {"recall": 0.88, "f1": 0.88}
-    # densenet201: better recall, higher AOPC and larger MoRF - random -> the claim holds
+    low, high = _classification(25, 5), _classification(5, 25)  # densenet201 better / vgg16 better
+    # densenet201: clearly better recall, higher AOPC and larger MoRF - random -> the claim holds
     report = _conclusion_report(0.45, 0.49, 0.30, 0.30)
-    c = reporting.aopc_conclusions(report, {"vgg16": low, "densenet201": high})
+    c = reporting.aopc_conclusions(report, low)
     assert c["verdict"] == "holds" and c["better_generalizing"] == "densenet201" == c["better_aopc"]
-    assert c["better_heatmaps"] == "densenet201"
-    assert "The paper's claim holds on this run." in c["sentences"][0]
+    assert c["better_heatmaps"] == "densenet201" and c["models"] == ["vgg16", "densenet201"]
+    assert c["recall_difference"] == {k: low["recall_difference"][k] for k in ("estimate", "low", "high")}
+    assert c["recall_difference"]["high"] < 0
+    assert c["sentences"][0].startswith("The paper's claim (the better-generalizing model has the better AOPC) holds")
+    assert c["reason"] in c["sentences"][0] and "excludes 0" in c["reason"]
     # swap the models' accuracy: the verdict flips
-    swapped = reporting.aopc_conclusions(report, {"vgg16": high, "densenet201": low})
+    swapped = reporting.aopc_conclusions(report, high)
     assert swapped["verdict"] == "does not hold" and swapped["better_generalizing"] == "vgg16"
-    assert "The paper's claim does not hold on this run." in swapped["sentences"][0]
+    assert "does not hold on this run" in swapped["sentences"][0]
     # swap the models' AOPC numbers instead: the verdict flips too
-    mirrored = reporting.aopc_conclusions(
-        _conclusion_report(0.49, 0.45, 0.30, 0.30), {"vgg16": low, "densenet201": high}
-    )
+    mirrored = reporting.aopc_conclusions(_conclusion_report(0.49, 0.45, 0.30, 0.30), low)
     assert mirrored["verdict"] == "does not hold" and mirrored["better_aopc"] == "vgg16"
-    # equal recall (the demo's phantoms): cannot be judged by accuracy
-    tie = reporting.aopc_conclusions(
-        report, {"vgg16": {"recall": 1.0, "f1": 1.0}, "densenet201": {"recall": 1.0, "f1": 1.0}}
-    )
+    # the demo's case: 3 misclassified of 200 (1.000 vs 0.985) is within sampling error -> cannot be judged
+    demo = _classification(3, 0)
+    assert demo["recall_difference"]["estimate"] == pytest.approx(0.015 * -1)
+    tie = reporting.aopc_conclusions(report, demo)
     assert tie["verdict"] == "cannot be judged" and tie["better_generalizing"] is None
-    assert "cannot be judged by accuracy" in tie["sentences"][0]
+    assert "includes 0, so neither model generalizes distinguishably better" in tie["reason"]
+    # recall decided but AOPC difference within noise: cannot be judged either, better_aopc None
+    close = reporting.aopc_conclusions(_conclusion_report(0.450, 0.451, 0.30, 0.30), low)
+    assert close["verdict"] == "cannot be judged" and close["better_aopc"] is None
+    assert close["better_generalizing"] == "densenet201" and "paired AOPC difference" in close["reason"]
     # higher AOPC only from noise sensitivity: raw AOPC says densenet201, MoRF - random says vgg16
     confounded_report = _conclusion_report(0.10, 0.60, 0.02, 0.55)
-    confounded = reporting.aopc_conclusions(confounded_report, {"vgg16": low, "densenet201": high})
+    confounded = reporting.aopc_conclusions(confounded_report, low)
     assert confounded["verdict"] == "holds" and confounded["better_heatmaps"] == "vgg16"
     text = " ".join(confounded["sentences"])
     assert "confounded" in text and "not the better-generalizing model's" in text
@@ -226,7 +254,41 @@ def test_conclusions_follow_the_numbers():
         final = _final(_conclusion_curves(0.10, 0.60, 0.02, 0.55)[name]["random"], np.ones(40, bool))
         assert f"{name} {final:.3f}" in text
     # a heatmap no better than random is called so
-    flat = reporting.aopc_conclusions(_conclusion_report(0.30, 0.40, 0.30, 0.30), {"vgg16": low, "densenet201": high})
+    flat = reporting.aopc_conclusions(_conclusion_report(0.30, 0.40, 0.30, 0.30), low)
     assert "vgg16 " in flat["sentences"][-1] and "(no better than a random order)" in flat["sentences"][-1]
-    with pytest.raises(ValueError, match="classification"):
-        reporting.aopc_conclusions(report, {"vgg16": low})
+    assert set(reporting.VERDICTS) >= {c["verdict"], swapped["verdict"], tie["verdict"]}
+    with pytest.raises(ValueError, match="classification_intervals"):
+        reporting.aopc_conclusions(report, {"vgg16": {"recall": 0.9}})
+    reversed_pair = intervals.classification_intervals(
+        np.zeros(4, int), {"densenet201": np.zeros(4, int), "vgg16": np.zeros(4, int)}, NAMES, n_boot=10
+    )
+    with pytest.raises(ValueError, match="compares"):
+        reporting.aopc_conclusions(report, reversed_pair)
+
+
+def test_aopc_report_names_its_pair_and_rejects_more_than_two():
+    curves, masks = _report_case()
+    three = {**curves, "third": curves["vgg16"]}
+    masks3 = {**masks, "third": masks["vgg16"]}
+    with pytest.raises(ValueError, match="compares two models, got 3"):
+        scores.aopc_report(three, masks3, n_boot=20)
+    report = scores.aopc_report(three, masks3, n_boot=20, compare=("third", "densenet201"))
+    assert report["paired"]["models"] == ["third", "densenet201"] and set(report["models"]) == set(three)
+    # MoRF and LeRF only: no random baseline anywhere, and nothing asks for one
+    no_random = {m: {o: c[o] for o in ("morf", "lerf")} for m, c in curves.items()}
+    r = scores.aopc_report(no_random, masks, n_boot=20)
+    assert "morf_minus_random" not in r["models"]["vgg16"] and "morf_minus_lerf" in r["models"]["vgg16"]
+    conclusions = reporting.aopc_conclusions(r, _classification(3, 0, n_boot=50))
+    assert not any("random order" in s for s in conclusions["sentences"])
+    assert reporting.aopc_table(r) and reporting.paired_sentences(r)
+
+
+def test_a_handful_of_images_decides_nothing():
+    # one image in common: its bootstrap interval is a point, which must not crown a model
+    curves, masks = _report_case()
+    report = scores.aopc_report(curves, masks, n_boot=50)
+    assert report["paired"]["n_images"] == 4
+    c = reporting.aopc_conclusions(report, _classification(2, 0, n_per_class=2, n_boot=50))  # 8 test images
+    assert c["verdict"] == "cannot be judged" and c["better_generalizing"] is None
+    assert c["better_aopc"] is None and c["better_heatmaps"] is None
+    assert "too few for an interval" in c["reason"]

@@ -134,6 +134,10 @@ def test_ablation_reuses_precomputed_curves(toy, monkeypatch):
     assert reused == fresh
     with pytest.raises(ValueError, match="precomputed curves"):
         scores.perturbation_ablation(*args, progress=False, precomputed={("gaussian", 0.5): {"morf": given["morf"]}})
+    # orders {"morf", "lerf"} (no random baseline): a clear error up front, not KeyError 'random'
+    morf_lerf = {"morf": given["morf"], "lerf": given["morf"]}
+    with pytest.raises(ValueError, match=r"need 'morf' and 'random'.*\['lerf', 'morf'\]"):
+        scores.perturbation_ablation(*args, progress=False, precomputed={("gaussian", 0.5): morf_lerf})
 
 
 def test_sample_indices():

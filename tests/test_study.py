@@ -22,7 +22,7 @@ def test_study_paths_layout(tmp_path):
     paths = study.study_paths("smoke", tmp_path)
     assert paths.processed == tmp_path / "data" / "processed" / "smoke"
     assert paths.models == tmp_path / "data" / "models" / "smoke"
-    assert paths.report == tmp_path / "reports" / "smoke"
+    assert paths.report == tmp_path / "reports" / "smoke-interactive"  # by hand: never the published report
     assert paths.figures.is_dir() and paths.metrics.is_dir() and paths.cache.is_dir()
     other = study.study_paths("smoke", tmp_path, tmp_path / "staging")
     assert other.figures == tmp_path / "staging" / "figures"

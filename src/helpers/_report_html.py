@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ._core import atomic_path
-from .config import PAPER_PROFILE
+from .describe import comparison_caveat, describe_data, describe_models, read_run_files
 from .figures import FIGURE_CAPTIONS
 
 
@@ -101,12 +101,11 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
         ".note{background:#fff6d6;border:1px solid #e0c060;padding:0.5em 1em}</style>",
         f"</head><body><h1>{_html_escape(title)}</h1>",
     ]
-    if profile != PAPER_PROFILE:
-        parts.append(
-            f"<p class='note'>The <code>{_html_escape(profile)}</code> profile runs on synthetic phantom X-rays "
-            "with small backbones trained from scratch: its numbers show the method at work, they are not "
-            "the paper's results (run the <code>paper</code> profile on the real dataset for those).</p>"
-        )
+    data, models = read_run_files(report / "metrics")
+    parts.append(f"<p>{_html_escape(describe_data(data))}<br>{_html_escape(describe_models(models))}</p>")
+    caveat = comparison_caveat(data, models)
+    if caveat:
+        parts.append(f"<p class='note'>{_html_escape(caveat)}</p>")
     if stale:
         parts.append(
             "<p class='note'>Partial run: "

@@ -16,8 +16,17 @@ import pandas as pd
 from . import config
 from ._core import check_pair
 from .heatmaps import _as_stack, _resize_stack, upsample
+from .intervals import comparison_pair, interval_sign
 
-__all__ = ["UNIFORM", "mask_energy", "mask_energy_summary", "mask_energies", "mask_energy_report", "mask_energy_frame"]
+__all__ = [
+    "UNIFORM",
+    "mask_energy",
+    "mask_energy_summary",
+    "mask_energies",
+    "mask_energy_report",
+    "mask_energy_frame",
+    "mask_energy_comparisons",
+]
 
 
 def mask_energy(heatmaps, masks, size=None):
@@ -86,13 +95,15 @@ def mask_energy_summary(energy, labels, class_names=config.CLASS_NAMES) -> dict:
 UNIFORM = "uniform map"
 
 
-def mask_energies(heatmaps: dict, masks: dict, size=None, baseline: bool = True) -> dict:
+def mask_energies(heatmaps: dict, masks: dict, size=None, baseline: bool = True, select: dict | None = None) -> dict:
     """Mask energy of every model's heatmaps for every mask kind: ``{kind: {model: (N,)}}``.
 
     ``heatmaps``: {model: (N, h, w)}; ``masks``: {kind: (N, H, W)}, e.g. {"lesion": ..., "lung": ...}.
     Rows whose mask is empty (no lesion, no lung mask) get NaN: there is nothing to compare with. A kind
     whose masks are all empty (e.g. lesion masks of real images) is left out. ``baseline`` adds the
     entry :data:`UNIFORM` (a constant heatmap: the mask's share of the image, the chance level).
+    ``select``: {model: boolean (N,)} keeps only those images of a model (e.g. the correctly classified ones,
+    the images AOPC uses), NaN elsewhere.
     """
     out = {}
     for kind, mask in masks.items():
@@ -107,6 +118,11 @@ def mask_energies(heatmaps: dict, masks: dict, size=None, baseline: bool = True)
         for name, heat in items:
             energy = mask_energy(heat, mask, size=size)
             energy[empty] = np.nan
+            if select is not None and name in select:
+                keep = np.asarray(select[name], dtype=bool)
+                if keep.shape != energy.shape:
+                    raise ValueError(f"select[{name!r}] must be a boolean array of shape {energy.shape}")
+                energy[~keep] = np.nan
             out[kind][name] = energy
     return out
 
@@ -140,3 +156,58 @@ def mask_energy_frame(report: dict):
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def mask_energy_comparisons(
+    energies: dict,
+    labels,
+    class_names=config.CLASS_NAMES,
+    compare=None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> list[dict]:
+    """Paired comparisons of mean mask energy with bootstrap intervals, per mask kind and class (and ``all``).
+
+    For every kind of :func:`mask_energies` (with its :data:`UNIFORM` entry): each model against the uniform map,
+    and the two models (``compare`` names them when there are more) against each other, each on the images valid
+    for both. Rows: ``mask``, ``class``, ``first``, ``second``, ``first_mean``, ``second_mean``, ``estimate``,
+    ``low``, ``high`` (mean difference first − second), ``n`` and ``reading``: "more inside" / "less inside"
+    when the interval excludes 0 and rests on at least :data:`helpers.intervals.MIN_IMAGES` images, else "not
+    distinguishable". Groups with fewer than 2 valid images are skipped.
+    References: Efron & Tibshirani, "An Introduction to the Bootstrap", 1993 (percentile interval).
+    """
+    from .scores import bootstrap_ci
+
+    labels = np.asarray(labels)
+    rows = []
+    for kind, per_model in energies.items():
+        models = [name for name in per_model if name != UNIFORM]
+        pairs = [(name, UNIFORM) for name in models if UNIFORM in per_model]
+        if len(models) >= 2 or compare is not None:
+            pairs.append(comparison_pair(models, compare, "mask-energy comparison"))
+        groups = [(c, labels == i) for i, c in enumerate(class_names)] + [("all", np.ones(labels.shape, bool))]
+        for first, second in pairs:
+            a, b = np.asarray(per_model[first], np.float64), np.asarray(per_model[second], np.float64)
+            for class_name, in_class in groups:
+                valid = in_class & np.isfinite(a) & np.isfinite(b)
+                if valid.sum() < 2:
+                    continue
+                ci = bootstrap_ci(a[valid] - b[valid], n_boot, seed, level)
+                sign = interval_sign(ci["low"], ci["high"], int(valid.sum()))
+                rows.append(
+                    {
+                        "mask": kind,
+                        "class": class_name,
+                        "first": first,
+                        "second": second,
+                        "first_mean": float(a[valid].mean()),
+                        "second_mean": float(b[valid].mean()),
+                        "estimate": ci["mean"],
+                        "low": ci["low"],
+                        "high": ci["high"],
+                        "n": int(valid.sum()),
+                        "reading": {1: "more inside", -1: "less inside", 0: "not distinguishable"}[sign],
+                    }
+                )
+    return rows

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import sys
@@ -73,16 +72,10 @@ class RunResult:
         return float(sum(self.timings.values()))
 
 
-def _environment() -> dict:
-    import keras
+def _environment(project_dir=None) -> dict:
+    from .provenance import environment
 
-    info = {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "keras": keras.__version__,
-        "keras_backend": keras.backend.backend(),
-    }
-    return info
+    return environment(project_dir or find_project_root())
 
 
 def _failure_message(nb: Path, exc: Exception) -> str:
@@ -130,6 +123,40 @@ def clean_outputs(path: str | os.PathLike) -> int:
         with atomic_path(path) as tmp:
             nbformat.write(nb, str(tmp))
     return removed
+
+
+def show_final_paths(path: str | os.PathLike, staging: Path, final: Path) -> int:
+    """Write the report's final folder instead of the staging folder in an executed notebook (parameters cell, outputs); return the cells changed.
+
+    The runner executes into ``staging`` and renames it to ``final`` on success, so the staging path a notebook saw
+    no longer exists when anyone reads the report.
+    """
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    old, new = str(staging), str(final)
+    changed = 0
+    for cell in nb.cells:
+        before = cell.source
+        cell.source = cell.source.replace(old, new)
+        texts = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream" and old in o.get("text", "")]
+        for output in texts:
+            output["text"] = output["text"].replace(old, new)
+        changed += bool(texts) or cell.source != before
+    papermill = nb.metadata.get("papermill", {})
+    for key in ("output_path",):
+        if isinstance(papermill.get(key), str) and old in papermill[key]:
+            papermill[key], changed = papermill[key].replace(old, new), changed + 1
+    recorded = papermill.get("parameters", {})
+    for key, value in list(recorded.items()):
+        if isinstance(value, str) and old in value:
+            recorded[key], changed = value.replace(old, new), changed + 1
+    if changed:
+        from .study import atomic_path
+
+        with atomic_path(path) as tmp:
+            nbformat.write(nb, str(tmp))
+    return changed
 
 
 def run_study(
@@ -246,6 +273,7 @@ def _run_locked(
                     raise KeyboardInterrupt from None  # the kernel died of the same signal
                 _keep_failed(nb, exc, staging, failed, final, log)
             clean_outputs(staging / nb.name)
+            show_final_paths(staging / nb.name, staging, final)
             result.timings[nb.stem] = time.perf_counter() - t0
             log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 

@@ -17,7 +17,9 @@ from . import config, figures, study
 from ._core import format_value
 from ._report_html import export_report, markdown_to_html, notebook_to_html, write_index
 from .config import PAPER_PROFILE
+from .describe import comparison_caveat, describe_data, describe_models, device_line, read_run_files
 from .evaluation import SCORE_LABELS
+from .verdicts import VERDICTS, aopc_conclusions, classification_rows, paired_sentences, summary_rows, write_summary
 
 __all__ = [
     "TrainingReport",
@@ -28,11 +30,18 @@ __all__ = [
     "markdown_table",
     "compact_comparison",
     "paper_comparison_caveat",
+    "comparison_caveat",
+    "describe_data",
+    "describe_models",
+    "read_run_files",
+    "device_line",
     "summary_row",
     "aopc_table",
     "ablation_table",
     "summary_rows",
+    "classification_rows",
     "paired_sentences",
+    "VERDICTS",
     "aopc_conclusions",
     "write_summary",
     "notebook_to_html",
@@ -209,233 +218,6 @@ def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
     return table
 
 
-def summary_rows(report: Mapping, classification: Mapping[str, Mapping[str, float]]) -> list[dict]:
-    """The study's final table as rows for ``reporting.markdown_table``: model, macro test recall and F1, AOPC, random baseline, MoRF − random, MoRF − LeRF (with intervals).
-
-    ``report`` is :func:`helpers.scores.aopc_report`'s result; ``classification[model]`` holds the test ``recall`` and ``f1``
-    (macro averages, e.g. from ``evaluation.summary_row``). MoRF − random is the heatmap's own score: the raw
-    AOPC also grows with the model's sensitivity to the perturbation, which the random order measures.
-    """
-    ci = _ci_label(report["level"])
-    rows = []
-    for name, entry in report["models"].items():
-        if name not in classification:
-            raise ValueError(f"classification has no metrics for model {name!r}")
-        row = {
-            "model": name,
-            "macro test recall": float(classification[name]["recall"]),
-            "macro test F1": float(classification[name]["f1"]),
-        }
-        for key, label in AOPC_LABELS.items():
-            if key != "lerf" and key in entry:
-                row[f"{label} {ci}"] = _entry_interval(entry[key])
-        row["images"] = entry["morf"]["n_images"]
-        rows.append(row)
-    return rows
-
-
-def paired_sentences(report: Mapping) -> list[str]:
-    """The paired model comparison as text: MoRF AOPC difference, the random-order AOPCs it is confounded with, and the MoRF − random difference that measures the heatmaps."""
-    if "paired" not in report:
-        return []
-    p = report["paired"]
-    a, b = p["models"]
-    orders = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
-    lines = [
-        f"Paired comparison on the {p['n_images']} test images both models classify correctly. "
-        f"AOPC (MoRF): {a} {p[a]['final']:.3f}, {b} {p[b]['final']:.3f}, "
-        f"difference {a} − {b} = {_entry_interval(p['difference'])}."
-    ]
-    if "random" in orders[a] and "random" in orders[b]:
-        lines.append(
-            f"This raw AOPC difference mixes the heatmaps with each model's sensitivity to the perturbation itself: "
-            f"a random region order already gives AOPC {a} {orders[a]['random']['final']:.3f}, "
-            f"{b} {orders[b]['random']['final']:.3f}."
-        )
-    if "morf_minus_random_difference" in p:
-        lines.append(
-            f"The heatmaps are measured by MoRF − random (the AOPC a heatmap adds over a random order on the same "
-            f"images): {a} {_entry_interval(orders[a]['morf_minus_random'])}, "
-            f"{b} {_entry_interval(orders[b]['morf_minus_random'])}; paired difference {a} − {b} = "
-            f"{_entry_interval(p['morf_minus_random_difference'])}."
-        )
-    return lines
-
-
-def _ci_sign(entry: Mapping) -> int:
-    """+1 when the interval lies above 0, -1 below 0, 0 when it contains 0."""
-    return 1 if entry["final_low"] > 0 else (-1 if entry["final_high"] < 0 else 0)
-
-
-def aopc_conclusions(
-    report: Mapping, classification: Mapping[str, Mapping[str, float]], recall_tolerance: float = 0.01
-) -> dict:
-    """Whether this run supports the paper's claim (the better-generalizing model has the better AOPC), as sentences computed from the numbers.
-
-    The better-generalizing model is the one with the higher macro test recall; recalls within
-    ``recall_tolerance`` make the claim impossible to judge by accuracy. AOPC is compared on the images
-    both models classify correctly (paired intervals), then the caveats: AOPC also measures the model's
-    sensitivity to the perturbation (the random-order AOPC), and the heatmaps' own quality is MoRF − random.
-    Returns ``verdict`` ("holds", "does not hold", "cannot be judged"), ``better_generalizing`` and
-    ``better_aopc`` (model names or None), ``better_heatmaps`` (the model whose MoRF − random is higher
-    with an interval excluding 0, else None) and ``sentences``.
-    References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images"; Samek et al., IEEE TNNLS 2017.
-    """
-    if not recall_tolerance >= 0:
-        raise ValueError(f"recall_tolerance must be non-negative, got {recall_tolerance!r}")
-    names = list(report["paired"]["models"]) if "paired" in report else list(report["models"])[:2]
-    if len(names) != 2:
-        raise ValueError(f"aopc_conclusions needs two models in the report, got {list(report['models'])}")
-    for name in names:
-        if name not in classification:
-            raise ValueError(f"classification has no metrics for model {name!r}")
-    a, b = names
-    recall = {n: float(classification[n]["recall"]) for n in names}
-    f1 = {n: float(classification[n]["f1"]) for n in names}
-    if "paired" in report:
-        p = report["paired"]
-        src = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
-        where = f"on the {p['n_images']} test images both models classify correctly"
-        morf_diff, heat_diff = p["difference"], p.get("morf_minus_random_difference")
-        rand_diff = p.get("order_differences", {}).get("random")
-    else:
-        src = report["models"]
-        where = "on each model's own correctly classified test images (no image is classified correctly by both)"
-        morf_diff = heat_diff = rand_diff = None
-    morf = {n: src[n]["morf"]["final"] for n in names}
-    sentences = []
-
-    # 1. the paper's claim: accuracy first, then raw AOPC
-    better_aopc = a if morf[a] > morf[b] else (b if morf[b] > morf[a] else None)
-    if morf_diff is not None and _ci_sign(morf_diff) == 0:
-        aopc_text = (
-            f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}; the paired difference "
-            f"{_entry_interval(morf_diff)} does not exclude 0"
-        )
-    elif morf_diff is not None:
-        aopc_text = (
-            f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}, paired difference "
-            f"{a} − {b} = {_entry_interval(morf_diff)}"
-        )
-    else:
-        aopc_text = f"AOPC (MoRF) {a} {morf[a]:.3f} vs {b} {morf[b]:.3f} {where}"
-    if abs(recall[a] - recall[b]) <= recall_tolerance:
-        verdict, better_gen = "cannot be judged", None
-        sentences.append(
-            f"The paper's claim (the better-generalizing model has the better AOPC) cannot be judged by accuracy "
-            f"on this run: macro test recall is {recall[a]:.3f} for {a} and {recall[b]:.3f} for {b} (F1 {f1[a]:.3f} "
-            f"and {f1[b]:.3f}), within {recall_tolerance:g} of each other, so neither model generalizes better."
-        )
-        sentences.append(f"For the record, {aopc_text}.")
-    else:
-        better_gen = a if recall[a] > recall[b] else b
-        other = b if better_gen == a else a
-        verdict = "holds" if better_aopc == better_gen else "does not hold"
-        qualifier = ""
-        if verdict == "holds" and morf_diff is not None and _ci_sign(morf_diff) == 0:
-            qualifier = " only as a point estimate"
-        sentences.append(
-            f"{better_gen} generalizes better (macro test recall {recall[better_gen]:.3f} vs {recall[other]:.3f}, "
-            f"F1 {f1[better_gen]:.3f} vs {f1[other]:.3f}) and "
-            f"{'has' if verdict == 'holds' else 'does not have'} the higher AOPC: {aopc_text}. "
-            f"The paper's claim {verdict} on this run{qualifier}."
-        )
-
-    # 2. caveat: sensitivity to the perturbation, measured by the random order
-    if all("random" in src[n] for n in names):
-        rand = {n: src[n]["random"]["final"] for n in names}
-        text = (
-            f"Caveat: AOPC also grows with a model's sensitivity to the perturbation itself; a random region "
-            f"order already gives AOPC {a} {rand[a]:.3f} and {b} {rand[b]:.3f}"
-        )
-        if rand_diff is not None and _ci_sign(rand_diff) != 0:
-            text += (
-                f" (paired difference {_entry_interval(rand_diff)}), so the raw AOPC comparison between "
-                f"the models is confounded by how each reacts to the noise"
-            )
-        sentences.append(text + ".")
-
-    # 3. the heatmaps' own score: MoRF - random
-    better_heat = None
-    if all("morf_minus_random" in src[n] for n in names):
-        per_model = []
-        for n in names:
-            entry = src[n]["morf_minus_random"]
-            judgement = {
-                1: "better than a random order",
-                0: "no better than a random order",
-                -1: "worse than a random order",
-            }[_ci_sign(entry)]
-            per_model.append(f"{n} {_entry_interval(entry)} ({judgement})")
-        text = "The heatmaps themselves are measured by MoRF − random: " + "; ".join(per_model)
-        if heat_diff is not None:
-            sign = _ci_sign(heat_diff)
-            better_heat = {1: a, -1: b, 0: None}[sign]
-            text += f"; paired difference {a} − {b} = {_entry_interval(heat_diff)}"
-            if better_heat is None:
-                text += ", so neither model's heatmaps are distinguishably better"
-            else:
-                text += f", so {better_heat}'s heatmaps are better"
-                if better_gen is not None:
-                    text += (
-                        " (the better-generalizing model's)"
-                        if better_heat == better_gen
-                        else " (not the better-generalizing model's)"
-                    )
-        sentences.append(text + ".")
-    return {
-        "verdict": verdict,
-        "better_generalizing": better_gen,
-        "better_aopc": better_aopc,
-        "better_heatmaps": better_heat,
-        "sentences": sentences,
-    }
-
-
-def write_summary(
-    paths,
-    rows: list[dict],
-    report: Mapping | None = None,
-    title: str | None = None,
-    notes: str = "",
-    conclusions: Mapping | None = None,
-) -> dict:
-    """Write the final table to ``paths.report / "summary.md"`` and ``paths.metrics / "summary.json"``; return both paths.
-
-    Under the table: the paired model comparison (:func:`paired_sentences`), ``notes``, and the sentences of
-    ``conclusions`` (:func:`aopc_conclusions`) when given. ``title`` defaults to "Study summary (<profile> profile)".
-    """
-    title = title or f"Study summary ({paths.profile} profile)"
-    lines = [f"# {title}", "", markdown_table(rows)]
-    if report is not None:
-        paired = paired_sentences(report)
-        if paired:
-            lines += [" ".join(paired), ""]
-    if notes:
-        lines += [notes, ""]
-    if conclusions is not None:
-        lines += ["## Conclusions", ""] + [f"- {s}" for s in conclusions["sentences"]] + [""]
-    payload = {"profile": paths.profile, "rows": rows}
-    keys = ("final", "final_low", "final_high", "n_images")
-    if report is not None:
-        payload["aopc"] = {
-            name: {order: {k: entry[order][k] for k in keys} for order in AOPC_LABELS if order in entry}
-            | {"selection": entry.get("selection", "")}
-            for name, entry in report["models"].items()
-        }
-    if report is not None and "paired" in report:
-        p = report["paired"]
-        payload["paired_models"] = p["models"]
-        payload["paired_difference"] = {k: p["difference"][k] for k in (*keys, "share_positive")}
-        for other in ("random", "lerf"):
-            key = f"morf_minus_{other}_difference"
-            if key in p:
-                payload[f"paired_{key}"] = {k: p[key][k] for k in (*keys, "share_positive")}
-    if conclusions is not None:
-        payload["conclusions"] = dict(conclusions)
-    return study.save_summary(paths, "\n".join(lines), payload)
-
-
 # --------------------------------------------------------------------------------------------------
 # Training notebooks (02, 03): one call
 # --------------------------------------------------------------------------------------------------
@@ -491,6 +273,7 @@ def train_and_report(
     gpus = training.enable_gpu_memory_growth()
     policy = training.configure_precision(mixed_precision)
     setup_text = (
+        f"{device_line()}\n"
         f"profile {profile}: {model_name} slot with backbone {backbone!r}, backend {keras.backend.backend()}, "
         f"dtype policy {policy}, GPUs with memory growth: {gpus or 'none'}"
     )
@@ -540,7 +323,18 @@ def train_and_report(
     )
     # metrics hold results only; wall times stay in the model folder's training JSON
     info = {k: v for k, v in result.info().items() if k != "timings"}
-    study.save_metrics_file(paths, "training", {"model_name": model_name, "backbone": backbone, **info}, model_name)
+    study.save_metrics_file(
+        paths,
+        "training",
+        {
+            "model_name": model_name,
+            "backbone": backbone,
+            "weights": None if weights is None else str(weights),
+            "freeze_backbone": freeze_backbone,
+            **info,
+        },
+        model_name,
+    )
     t = result.timings
     training_text = (
         f"trained in {t['total_s']:.1f} s (backbone features {t['features_s']:.1f} s, fitting {t['fit_s']:.1f} s; "

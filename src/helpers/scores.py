@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ._core import check_int, check_seed
+from .intervals import comparison_pair
 from .perturbation import _check_perturbation, default_blur_sigma, perturbation_curves
 
 __all__ = [
@@ -229,12 +230,14 @@ def aopc_report(
     n_boot: int = 2000,
     seed: int = 0,
     level: float = 0.95,
+    compare: Sequence[str] | None = None,
 ) -> dict:
     """Every AOPC number of the study from ``curves[model][order]`` (N, L+1) and ``masks[model]`` (correctly classified).
 
     Per model and order: :func:`aopc_summary` on that model's correct images (all images if it has none,
     see :func:`selection_mask`; ``selection`` says which); MoRF - random and MoRF - LeRF (paired, same images).
-    For the first two models, on the images both classify correctly (when there are such images): each
+    For the two models (``compare`` names them when there are more than two: a ValueError otherwise), on the
+    images both classify correctly (when there are such images; ``paired["models"]`` names them): each
     model's AOPC per order and its MoRF - random / MoRF - LeRF (``orders``), the paired difference per order
     (first minus second, ``order_differences``; MoRF also as ``difference``) and the paired difference of MoRF - random (``morf_minus_random_difference``:
     the heatmap comparison, free of each model's sensitivity to the perturbation) and of MoRF - LeRF.
@@ -242,6 +245,7 @@ def aopc_report(
     names = list(curves)
     if not names:
         raise ValueError("curves is empty")
+    pair = comparison_pair(names, compare, "AOPC comparison") if len(names) > 1 or compare is not None else None
     report: dict = {"models": {}, "n_boot": n_boot, "seed": seed, "level": level}
     for name in names:
         if name not in masks:
@@ -257,8 +261,8 @@ def aopc_report(
                 )
         entry["selection"] = selection
         report["models"][name] = entry
-    if len(names) >= 2:
-        a, b = names[:2]
+    if pair is not None:
+        a, b = pair
         both = common_mask(masks[a], masks[b])
         if both.any():
             orders = {
@@ -361,9 +365,9 @@ def perturbation_ablation(
     known = {}
     for (p, s), given in (precomputed or {}).items():
         key = (str(p), float(s) if p == "gaussian" else None)
-        if set(given) < {"morf", "random"} or any(len(given[o]) != len(images) for o in ("morf", "random")):
+        if not {"morf", "random"} <= set(given) or any(len(given[o]) != len(images) for o in ("morf", "random")):
             raise ValueError(
-                f"precomputed curves for {key} need 'morf' and 'random' curves of all {len(images)} images"
+                f"precomputed curves for {key} need 'morf' and 'random' curves of all {len(images)} images, got {sorted(given)}"
             )
         known[key] = given
     rows = []

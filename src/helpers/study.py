@@ -129,11 +129,15 @@ class StudyPaths:
 def study_paths(
     profile: str = "demo", work_dir: str | os.PathLike = "", report_dir: str | os.PathLike = ""
 ) -> StudyPaths:
-    """Resolve the folders of a profile; empty strings mean the defaults (project root, ``reports/<profile>``)."""
+    """Resolve the folders of a profile; empty strings mean the defaults (project root, ``reports/<profile>-interactive``).
+
+    The runner always passes ``report_dir``; a notebook run by hand (JupyterLab) writes to its own
+    ``reports/<profile>-interactive/`` so it never mixes into the published ``reports/<profile>/`` of a runner's run.
+    """
     if not profile or any(sep in str(profile) for sep in ("/", "\\")):
         raise ValueError(f"profile must be a plain name such as 'demo', got {profile!r}")
     root = Path(work_dir).expanduser().resolve() if str(work_dir) else find_project_root()
-    report = Path(report_dir).expanduser().resolve() if str(report_dir) else root / "reports" / profile
+    report = Path(report_dir).expanduser().resolve() if str(report_dir) else root / "reports" / f"{profile}-interactive"
     return StudyPaths(root=root, profile=str(profile), report=report).ensure()
 
 
