@@ -192,7 +192,7 @@ def gradcam(
     run = _batch_function(model, split, method)
 
     n = images.shape[0]
-    chunk = min(int(batch_size), n)
+    chunk = int(batch_size)  # one compiled shape whatever the number of images (the last chunk is padded)
     heatmaps = None
     explained = np.empty(n, dtype=np.int32)
     bar = None

@@ -49,6 +49,8 @@ __all__ = [
 
 #: Device memory (bytes) that one group of resident images (clean copy, perturbed copy, step map) may use.
 DEVICE_BUDGET_BYTES = 512 * 2**20
+#: Images per device-resident group (rounded up to whole batches of (image, step) pairs; see :func:`_group_size`).
+GROUP_IMAGES = 96
 
 # Independent random streams derived from (seed, image id, stream).
 _STREAM_NOISE = 1
@@ -344,11 +346,15 @@ def _model_input_shape(model) -> tuple | None:
     return shape[1:]
 
 
-def _group_size(n_images: int, n_steps: int, batch_size: int, bytes_per_image: int, budget: int) -> int:
-    """Images per device-resident group: a multiple of lcm(batch, L+1)/(L+1) so batches never straddle groups."""
+def _group_size(n_steps: int, batch_size: int, bytes_per_image: int, budget: int) -> int:
+    """Images per device-resident group: a multiple of lcm(batch, L+1)/(L+1) so batches never straddle groups.
+
+    About :data:`GROUP_IMAGES` images (fewer when ``budget`` bytes hold fewer), whatever the number of images: every
+    call with the same model, batch size and image shape (all orders, the ablation's subsets) reuses one compilation.
+    """
     unit = math.lcm(batch_size, n_steps) // n_steps
-    units = max(1, budget // max(1, unit * bytes_per_image))
-    return min(n_images, unit * units)
+    units = max(1, min(budget // max(1, unit * bytes_per_image), math.ceil(GROUP_IMAGES / unit)))
+    return unit * units
 
 
 def default_blur_sigma(region_size) -> float:
@@ -431,7 +437,7 @@ def perturbation_curves(
     region_map = grid.region_map
 
     bytes_per_image = height * width * channels * (4 + raw.itemsize if raw.dtype == np.uint8 else 8)
-    group = _group_size(n, n_steps, batch_size, bytes_per_image, int(device_budget_bytes))
+    group = _group_size(n_steps, batch_size, bytes_per_image, int(device_budget_bytes))
     batch_fn = _make_curve_batch(model, batch_size)
     n_steps_t = to_device(np.int32(n_steps))
     region_map_dev = to_device(region_map.astype(np.int32))
@@ -447,7 +453,7 @@ def perturbation_curves(
     for first in range(0, n, group):
         last = min(n, first + group)
         real = last - first
-        padded = group if n > group else real  # pad the last group so every group compiles to one shape
+        padded = group  # every group has one shape (the last one padded): one compilation for every call
         g_host = perturbed_images(
             x[first:last], perturbation, sigma, seed, ids[first:last], fill=fill, blur_sigma=blur_sigma
         )
