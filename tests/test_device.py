@@ -147,3 +147,15 @@ def test_data_parallel_on_two_devices_equals_one_device():
     """
     env = {"KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     assert _run(code, env).strip().endswith("ok")
+
+
+@JAX_ONLY
+def test_loading_a_saved_classifier_compiles_nothing(tmp_path):
+    model = models.build_classifier("vgg16", 32, weights=None, seed=0)
+    model.save(tmp_path / "m.keras")
+    log = device.CompileLog().install()
+    with log.stage("load"):
+        loaded = models.load_classifier(tmp_path / "m.keras")
+    assert log.stats["load"]["count"] <= 1, log.stats  # was one compilation per weight shape
+    assert all(np.array_equal(u, v) for u, v in zip(model.get_weights(), loaded.get_weights()))
+    assert type(loaded.get_layer("backbone").layers[1].kernel_initializer) is keras.initializers.GlorotUniform

@@ -383,4 +383,7 @@ def load_classifier(path: str | os.PathLike, compile: bool = False) -> keras.Mod
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the training notebook (02 or 03) that writes it first")
-    return keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)
+    with host_initializers(seed=0):  # the saved weights replace these values: draw them without compiling
+        model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)
+    restore_initializers(model)
+    return model
