@@ -18,7 +18,7 @@ PACKAGE = ROOT / "src" / "helpers"
 LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
-        "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals",
+        "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
     },
     "study": {"study"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe"},

@@ -211,7 +211,7 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("image_size", "model input side in pixels (square)", integer(1)),
     # 01_data
     Parameter("source", "'synthetic' phantoms or the 'kaggle' download", one_of(SOURCES)),
-    Parameter("data_dir", "kaggle source: the folder holding COVID-19_Radiography_Dataset", text()),
+    Parameter("data_dir", "kaggle: folder holding COVID-19_Radiography_Dataset ('': kagglehub download)", text()),
     Parameter("synthetic_per_class", "phantoms generated per class", integer(1)),
     Parameter("synthetic_size", "side of the generated phantoms in pixels", integer(MIN_SYNTHETIC_SIZE)),
     Parameter("confounder", "synthetic only: smaller Viral Pneumonia chests", boolean()),
@@ -278,15 +278,6 @@ def _morf_order(p):
     return None if "morf" in p["orders"] else f"orders must include 'morf' (the AOPC), got {p['orders']!r}"
 
 
-def _kaggle_data_dir(p):
-    if p["source"] == "kaggle" and not p["data_dir"]:
-        return (
-            "source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset "
-            "(pass -p data_dir=/path/to/it)"
-        )
-    return None
-
-
 def _synthetic_split(p):
     if p["source"] != "synthetic":
         return None
@@ -316,7 +307,6 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(("backbone", "weights"), _imagenet_weights),
     Relation(("region_size", "image_size"), _region_fits),
     Relation(("orders",), _morf_order),
-    Relation(("source", "data_dir"), _kaggle_data_dir),
     Relation(("source", "synthetic_per_class", "per_class", "split_fractions"), _synthetic_split),
 )
 
