@@ -21,7 +21,7 @@ LAYERS = {
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
     },
     "study": {"study"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe"},
+    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
     "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance"},
 }  # fmt: skip
 #: Third-party packages that no computation module may import.
