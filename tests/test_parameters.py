@@ -42,6 +42,7 @@ def test_choices_agree_with_the_computation_modules():
     assert parameters.PAPER_BACKBONES == models.PAPER_BACKBONES
     assert parameters.METHODS == gradcam.METHODS
     assert parameters.PERTURBATIONS == perturbation.PERTURBATIONS and parameters.ORDERS == perturbation.ORDERS
+    assert parameters.REGION_SCORES == perturbation.REGION_SCORES == ("grid", "upsample")
 
 
 def test_importable_without_keras_or_numpy():

@@ -31,6 +31,9 @@ MIN_IMAGE_SIZE: dict[str, int] = {"vgg16": 32, "densenet201": 32, "small_vgg": 1
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 PERTURBATIONS: tuple[str, ...] = ("gaussian", "uniform", "mean", "blur")
 ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
+#: How :func:`helpers.perturbation.region_scores` scores regions: the heatmap's own cells when its grid is the region
+#: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
+REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
 MIXED_PRECISION: tuple = (True, False, None, "", "float32", "mixed_float16", "mixed_bfloat16")
 #: Smallest side of generated phantoms (:func:`helpers.data.synthesize_dataset`).
@@ -235,6 +238,11 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("alphas", "overlay opacities", list_of(number(0, maximum=1), min_items=1)),
     Parameter("region_size", "MoRF region side in pixels", region_size_value()),
     Parameter("perturbation", "perturbation function", one_of(PERTURBATIONS)),
+    Parameter(
+        "region_scores",
+        "'grid': heatmap cells as regions; 'upsample': bilinear, mean per region",
+        one_of(REGION_SCORES),
+    ),
     Parameter("sigma", "noise level in [0, 1] pixel space", number(0)),
     Parameter("n_bootstrap", "bootstrap resamples", integer(1)),
     Parameter("orders", "region orders ('morf' required)", list_of(one_of(ORDERS), min_items=1, unique=True)),
