@@ -18,11 +18,11 @@ PACKAGE = ROOT / "src" / "helpers"
 LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
-        "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals",
+        "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
         "device", "parallel", "initializers",
     },
     "study": {"study"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe"},
+    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
     "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance"},
 }  # fmt: skip
 #: Third-party packages that no computation module may import.

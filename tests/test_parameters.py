@@ -42,6 +42,7 @@ def test_choices_agree_with_the_computation_modules():
     assert parameters.PAPER_BACKBONES == models.PAPER_BACKBONES
     assert parameters.METHODS == gradcam.METHODS
     assert parameters.PERTURBATIONS == perturbation.PERTURBATIONS and parameters.ORDERS == perturbation.ORDERS
+    assert parameters.REGION_SCORES == perturbation.REGION_SCORES == ("grid", "upsample")
 
 
 def test_importable_without_keras_or_numpy():
@@ -93,7 +94,6 @@ def test_check_accepts_good_values_and_unknown_names():
         ({"06_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
         ({"01_data": {"synthetic_per_class": 5}}, "leave a split empty"),
         ({"01_data": {"per_class": 600}}, "per_class=600 exceeds synthetic_per_class=500"),
-        ({"01_data": {"source": "kaggle"}}, "source 'kaggle' needs data_dir"),
         ({"04_report": {"image_size": 64}}, "image_size must be the same in every notebook"),
         ({"03_train_densenet201": {"model_name": "vgg16"}}, "also the model_name of 03_train_densenet201"),
     ],
@@ -106,6 +106,12 @@ def test_relations(changes, message):
     assert any(__import__("re").search(message, line) for line in found), found
     with pytest.raises(ParameterError, match="invalid parameters"):
         parameters.raise_for(values)
+
+
+def test_kaggle_source_accepts_an_empty_data_dir():
+    values = _defaults()
+    values["01_data"].update(source="kaggle", data_dir="")  # kagglehub downloads it (helpers.download)
+    assert parameters.validate(values) == []
 
 
 @pytest.mark.parametrize(

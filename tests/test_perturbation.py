@@ -126,6 +126,65 @@ def test_region_scores_grid_and_upsampled():
         np.testing.assert_allclose(scores[i], expected, rtol=1e-6, atol=1e-9)
 
 
+def _bilinear_reference(cell, size):
+    """Bilinear upsampling of one (h, w) map to (size, size), half-pixel centres, edges clamped: a plain loop."""
+    h, w = cell.shape
+    out = np.zeros((size, size))
+    for y in range(size):
+        for x in range(size):
+            sy = min(max((y + 0.5) * h / size - 0.5, 0.0), h - 1)
+            sx = min(max((x + 0.5) * w / size - 0.5, 0.0), w - 1)
+            y0, x0 = int(np.floor(sy)), int(np.floor(sx))
+            y1, x1 = min(y0 + 1, h - 1), min(x0 + 1, w - 1)
+            fy, fx = sy - y0, sx - x0
+            top = (1 - fx) * cell[y0, x0] + fx * cell[y0, x1]
+            bottom = (1 - fx) * cell[y1, x0] + fx * cell[y1, x1]
+            out[y, x] = (1 - fy) * top + fy * bottom
+    return out
+
+
+@pytest.mark.parametrize("image_size, region_size", [(12, 4), (10, 4)], ids=["divides", "last-regions-smaller"])
+def test_region_scores_upsample_on_a_grid_sized_heatmap(image_size, region_size):
+    grid = pt.region_grid(image_size, region_size)
+    assert grid.grid_shape == (3, 3)
+    heat = np.random.default_rng(1).random((2, 3, 3))
+    # "grid" (the default) is unchanged: the heatmap's own cells
+    assert np.array_equal(pt.region_scores(heat, image_size, region_size), heat.reshape(2, -1))
+    assert np.array_equal(pt.region_scores(heat, image_size, region_size, mode="grid"), heat.reshape(2, -1))
+    # "upsample": bilinear to the image, then the mean of each region (hand-computed reference)
+    got = pt.region_scores(heat, image_size, region_size, mode="upsample")
+    for i in range(2):
+        up = _bilinear_reference(heat[i], image_size)
+        expected = [up[grid.region_map == r].mean() for r in range(grid.n_regions)]
+        np.testing.assert_allclose(got[i], expected, rtol=1e-12, atol=1e-12)
+    # one hot cell: "grid" keeps it in its region only, "upsample" spreads some of it to the neighbouring regions
+    spike = np.zeros((1, 3, 3))
+    spike[0, 1, 1] = 1.0
+    as_grid = pt.region_scores(spike, image_size, region_size).reshape(3, 3)
+    as_upsampled = pt.region_scores(spike, image_size, region_size, mode="upsample").reshape(3, 3)
+    assert as_grid[1, 1] == 1.0 and np.count_nonzero(as_grid) == 1
+    assert as_upsampled[1, 1] < 1.0 and as_upsampled.argmax() == 4
+    assert min(as_upsampled[0, 1], as_upsampled[1, 0], as_upsampled[0, 0]) > 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        pt.region_scores(heat, image_size, region_size, mode="nearest")
+
+
+def test_curves_pass_region_scores_through(random_case):
+    c = random_case
+    x = c["images"].astype(np.float32) / 255.0
+    g = np.broadcast_to(x.mean(axis=(1, 2, 3), keepdims=True), x.shape)
+    upsampled = pt.region_scores(c["heatmaps"], SIZE, 4, mode="upsample")
+    orders = np.argsort(-upsampled, axis=1, kind="stable")
+    assert not np.array_equal(orders, np.argsort(-c["heatmaps"].reshape(5, -1), axis=1))  # the choice matters here
+    expected = reference_curves(c["a"], x, g, orders, 4, c["classes"])
+    got = pt.morf_curves(
+        c["a"], c["images"], c["heatmaps"], c["classes"], 4, "mean", progress=False, region_scores="upsample"
+    )
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    with pytest.raises(ValueError, match="region_scores must be one of"):
+        pt.morf_curves(c["a"], c["images"], c["heatmaps"], c["classes"], 4, progress=False, region_scores="cells")
+
+
 def test_orders_follow_scores():
     scores = np.array([[0.1, 0.9, 0.5, 0.3], [4.0, 3.0, 2.0, 1.0]])
     assert pt.region_order(scores, "morf").tolist() == [[1, 2, 3, 0], [0, 1, 2, 3]]

@@ -122,12 +122,20 @@ def test_relative_path_parameters_are_taken_from_the_start_folder(project, tmp_p
     assert pipeline.resolve_parameters({}, notebooks, [])["03_third"] == {}
 
 
-def test_kaggle_source_without_data_dir_is_caught_before_running(project):
+def test_kaggle_source_data_dir_is_checked_before_running(project, monkeypatch):
+    from helpers import download
+
     nb = project / "notebooks" / "03_third.ipynb"
     _notebook(nb, 'data_dir = ""\nsource = "synthetic"', ["pass"])
     notebooks = pipeline.discover_notebooks(project / "notebooks")
-    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
+    # an empty data_dir means a kagglehub download: accepted where kagglehub is installed ...
+    monkeypatch.setattr(download, "kagglehub_available", lambda: True)
+    assert pipeline.resolve_parameters({}, notebooks, ["source=kaggle"])["03_third"] == {"source": "kaggle"}
+    # ... and rejected before any kernel starts, naming the manual steps, where it is not
+    monkeypatch.setattr(download, "kagglehub_available", lambda: False)
+    with pytest.raises(ProfileError, match=r"kagglehub, which is not installed.*unzip it.*-p data_dir="):
         pipeline.resolve_parameters({}, notebooks, ["source=kaggle"])
+    # a folder that does not exist is an error either way
     with pytest.raises(ProfileError, match="data_dir /no/such/folder does not exist"):
         pipeline.resolve_parameters({}, notebooks, ["source=kaggle", "data_dir=/no/such/folder"])
 

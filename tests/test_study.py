@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import keras
 import matplotlib
@@ -123,13 +124,14 @@ def test_read_manifest_errors(tmp_path):
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_dataset_from_parameters(tmp_path, phantom_dataset):
+def test_dataset_from_parameters(tmp_path, phantom_dataset, monkeypatch):
     paths = study.study_paths("unit", work_dir=tmp_path)
     made = study.dataset_from_parameters(
         paths, "synthetic", synthetic_per_class=2, synthetic_size=32, seed=1, confounder=True, progress=False
     )
     assert made == paths.raw / "synthetic-32-2-1-confounder" / DATASET_DIRNAME and len(dataset.scan_dataset(made)) == 8
     assert study.dataset_from_parameters(paths, "kaggle", data_dir=phantom_dataset.parent) == phantom_dataset
+    monkeypatch.setitem(sys.modules, "kagglehub", None)  # no download here (tests/test_download.py fakes one)
     with pytest.raises(DatasetError, match="data_dir"):
         study.dataset_from_parameters(paths, "kaggle")
     with pytest.raises(DatasetError, match="source"):

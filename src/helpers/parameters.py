@@ -31,6 +31,9 @@ MIN_IMAGE_SIZE: dict[str, int] = {"vgg16": 32, "densenet201": 32, "small_vgg": 1
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
 PERTURBATIONS: tuple[str, ...] = ("gaussian", "uniform", "mean", "blur")
 ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
+#: How :func:`helpers.perturbation.region_scores` scores regions: the heatmap's own cells when its grid is the region
+#: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
+REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
 MIXED_PRECISION: tuple = (True, False, None, "", "float32", "mixed_float16", "mixed_bfloat16")
 #: Smallest side of generated phantoms (:func:`helpers.data.synthesize_dataset`).
@@ -211,7 +214,7 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("image_size", "model input side in pixels (square)", integer(1)),
     # 01_data
     Parameter("source", "'synthetic' phantoms or the 'kaggle' download", one_of(SOURCES)),
-    Parameter("data_dir", "kaggle source: the folder holding COVID-19_Radiography_Dataset", text()),
+    Parameter("data_dir", "kaggle: folder holding COVID-19_Radiography_Dataset ('': kagglehub download)", text()),
     Parameter("synthetic_per_class", "phantoms generated per class", integer(1)),
     Parameter("synthetic_size", "side of the generated phantoms in pixels", integer(MIN_SYNTHETIC_SIZE)),
     Parameter("confounder", "synthetic only: smaller Viral Pneumonia chests", boolean()),
@@ -235,6 +238,11 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("alphas", "overlay opacities", list_of(number(0, maximum=1), min_items=1)),
     Parameter("region_size", "MoRF region side in pixels", region_size_value()),
     Parameter("perturbation", "perturbation function", one_of(PERTURBATIONS)),
+    Parameter(
+        "region_scores",
+        "'grid': heatmap cells as regions; 'upsample': bilinear, mean per region",
+        one_of(REGION_SCORES),
+    ),
     Parameter("sigma", "noise level in [0, 1] pixel space", number(0)),
     Parameter("n_bootstrap", "bootstrap resamples", integer(1)),
     Parameter("orders", "region orders ('morf' required)", list_of(one_of(ORDERS), min_items=1, unique=True)),
@@ -278,15 +286,6 @@ def _morf_order(p):
     return None if "morf" in p["orders"] else f"orders must include 'morf' (the AOPC), got {p['orders']!r}"
 
 
-def _kaggle_data_dir(p):
-    if p["source"] == "kaggle" and not p["data_dir"]:
-        return (
-            "source 'kaggle' needs data_dir, the folder holding COVID-19_Radiography_Dataset "
-            "(pass -p data_dir=/path/to/it)"
-        )
-    return None
-
-
 def _synthetic_split(p):
     if p["source"] != "synthetic":
         return None
@@ -316,7 +315,6 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(("backbone", "weights"), _imagenet_weights),
     Relation(("region_size", "image_size"), _region_fits),
     Relation(("orders",), _morf_order),
-    Relation(("source", "data_dir"), _kaggle_data_dir),
     Relation(("source", "synthetic_per_class", "per_class", "split_fractions"), _synthetic_split),
 )
 

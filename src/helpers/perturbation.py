@@ -28,11 +28,12 @@ import numpy as np
 from ._core import check_int, check_pair, check_seed, check_unit_range, compiled, image_array, to_device, to_unit
 
 # Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
-from .parameters import ORDERS, PERTURBATIONS
+from .parameters import ORDERS, PERTURBATIONS, REGION_SCORES
 
 __all__ = [
     "PERTURBATIONS",
     "ORDERS",
+    "REGION_SCORES",
     "DEVICE_BUDGET_BYTES",
     "RegionGrid",
     "region_grid",
@@ -139,17 +140,27 @@ def _heatmap_array(heatmaps, name: str = "heatmaps") -> np.ndarray:
     return heat
 
 
-def region_scores(heatmaps, image_size, region_size) -> np.ndarray:
-    """Score every region: the heatmap's own cell when its shape is the region grid, else the region mean of the bilinearly upsampled map; (N, R)."""
+def region_scores(heatmaps, image_size, region_size, mode: str = "grid") -> np.ndarray:
+    """Score every region, (N, R): ``mode="grid"`` takes the heatmap's own cell when its shape is the region grid, else the region mean of the bilinearly upsampled map; ``"upsample"`` always the latter.
+
+    "grid" follows the paper's text: each cell of the 9x9 Grad-CAM map scores its 34 px region of the 299 px image.
+    "upsample" resizes the map to the image (bilinear, half-pixel centres) first, so a region's score also takes
+    some relevance from its neighbouring cells.
+    """
+    if mode not in REGION_SCORES:
+        raise ValueError(f"mode must be one of {REGION_SCORES}, got {mode!r}")
     grid = region_grid(image_size, region_size)
     heat = _heatmap_array(heatmaps)
     n, h, w = heat.shape
-    if (h, w) == grid.grid_shape:
+    if mode == "grid" and (h, w) == grid.grid_shape:
         return heat.reshape(n, -1).copy()
     height, width = grid.image_shape
     rows = _region_mean_matrix(grid.row_bounds, height) @ _bilinear_matrix(height, h)  # (gh, h)
     cols = _region_mean_matrix(grid.col_bounds, width) @ _bilinear_matrix(width, w)  # (gw, w)
     return np.einsum("ah,nhw,bw->nab", rows, heat, cols).reshape(n, -1)
+
+
+_score_regions = region_scores  # perturbation_curves' keyword ``region_scores`` shadows the function's name there
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -378,6 +389,7 @@ def perturbation_curves(
     fill: float | None = None,
     blur_sigma: float | None = None,
     device_budget_bytes: int = DEVICE_BUDGET_BYTES,
+    region_scores: str = "grid",
 ) -> np.ndarray:
     """Perturbation curves f(x^k), k = 0..L, of every image: float64 (N, L+1), f = the model's probability of ``classes[i]``.
 
@@ -387,7 +399,8 @@ def perturbation_curves(
     through the model ``batch_size`` at a time. ``image_ids`` (default 0..N-1) seed the noise and the
     tie-breaking, so a subset scored with its original ids gets the same numbers. ``blur_sigma`` defaults
     to a quarter of the region size. ``perturbation``: a name of :data:`PERTURBATIONS` or a callable
-    (:data:`Perturbation`, as Quantus' ``perturb_func``).
+    (:data:`Perturbation`, as Quantus' ``perturb_func``). ``region_scores``: how the heatmap scores the regions,
+    ``"grid"`` or ``"upsample"`` (``mode`` of :func:`region_scores`).
     References: Samek et al., IEEE TNNLS 2017; Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images".
     """
     from keras import ops
@@ -395,6 +408,8 @@ def perturbation_curves(
     # --- validate everything before heavy work
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if region_scores not in REGION_SCORES:
+        raise ValueError(f"region_scores must be one of {REGION_SCORES}, got {region_scores!r}")
     if blur_sigma is None:
         blur_sigma = default_blur_sigma(region_size)
     _check_perturbation(perturbation, sigma, fill, blur_sigma)
@@ -420,7 +435,7 @@ def perturbation_curves(
         heat = _heatmap_array(heatmaps)
         if len(heat) != n:
             raise ValueError(f"heatmaps has {len(heat)} maps for {n} images")
-        scores = region_scores(heat, (height, width), grid.region_size)
+        scores = _score_regions(heat, (height, width), grid.region_size, mode=region_scores)
     classes = np.asarray(classes)
     if classes.shape != (n,):
         raise ValueError(f"classes must have one class per image, shape ({n},), got {classes.shape}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from . import download
 from . import parameters as declared_parameters
 
 #: Parameters that the runner sets itself in every notebook that declares them.
@@ -240,14 +241,21 @@ def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[
     """Problems that would only surface inside a kernel, found before anything runs.
 
     Every value and relation is checked against :mod:`helpers.parameters` (ranges, choices, region size vs
-    image size, the backbone's minimum size ...), then the files the values name (``data_dir``, ``weights``).
+    image size, the backbone's minimum size ...), then the files the values name (``data_dir``, ``weights``) and,
+    for ``source="kaggle"`` with an empty ``data_dir`` (a kagglehub download), that kagglehub is installed.
     """
     effective = effective_parameters(per_notebook, declared)
     problems = declared_parameters.validate(effective)
     for stem, params in effective.items():
         data_dir, weights = params.get("data_dir"), params.get("weights")
-        if params.get("source") == "kaggle" and isinstance(data_dir, str) and data_dir and not Path(data_dir).exists():
-            problems.append(f"{stem}.data_dir: data_dir {data_dir} does not exist")
+        if params.get("source") == "kaggle" and isinstance(data_dir, str):
+            if data_dir and not Path(data_dir).exists():
+                problems.append(f"{stem}.data_dir: data_dir {data_dir} does not exist")
+            elif not data_dir and not download.kagglehub_available():
+                problems.append(
+                    f"{stem}.data_dir: source 'kaggle' with an empty data_dir downloads the dataset with kagglehub, "
+                    f"which is not installed. Either {download.MANUAL_STEPS}"
+                )
         if isinstance(weights, str) and weights not in ("", "imagenet") and not Path(weights).expanduser().is_file():
             problems.append(f"{stem}.weights: weights file {weights} does not exist")
     return problems

@@ -342,12 +342,14 @@ def perturbation_ablation(
     blur_sigma: float | None = None,
     progress: bool = True,
     precomputed: Mapping[tuple, Mapping[str, np.ndarray]] | None = None,
+    region_scores: str = "grid",
 ) -> list[dict]:
     """AOPC of MoRF and random orders for each (perturbation, sigma) in ``settings``: one row per distinct setting.
 
     ``sigma`` matters for ``"gaussian"`` only (settings differing only in an unused sigma are run once).
     ``precomputed`` maps a setting ``(perturbation, sigma)`` to its ``{"morf": curves, "random": curves}`` of these
-    same images and ids (e.g. the main run's), which are used instead of scoring that setting again.
+    same images and ids (e.g. the main run's, computed with the same ``region_scores``), which are used instead of
+    scoring that setting again. ``region_scores``: ``"grid"`` or ``"upsample"`` (:func:`helpers.perturbation.region_scores`).
     Rows: ``setting`` (label), ``perturbation``, ``sigma`` (None unless Gaussian), ``aopc_morf`` with interval,
     ``aopc_random``, ``morf_minus_random`` with interval, ``n_images``.
 
@@ -386,6 +388,7 @@ def perturbation_ablation(
             image_ids=image_ids,
             progress=False,
             blur_sigma=blur_sigma,
+            region_scores=region_scores,
         )
         if (p, s) in known:
             morf, rand = known[(p, s)]["morf"], known[(p, s)]["random"]

@@ -18,7 +18,8 @@ import pandas as pd
 
 from ._core import atomic_path, find_project_root, load_json, load_npz, save_json, save_npz
 from .config import CLASS_NAMES
-from .dataset import MANIFEST_COLUMNS, SPLITS, DatasetError, load_images, resolve_dataset_dir
+from .dataset import MANIFEST_COLUMNS, SPLITS, DatasetError, load_images
+from .download import resolve_kaggle_dir
 from .heatmaps import METHODS
 from .phantoms import synthesize_dataset, synthetic_dir_name
 from .scores import correct_mask
@@ -156,11 +157,13 @@ def dataset_from_parameters(
     confounder: bool = False,
     progress: bool = True,
 ) -> Path:
-    """The dataset folder named by notebook 01's parameters: the Kaggle download at ``data_dir``, or phantoms generated under ``paths.raw``."""
+    """The dataset folder named by notebook 01's parameters: the Kaggle download, or phantoms generated under ``paths.raw``.
+
+    ``source="kaggle"``: the folder ``data_dir``, or with an empty ``data_dir`` the download kagglehub keeps in its
+    cache (:func:`helpers.download.resolve_kaggle_dir`).
+    """
     if source == "kaggle":
-        if not str(data_dir):
-            raise DatasetError("source='kaggle' needs data_dir: the folder holding COVID-19_Radiography_Dataset")
-        return resolve_dataset_dir(data_dir)
+        return resolve_kaggle_dir(data_dir)
     if source == "synthetic":
         root = Path(paths.raw) / synthetic_dir_name(synthetic_size, synthetic_per_class, seed, confounder)
         return synthesize_dataset(
