@@ -20,7 +20,7 @@ LAYERS = {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
         "heatmaps", "perturbation", "scores", "localization", "parameters",
     },
-    "study": {"study"},
+    "study": {"study", "lineage"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html"},
     "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging"},
 }  # fmt: skip
