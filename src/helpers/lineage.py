@@ -50,6 +50,7 @@ __all__ = [
     "load_report_lineage",
     "start_notebook",
     "stale_notebooks",
+    "tracked",
 ]
 
 RUN_ENV, NOTEBOOK_ENV, PARAMETERS_ENV = "STUDY_RUN_ID", "STUDY_NOTEBOOK", "STUDY_PARAMETERS"
@@ -258,6 +259,11 @@ def check_input(paths, path, producer: str, expect: dict | None = None) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 
+def tracked(section: dict | None) -> bool:
+    """Whether a notebook's lineage section records any read or write (a notebook that does not use :mod:`helpers.study` has none)."""
+    return bool(section and (section.get("reads") or section.get("writes")))
+
+
 def _producers(sections: dict) -> dict[str, str]:
     return {key: stem for stem, section in sections.items() for key in section.get("writes", {})}
 
@@ -266,8 +272,8 @@ def stale_notebooks(paths, notebooks, rerun=()) -> dict[str, str]:
     """Notebooks of the report (in ``notebooks`` order) whose results no longer match data/: ``{stem: reason}``.
 
     A notebook is stale when a file it read now has another fingerprint, or was written by a stale notebook.
-    Notebooks in ``rerun`` are current. A notebook of the report without a lineage section (an older report) is
-    stale when it comes after the first rerun notebook.
+    Notebooks in ``rerun`` are current. A notebook of the report without lineage records (an older report, or a
+    notebook that does not use :mod:`helpers.study`) is stale when it comes after the first rerun notebook.
     """
     sections = load_report_lineage(paths.report)["notebooks"]
     producers = _producers({k: v for k, v in sections.items()})
@@ -277,7 +283,7 @@ def stale_notebooks(paths, notebooks, rerun=()) -> dict[str, str]:
         if stem in rerun:
             continue
         section = sections.get(stem)
-        if section is None:
+        if not tracked(section):
             if first_rerun is not None and stem > first_rerun and (Path(paths.report) / f"{stem}.ipynb").is_file():
                 stale[stem] = "it has no lineage record and comes after a rerun notebook"
             continue

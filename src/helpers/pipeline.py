@@ -331,7 +331,7 @@ def _run_locked(
     if stale:
         log(
             f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
-            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}"
+            f"metrics in the report come from an earlier run; rerun them with --from {min(stale)[:2]}"
         )
     return result
 
@@ -357,7 +357,8 @@ def _write_run_info(
         run_info["notebooks"] = sorted(run_info["seconds"])
         run_info["runs"] = {**previous.get("runs", {}), **{stem: run_id for stem in result.timings}}
         # notebooks without lineage (older reports) stay stale until rerun; the others are judged by lineage
-        stale_before = set(previous.get("stale", [])) - set(result.timings) - set(sections)
+        judged = {stem for stem, section in sections.items() if lineage.tracked(section)}
+        stale_before = set(previous.get("stale", [])) - set(result.timings) - judged
         stale = sorted(stale_before | set(stale))
     run_info["total_seconds"] = round(sum(run_info["seconds"].values()), 2)
     run_info["stale"] = stale

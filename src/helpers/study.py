@@ -210,7 +210,9 @@ def write_manifest(frames, path: str | os.PathLike, paths=None) -> Path:
     with atomic_path(path, suffix=".csv") as tmp:
         frame[list(MANIFEST_COLUMNS)].to_csv(tmp, index=False)
     if paths is not None:
-        lineage.record_write(paths, path, "01_data", skipped=len(frame.attrs.get("skipped", [])))
+        lineage.record_write(
+            paths, path, "01_data", skipped=len(frame.attrs.get("skipped", [])), dataset=frame.attrs.get("root")
+        )
     return path
 
 
