@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from helpers import dataset, lineage, study
+from helpers import dataset, lineage, pipeline, study
 
 
 def _as(monkeypatch, notebook, run):
@@ -81,6 +83,9 @@ def test_another_runs_file_is_refused_for_the_report_being_built(split, monkeypa
     lineage.start_notebook(paths.report, "04_report", "R1")
     _, labels = study.load_split(paths, "test", 32, progress=False)
     study.save_predictions(paths, "vgg16", np.eye(4)[labels], labels)
+    _as(monkeypatch, "06_aopc", "R1")
+    lineage.start_notebook(paths.report, "06_aopc", "R1")
+    study.load_predictions(paths, "vgg16")
 
     failed = study.study_paths("unit", work_dir=paths.root, report_dir=tmp_path / "failed")  # run R2's staging
     _as(monkeypatch, "04_report", "R2")
@@ -88,11 +93,15 @@ def test_another_runs_file_is_refused_for_the_report_being_built(split, monkeypa
     study.load_split(failed, "test", 32, progress=False)
     study.save_predictions(failed, "vgg16", np.roll(np.eye(4)[labels], 1, axis=1), labels)
 
-    _as(monkeypatch, "06_aopc", "R3")  # --only 06 on the report of R1
+    stems = ["01_data", "04_report", "06_aopc"]
+    assert list(lineage.stale_notebooks(paths, stems)) == ["06_aopc"]  # what 06 read changed under it ...
+    # ... and data/ no longer holds what the report shows of 04: the runner refuses --only 06 up front
+    with pytest.raises(pipeline.StaleInputs, match="06_aopc reads .*written by 04_report.*another run.*--from 04"):
+        pipeline._check_partial_run(paths, [Path(f"{s}.ipynb") for s in stems], [Path("06_aopc.ipynb")])
+    _as(monkeypatch, "06_aopc", "R3")  # and so does notebook 06 when run by hand
     lineage.start_notebook(paths.report, "06_aopc", "R3")
     with pytest.raises(study.LineageError, match="run R2 of 04_report.*report.*from run R1.*--from 04"):
         study.load_predictions(paths, "vgg16")
-    assert lineage.stale_notebooks(paths, ["01_data", "04_report", "06_aopc"]) == {}
 
 
 def test_stale_notebooks_follow_lineage_not_notebook_order(split, monkeypatch):
