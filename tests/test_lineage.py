@@ -71,6 +71,9 @@ def test_a_file_without_lineage_is_refused(split):
     study.save_npz(study.predictions_path(paths, "vgg16"), probabilities=np.eye(4), labels=np.arange(4))
     with pytest.raises(study.LineageError, match="no lineage record.*--from 04"):
         study.load_predictions(paths, "vgg16")
+    lineage.side_file(study.predictions_path(paths, "vgg16")).write_text("{not json")
+    with pytest.raises(study.LineageError, match="lineage.json is not readable JSON.*--from 04"):
+        study.load_predictions(paths, "vgg16")
 
 
 def test_another_runs_file_is_refused_for_the_report_being_built(split, monkeypatch, tmp_path):

@@ -225,12 +225,17 @@ def check_input(paths, path, producer: str, expect: dict | None = None) -> dict:
             f"{path} has no lineage record ({side.name}): it was written by an older version or an interrupted "
             f"run, so what made it is unknown; {_rerun_hint(producer)}"
         )
-    record = load_json(side)
+    try:
+        record = load_json(side)
+    except ValueError:
+        raise LineageError(
+            f"{side} is not readable JSON, so what made {path.name} is unknown; {_rerun_hint(producer)}"
+        ) from None
     producer = record.get("producer") or producer
     for key, value in record.get("inputs", {}).items():
         now = current_fingerprint(paths, key)
         if now != value:
-            what = "is gone" if now is None else "has changed since (another run rewrote it)"
+            what = "is gone" if now is None else "has changed since (rewritten by a later run)"
             raise LineageError(f"{path.name} was made by {producer} from {key}, which {what}; {_rerun_hint(producer)}")
     for name, wanted in (expect or {}).items():
         made = (record.get("parameters") or {}).get(name, wanted)
