@@ -21,7 +21,7 @@ LAYERS = {
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
         "device", "parallel", "initializers",
     },
-    "study": {"study"},
+    "study": {"study", "lineage"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
     "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance"},
 }  # fmt: skip

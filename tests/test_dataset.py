@@ -173,10 +173,12 @@ def test_scan_unreadable_file_raises_or_is_skipped(tmp_path, bad_name, content, 
 def test_truncated_image_fails_at_decode_naming_the_path(tmp_path):
     dataset = _real_layout(tmp_path)
     path = dataset / "COVID" / "images" / "COVID-1.png"
-    path.write_bytes(path.read_bytes()[:60])  # valid header, data cut off
     frame = ds.scan_dataset(dataset)
+    path.write_bytes(path.read_bytes()[:60])  # valid header, data cut off (after the scan, which would see it)
     with pytest.raises(DatasetError, match=str(path)):
         ds.load_images(frame, 32, cache_dir=False, progress=False)
+    with pytest.raises(DatasetError, match=f"{path} cannot be decoded"):
+        ds.scan_dataset(dataset)
 
 
 def _reference_gray(path: str, size: int) -> np.ndarray:

@@ -92,7 +92,7 @@ def test_manifest_round_trip_and_load_split(tmp_path, phantom_dataset):
     frame = dataset.scan_dataset(phantom_dataset)
     train, val, test = dataset.balance_and_split(frame, seed=0)
     assert (len(train), len(val), len(test)) == (36, 4, 8)
-    study.write_manifest([train, val, test], paths.split_manifest)
+    study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     manifest = study.read_manifest(paths.split_manifest)
     pd.testing.assert_frame_equal(
         manifest, pd.concat([train, val, test], ignore_index=True)[list(dataset.MANIFEST_COLUMNS)]
@@ -174,13 +174,8 @@ def test_load_model_outputs_checks_consistency(tmp_path):
 
     paths = study.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
     labels, predicted = np.array([0, 1, 2, 3]), np.array([0, 1, 1, 3])
-    study.save_npz(paths.processed / "predictions_m.npz", probabilities=np.eye(4), labels=labels, predicted=predicted)
-    study.save_npz(
-        paths.processed / "heatmaps_m.npz",
-        heatmaps=np.zeros((4, 3, 3)),
-        classes=predicted,
-        method=np.array("gradcam++"),
-    )
+    study.save_predictions(paths, "m", np.eye(4)[predicted], labels)
+    study.save_heatmaps(paths, "m", np.zeros((4, 3, 3)), predicted, "gradcam++")
     out = study.load_model_outputs(paths, "m", n_images=4)
     assert out["correct"].tolist() == [True, True, False, True] and out["heatmaps"].shape == (4, 3, 3)
     assert out["method"] == "gradcam++"
@@ -188,18 +183,11 @@ def test_load_model_outputs_checks_consistency(tmp_path):
         study.load_model_outputs(paths, "m", n_images=5)
     # an image explained for another class than predicted (a near-tie) is not counted as correct
     explained = np.array([0, 2, 1, 3])
-    study.save_npz(
-        paths.processed / "heatmaps_m.npz", heatmaps=np.zeros((4, 3, 3)), classes=explained, method=np.array("gradcam")
-    )
+    study.save_heatmaps(paths, "m", np.zeros((4, 3, 3)), explained, "gradcam")
     with pytest.warns(UserWarning, match="1 test image"):
         out = study.load_model_outputs(paths, "m")
     assert out["correct"].tolist() == [True, False, False, True]
-    study.save_npz(
-        paths.processed / "heatmaps_m.npz",
-        heatmaps=np.zeros((3, 3, 3)),
-        classes=predicted[:3],
-        method=np.array("gradcam"),
-    )
+    study.save_heatmaps(paths, "m", np.zeros((3, 3, 3)), predicted[:3], "gradcam")
     with pytest.raises(ValueError, match="heatmaps_m.npz"):
         study.load_model_outputs(paths, "m")
     with pytest.raises(FileNotFoundError, match="predictions_x.npz"):

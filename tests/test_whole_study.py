@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import phantoms, pipeline, study
-from helpers.pipeline import NotebookFailed, ProfileError
+from helpers import lineage, phantoms, pipeline, study
+from helpers.pipeline import NotebookFailed, ProfileError, StaleInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.notebook
@@ -72,6 +72,38 @@ def test_same_seed_gives_identical_metrics(smoke_run, tmp_path):
     )
 
 
+def test_a_partial_rerun_never_mixes_two_runs(smoke_run, tmp_path, monkeypatch):
+    """Issue 14's case: rerun only 02 with another learning rate, then only 06: refused, up front and in the notebook."""
+    import json
+    import shutil
+
+    source, _ = smoke_run
+    work = tmp_path / "work"
+    shutil.copytree(source / "data", work / "data")
+    shutil.copytree(source / "reports" / "smoke", work / "reports" / "smoke")
+    report = work / "reports" / "smoke"
+    first_run = json.loads((report / "run.json").read_text())["run_id"]
+
+    logs = []
+    _run(work, profile="smoke", only="02", overrides=["02.learning_rate=0.05"], log=logs.append)
+    run = json.loads((report / "run.json").read_text())
+    assert run["stale"] == ["04_report", "05_gradcam", "06_aopc"]  # from lineage: 03 read nothing 02 wrote
+    assert run["runs"]["02_train_vgg16"] == run["run_id"] != first_run == run["runs"]["03_train_densenet201"]
+    assert any("rerun them with --from 04" in line for line in logs)
+    index = (report / "index.html").read_text()
+    assert f"run <code>{run['run_id']}</code>" in index and f"run <code>{first_run}</code>" in index
+
+    # the runner refuses before any kernel starts, naming the notebooks to rerun
+    with pytest.raises(StaleInputs, match=r"06_aopc reads .*05_gradcam.*vgg16\.keras has changed.*--from 04"):
+        _run(work, profile="smoke", only="06", export_html=False)
+    assert json.loads((report / "run.json").read_text()) == run  # nothing ran
+    # and notebook 06 itself (e.g. run in JupyterLab) refuses the heatmaps made from the old model
+    monkeypatch.setenv(lineage.NOTEBOOK_ENV, "06_aopc")
+    paths = study.study_paths("smoke", work)
+    with pytest.raises(study.LineageError, match=r"made by 0[45]_\w+ from data/models/smoke/vgg16\.keras.*rerun 0[45]"):
+        study.load_model_outputs(paths, "vgg16")
+
+
 def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
     work, _ = smoke_run
     report = work / "reports" / "smoke"
@@ -112,11 +144,13 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
     assert f"the previous report in {report} is unchanged" in output and "Traceback" not in output
     after = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
     assert after == before  # the previous report is untouched
-    paths = study.study_paths("smoke", work)
+    paths = study.study_paths("smoke", work, report_dir=work / "elsewhere")  # a report of its own
     images, labels = study.load_split(paths, "test", 32, progress=False)  # the cache and manifest still load
     assert len(images) == len(labels) > 0
-    # and the study can go on from the cached data: rerun only the report notebook
-    _run(work, profile="smoke", only="04", export_html=False, overrides=["seed=1"])
+    # 01 finished in the interrupted run (seed 1): the report's models were trained on the seed-0 split, so
+    # rerunning only 04 would test them on another split; the runner says so and what to rerun
+    with pytest.raises(StaleInputs, match=r"04_report reads .*01_data.*--from 01"):
+        _run(work, profile="smoke", only="04", export_html=False, overrides=["seed=1"])
 
 
 def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
@@ -142,13 +176,19 @@ def test_corrupt_image_stops_naming_the_file(tmp_path):
     dataset = phantoms.synthesize_dataset(tmp_path / "download", 12, image_size=48, seed=0, progress=False)
     bad = dataset / "COVID" / "images" / "COVID-3.png"
     bad.chmod(bad.stat().st_mode | stat.S_IWUSR)
-    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"broken" * 10)
+    bad.write_bytes(bad.read_bytes()[:100])  # truncated: the header is intact, the image data are not
+    mask = dataset / "Normal" / "masks" / "Normal-2.png"
+    mask.chmod(mask.stat().st_mode | stat.S_IWUSR)
+    mask.write_bytes(mask.read_bytes()[:100])
     overrides = ["source=kaggle", f"data_dir={dataset}"]
-    with pytest.raises(NotebookFailed, match="COVID-3.png"):
+    with pytest.raises(NotebookFailed, match=r"01_data.*COVID-3\.png cannot be decoded"):
         _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides)
     _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides + ["skip_unreadable=true"])
-    manifest = study.read_manifest(study.study_paths("smoke", tmp_path).split_manifest)
+    paths = study.study_paths("smoke", tmp_path)
+    manifest = study.read_manifest(paths.split_manifest)
     assert not manifest["path"].str.endswith("COVID-3.png").any()
+    assert not manifest["mask_path"].str.endswith("Normal-2.png").any()
+    assert study.load_json(lineage.side_file(paths.split_manifest))["skipped"] == 2
 
 
 def test_wrong_profile_key_stops_before_running(tmp_path, capsys):

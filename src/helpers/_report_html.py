@@ -128,6 +128,8 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
                 else _html_escape(nb.stem)
             )
             took = f", {seconds[nb.stem]:.0f} s" if nb.stem in seconds else ""
+            if nb.stem in run.get("runs", {}):  # which run produced this part of the report
+                took += f", run <code>{_html_escape(run['runs'][nb.stem])}</code>"
             parts.append(f"<li>{link} (<a href='{nb.name}'>ipynb</a>{took})</li>")
         parts.append("</ul>")
     figures = sorted((report / "figures").glob("*.png"), key=_figure_order)

@@ -24,6 +24,7 @@ import re
 import struct
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -50,6 +51,7 @@ __all__ = [
     "resize_square",
     "load_images",
     "load_masks",
+    "cache_path",
 ]
 
 #: Columns of the split manifest (``paths.split_manifest``), in order.
@@ -112,6 +114,30 @@ def _image_header_problem(path: Path) -> str | None:
     return f"is not an image (extension {path.suffix or 'none'!r}; expected one of {IMAGE_EXTENSIONS})"
 
 
+def _decode_check(path: Path) -> tuple[str | None, tuple[int, ...] | None]:
+    """Header check, then a full decode (cv2 releases the GIL): ``(problem or None, (height, width) or None)``."""
+    problem = _image_header_problem(path)
+    if problem:
+        return problem, None
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.path.getsize(path) - 2))
+            if handle.read(2) != b"\xff\xd9":
+                return "is a truncated JPEG image (no end marker)", None
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        return "cannot be decoded (truncated or corrupt image data)", None
+    return None, tuple(image.shape[:2])
+
+
+def _decode_all(files: list[Path]) -> list[tuple[str | None, tuple[int, ...] | None]]:
+    """:func:`_decode_check` of every file, in parallel threads."""
+    if len(files) < 16:
+        return [_decode_check(f) for f in files]
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
+        return list(pool.map(_decode_check, files, chunksize=16))
+
+
 def resolve_dataset_dir(root: str | os.PathLike) -> Path:
     """The ``COVID-19_Radiography_Dataset`` folder inside ``root``, or ``root`` itself; raises when it is missing."""
     root = Path(root).expanduser()
@@ -129,13 +155,15 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
     ``root`` is the ``COVID-19_Radiography_Dataset`` folder or a folder containing it. Images are
     ``<Class>/images/*.png`` (or, as in older releases, directly in ``<Class>/``); masks are matched by
     file name in ``<Class>/masks`` and ``<Class>/lesion_masks``. Files beside the class folders (metadata
-    spreadsheets, README) are ignored. Each file gets a cheap header check; an unreadable or non-image
-    file raises :class:`DatasetError` naming it, or with ``skip_unreadable=True`` is left out, warned
-    about and listed in ``frame.attrs["skipped"]``. Rows are sorted by class, then image number.
+    spreadsheets, README) are ignored. Every image and mask is decoded once (in parallel threads), so a truncated,
+    corrupt or non-image file raises :class:`DatasetError` naming it before any training, or with
+    ``skip_unreadable=True`` is left out, warned about and listed in ``frame.attrs["skipped"]``. A mask whose
+    aspect ratio differs from its image's is warned about (both are stretched to a square later, so they would not
+    line up). Rows are sorted by class, then image number.
     """
     dataset = resolve_dataset_dir(root)
     found = sorted(p.name for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
-    rows, skipped = [], []
+    candidates, class_dirs = [], {}
     for label_index, name in enumerate(CLASS_NAMES):
         folder = dataset / name
         if not folder.is_dir():
@@ -146,6 +174,7 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
                 f"{dataset}, found {found}){hint}"
             )
         image_dir = folder / "images" if (folder / "images").is_dir() else folder
+        class_dirs[name] = image_dir
         files = sorted(
             (p for p in image_dir.iterdir() if p.is_file() and not p.name.startswith(".")),
             key=lambda p: _natural_key(p.name),
@@ -159,43 +188,20 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
             )
             for sub in ("masks", LESION_DIRNAME)
         }
-        class_rows = []
         for path in files:
-            problem = _image_header_problem(path)
-            if problem:
-                if not skip_unreadable:
-                    raise DatasetError(f"{path} {problem} (pass skip_unreadable=True to skip such files)")
-                skipped.append(str(path))
-                continue
-            masks = []
-            for sub in ("masks", LESION_DIRNAME):
-                mask = folder / sub / path.name
-                if path.name in mask_names[sub]:
-                    problem = _image_header_problem(mask)
-                    if problem:
-                        if not skip_unreadable:
-                            raise DatasetError(f"{mask} {problem} (pass skip_unreadable=True to skip such files)")
-                        skipped.append(str(mask))
-                        mask = None
-                else:
-                    mask = None
-                masks.append(str(mask) if mask else "")
-            class_rows.append(
-                {
-                    "path": str(path),
-                    "label": name,
-                    "label_index": label_index,
-                    "mask_path": masks[0],
-                    "lesion_mask_path": masks[1],
-                }
-            )
-        if not class_rows:
-            raise DatasetError(f"class folder {image_dir} holds no readable images ({IMAGE_EXTENSIONS})")
-        rows.extend(class_rows)
+            masks = [folder / sub / path.name if path.name in mask_names[sub] else None for sub in mask_names]
+            candidates.append((name, label_index, image_dir, path, masks))
+    rows, skipped, misshapen = _checked_rows(candidates, skip_unreadable, class_dirs)
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS[:-1]))
     frame["label_index"] = frame["label_index"].astype(np.int64)
     frame.attrs["skipped"] = skipped
     frame.attrs["root"] = str(dataset)
+    if misshapen:
+        warnings.warn(
+            f"{len(misshapen)} mask(s) have another aspect ratio than their image and will not line up with it "
+            f"once both are resized to a square: {misshapen[:3]}" + (" ..." if len(misshapen) > 3 else ""),
+            stacklevel=2,
+        )
     if skipped:
         warnings.warn(
             f"skipped {len(skipped)} unreadable file(s) in {dataset}: {skipped[:5]}"
@@ -203,6 +209,41 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
             stacklevel=2,
         )
     return frame
+
+
+def _checked_rows(candidates, skip_unreadable: bool, class_dirs: dict) -> tuple[list[dict], list[str], list[str]]:
+    """Decode every candidate image and mask; the manifest rows, the skipped files and the misshapen masks."""
+    files = [path for _, _, _, path, masks in candidates for path in (path, *masks) if path is not None]
+    checked = dict(zip(files, _decode_all(files)))
+    rows, skipped, misshapen = [], [], []
+    for name, label_index, _, path, masks in candidates:
+        for file in (path, *masks):
+            problem = checked[file][0] if file is not None else None
+            if problem and not skip_unreadable:
+                raise DatasetError(f"{file} {problem} (pass skip_unreadable=True to skip such files)")
+            if problem:
+                skipped.append(str(file))
+        if checked[path][0]:
+            continue
+        shape = checked[path][1]
+        kept = [m if m is not None and not checked[m][0] else None for m in masks]
+        for mask in kept:
+            h, w = checked[mask][1] if mask is not None else shape
+            if abs(h / w - shape[0] / shape[1]) > 0.01:
+                misshapen.append(f"{mask} ({w}x{h}, image {shape[1]}x{shape[0]})")
+        rows.append(
+            {
+                "path": str(path),
+                "label": name,
+                "label_index": label_index,
+                "mask_path": str(kept[0]) if kept[0] else "",
+                "lesion_mask_path": str(kept[1]) if kept[1] else "",
+            }
+        )
+    for name, image_dir in class_dirs.items():
+        if not any(row["label"] == name for row in rows):
+            raise DatasetError(f"class folder {image_dir} holds no readable images ({IMAGE_EXTENSIONS})")
+    return rows, skipped, misshapen
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,6 +401,11 @@ def _decode_resized(path: str, image_size: int) -> np.ndarray:
     return resize_square(decode_gray(path), image_size, cv2.INTER_AREA)
 
 
+def cache_path(frame: pd.DataFrame, image_size: int, cache_dir: str | os.PathLike) -> Path:
+    """The file in ``cache_dir`` that :func:`load_images` caches ``frame``'s images at ``image_size`` in."""
+    return Path(cache_dir) / f"{_cache_key([str(p) for p in frame['path']], image_size)}.npy"
+
+
 def load_images(
     frame: pd.DataFrame,
     image_size: int,
@@ -402,7 +448,10 @@ def load_images(
 
 
 def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion") -> np.ndarray:
-    """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none."""
+    """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none.
+
+    Non-square masks are stretched to the square size like the images, with a warning naming them.
+    """
     columns = {"lesion": "lesion_mask_path", "lung": "mask_path"}
     if kind not in columns:
         raise DatasetError(f"kind must be 'lesion' or 'lung', got {kind!r}")
@@ -410,8 +459,17 @@ def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion") -> np
     column = columns[kind]
     values = frame[column].fillna("").astype(str) if column in frame.columns else [""] * len(frame)
     masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
+    stretched = []
     for i, path in enumerate(values):
         if path:
-            mask = resize_square(decode_gray(path), image_size, cv2.INTER_NEAREST)
-            masks[i] = mask > 127
+            mask = decode_gray(path)
+            if mask.shape[0] != mask.shape[1]:
+                stretched.append(f"{path} ({mask.shape[1]}x{mask.shape[0]})")
+            masks[i] = resize_square(mask, image_size, cv2.INTER_NEAREST) > 127
+    if stretched:
+        warnings.warn(
+            f"{len(stretched)} {kind} mask(s) are not square and were stretched to {image_size}x{image_size} "
+            f"(as their images are): {stretched[:3]}" + (" ..." if len(stretched) > 3 else ""),
+            stacklevel=2,
+        )
     return masks

@@ -383,6 +383,12 @@ def load_classifier(path: str | os.PathLike, compile: bool = False) -> keras.Mod
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the training notebook (02 or 03) that writes it first")
+    import zipfile
+
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"
+        raise ValueError(
+            f"{path} is not a complete .keras file (truncated or corrupt): rerun the notebook that wrote it"
+        )
     with host_initializers(seed=0):  # the saved weights replace these values: draw them without compiling
         model = keras.models.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=compile, safe_mode=True)
     restore_initializers(model)

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernels
+from . import kernels, lineage
 from . import parameters as declared_parameters
 from .config import CACHE_ENV, NOTEBOOK_ENV
 from .kernels import NOISE as _NOISE
@@ -42,7 +42,7 @@ from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
 )
 from .runlock import RunLock, RunLocked, describe
 from .staging import clean_leftovers, discard, kept, os_text
-from .study import find_project_root, save_json
+from .study import StudyPaths, find_project_root, save_json
 
 
 class NotebookFailed(RuntimeError):
@@ -51,6 +51,10 @@ class NotebookFailed(RuntimeError):
 
 class RunError(RuntimeError):
     """The runner itself could not go on (a disk or permission error); says what failed and where."""
+
+
+class StaleInputs(ProfileError):
+    """A partial run would read files whose lineage does not match the report (checked before any kernel starts)."""
 
 
 class RunInterrupted(KeyboardInterrupt):
@@ -200,6 +204,8 @@ def run_study(
     parameters = resolve_parameters(profile_dict, notebooks, overrides)
 
     reports = work / "reports"
+    if len(selected) < len(notebooks):
+        _check_partial_run(StudyPaths(work, name, reports / name), notebooks, selected)
     lock = RunLock(reports / f".{name}.lock")
     try:
         reports.mkdir(parents=True, exist_ok=True)
@@ -208,12 +214,41 @@ def run_study(
         )
     except OSError as exc:
         raise RunError(f"cannot take the run lock in {reports}: {os_text(exc)}") from exc
+    saved = {key: os.environ.get(key) for key in (lineage.RUN_ENV, lineage.NOTEBOOK_ENV, lineage.PARAMETERS_ENV)}
     try:
         return _run_locked(
             name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log
         )
     finally:
         lock.release()
+        for key, value in saved.items():  # the kernels' lineage variables do not outlive the run
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _check_partial_run(paths: StudyPaths, notebooks: list[Path], selected: list[Path]) -> None:
+    """Refuse a partial run whose notebooks would read files that a stale notebook, or another run, wrote (lineage)."""
+    stems = [nb.stem for nb in notebooks]
+    chosen = [nb.stem for nb in selected]
+    sections = lineage.load_report_lineage(paths.report)["notebooks"]
+    problems = dict(lineage.stale_notebooks(paths, stems))
+    for stem, section in sections.items():  # data/ holds other outputs than the report shows (e.g. a failed run)
+        for key, value in section.get("writes", {}).items():
+            if stem not in problems and lineage.current_fingerprint(paths, key) != value:
+                problems[stem] = f"{key} now holds the output of another run"
+    producers = {key: stem for stem, section in sections.items() for key in section.get("writes", {})}
+    for stem in chosen:
+        for key in sections.get(stem, {}).get("reads", {}):
+            origin = producers.get(key)
+            if origin in problems and origin not in chosen and origin != stem:
+                first = min(s for s in problems if s not in chosen)
+                raise StaleInputs(
+                    f"{stem} reads {key}, written by {origin}, whose results do not match data/ "
+                    f"({problems[origin]}): its inputs would mix two runs; rerun from {first} "
+                    f"(--from {first[:2]}) or add the stale notebooks to --only"
+                )
 
 
 def _run_locked(
@@ -244,6 +279,8 @@ def _run_locked(
         os.environ.setdefault(CACHE_ENV, str(work / "data" / "cache" / "jax"))
         os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
         result = RunResult(profile=name, report_dir=final)
+        run_id = lineage.new_run_id()
+        os.environ[lineage.RUN_ENV] = run_id
         log(f"profile {name} ({profile_dict['_path']}): {len(selected)} notebook(s), writing to {final}")
         started = time.perf_counter()
         for position, nb in enumerate(selected, start=1):
@@ -255,6 +292,11 @@ def _run_locked(
             log(f"[{position}/{len(selected)}] {nb.stem} ...")
             os.environ[NOTEBOOK_ENV] = nb.stem  # the kernel's compile log names its notebook
             step = f"executing {nb.name} into {staging}"
+            lineage.start_notebook(staging, nb.stem, run_id)
+            os.environ[lineage.NOTEBOOK_ENV] = nb.stem
+            effective = effective_parameters({nb.stem: params}, {nb.stem: declared})[nb.stem]
+            recorded = {k: v for k, v in effective.items() if k not in ("work_dir", "report_dir")}
+            os.environ[lineage.PARAMETERS_ENV] = json.dumps(recorded, default=str)  # every value, defaults too
             t0 = time.perf_counter()
             try:
                 pm.execute_notebook(
@@ -277,14 +319,11 @@ def _run_locked(
             result.timings[nb.stem] = time.perf_counter() - t0
             log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 
-        # later notebooks whose results in the report (copied from it) read what the rerun ones rewrote
-        stale = [
-            nb.stem
-            for nb in notebooks
-            if nb.name > selected[0].name and nb not in selected and (staging / nb.name).is_file()
-        ]
+        # notebooks of the report (copied from it) whose inputs the rerun ones rewrote: from their lineage
+        staged = StudyPaths(work, name, staging)
+        stale = lineage.stale_notebooks(staged, [nb.stem for nb in notebooks], rerun=[nb.stem for nb in selected])
         step = f"writing {staging / 'run.json'}"
-        _write_run_info(staging, final, name, result, partial, stale)
+        _write_run_info(staging, final, name, result, partial, sorted(stale), run_id)
         stale = json.loads((staging / "run.json").read_text())["stale"]
         if export_html:
             from .reporting import export_report
@@ -325,14 +364,19 @@ def _run_locked(
     if stale:
         log(
             f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
-            f"metrics in the report come from an earlier run; rerun from here on with --from {selected[0].name[:2]}"
+            f"metrics in the report come from an earlier run; rerun them with --from {min(stale)[:2]}"
         )
     return result
 
 
-def _write_run_info(staging: Path, final: Path, name: str, result: RunResult, partial: bool, stale: list[str]):
+def _write_run_info(
+    staging: Path, final: Path, name: str, result: RunResult, partial: bool, stale: list[str], run_id: str
+):
+    sections = lineage.load_report_lineage(staging)["notebooks"]
     run_info = {
         "profile": name,
+        "run_id": run_id,
+        "runs": {stem: run_id for stem in result.timings},
         "report_dir": str(final),
         "notebooks": list(result.timings),
         "seconds": {k: round(v, 2) for k, v in result.timings.items()},
@@ -344,7 +388,10 @@ def _write_run_info(staging: Path, final: Path, name: str, result: RunResult, pa
         run_info["seconds"] = {**previous.get("seconds", {}), **run_info["seconds"]}
         run_info["parameters"] = {**previous.get("parameters", {}), **run_info["parameters"]}
         run_info["notebooks"] = sorted(run_info["seconds"])
-        stale_before = set(previous.get("stale", [])) - set(result.timings)
+        run_info["runs"] = {**previous.get("runs", {}), **{stem: run_id for stem in result.timings}}
+        # notebooks without lineage (older reports) stay stale until rerun; the others are judged by lineage
+        judged = {stem for stem, section in sections.items() if lineage.tracked(section)}
+        stale_before = set(previous.get("stale", [])) - set(result.timings) - judged
         stale = sorted(stale_before | set(stale))
     run_info["total_seconds"] = round(sum(run_info["seconds"].values()), 2)
     run_info["stale"] = stale

@@ -16,11 +16,13 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from . import lineage
 from ._core import atomic_path, find_project_root, load_json, load_npz, save_json, save_npz
 from .config import CLASS_NAMES
-from .dataset import MANIFEST_COLUMNS, SPLITS, DatasetError, load_images
+from .dataset import MANIFEST_COLUMNS, SPLITS, DatasetError, cache_path, load_images
 from .download import resolve_kaggle_dir
 from .heatmaps import METHODS
+from .lineage import LineageError
 from .phantoms import synthesize_dataset, synthetic_dir_name
 from .scores import correct_mask
 
@@ -55,7 +57,32 @@ __all__ = [
     "load_heatmaps",
     "load_model_outputs",
     "save_summary",
+    "LineageError",
+    "ModelIntegrityError",
+    "load_model",
+    "MODEL_NOTEBOOKS",
 ]
+
+#: The notebook that trains each model slot (named in "rerun ..." messages).
+MODEL_NOTEBOOKS: dict[str, str] = {"vgg16": "02_train_vgg16", "densenet201": "03_train_densenet201"}
+#: The notebook that writes each metrics kind (per-model training metrics: :data:`MODEL_NOTEBOOKS`).
+_METRICS_PRODUCERS = {
+    "data": "01_data",
+    "classification": "04_report",
+    "classification_summary": "04_report",
+    "mask_energy": "05_gradcam",
+    "aopc": "06_aopc",
+    "summary": "06_aopc",
+}
+
+
+class ModelIntegrityError(LineageError):
+    """A saved model's bytes do not match the SHA-256 recorded when it was saved (truncated or modified)."""
+
+
+def _training_notebook(model_name: str) -> str:
+    return MODEL_NOTEBOOKS.get(model_name, f"the training notebook of {model_name!r}")
+
 
 #: Files of a trained model in ``paths.models`` (written by :func:`save_training`).
 MODEL_SUFFIX, HISTORY_SUFFIX, INFO_SUFFIX = ".keras", "_history.csv", "_training.json"
@@ -139,6 +166,7 @@ def study_paths(
         raise ValueError(f"profile must be a plain name such as 'demo', got {profile!r}")
     root = Path(work_dir).expanduser().resolve() if str(work_dir) else find_project_root()
     report = Path(report_dir).expanduser().resolve() if str(report_dir) else root / "reports" / f"{profile}-interactive"
+    lineage.reset_reads()  # a notebook starts: what it reads from here on are the inputs of what it writes
     return StudyPaths(root=root, profile=str(profile), report=report).ensure()
 
 
@@ -172,8 +200,12 @@ def dataset_from_parameters(
     raise DatasetError(f"source must be 'synthetic' or 'kaggle', got {source!r}")
 
 
-def write_manifest(frames, path: str | os.PathLike) -> Path:
-    """Write the split manifest CSV (columns :data:`helpers.dataset.MANIFEST_COLUMNS`) from (train, val, test) frames or one frame with ``split``, atomically."""
+def write_manifest(frames, path: str | os.PathLike, paths=None) -> Path:
+    """Write the split manifest CSV (columns :data:`helpers.dataset.MANIFEST_COLUMNS`) from (train, val, test) frames or one frame with ``split``, atomically.
+
+    With ``paths`` (:class:`StudyPaths`) its lineage is recorded (``split.csv.lineage.json``), which later
+    notebooks need to read it through :func:`load_split`.
+    """
     frame = pd.concat(list(frames), ignore_index=True) if isinstance(frames, (list, tuple)) else frames
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
@@ -184,6 +216,10 @@ def write_manifest(frames, path: str | os.PathLike) -> Path:
     path = Path(path)
     with atomic_path(path, suffix=".csv") as tmp:
         frame[list(MANIFEST_COLUMNS)].to_csv(tmp, index=False)
+    if paths is not None:
+        lineage.record_write(
+            paths, path, "01_data", skipped=len(frame.attrs.get("skipped", [])), dataset=frame.attrs.get("root")
+        )
     return path
 
 
@@ -220,10 +256,20 @@ def load_split(paths, split: str, image_size: int, progress: bool = True) -> tup
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     frame = read_manifest(paths.split_manifest)
+    split_record = lineage.check_input(paths, paths.split_manifest, "01_data")
     part = frame[frame["split"] == split].reset_index(drop=True)
     if part.empty:
         raise DatasetError(f"split manifest {paths.split_manifest} has no {split!r} rows")
     images = load_images(part, image_size, cache_dir=paths.cache, progress=progress)
+    cached = cache_path(part, image_size, paths.cache)
+    if cached.is_file():  # content-addressed: its name is its fingerprint
+        if not lineage.side_file(cached).is_file():
+            save_json(
+                {"fingerprint": cached.stem, "image_size": image_size, "images": len(part), "split": split,
+                 "split_manifest": split_record["fingerprint"]},
+                lineage.side_file(cached),
+            )  # fmt: skip
+        lineage.note_read(paths, cached, cached.stem)
     return images, part["label_index"].to_numpy(dtype=np.int64)
 
 
@@ -243,13 +289,19 @@ def metrics_file(paths, kind: str, model_name: str | None = None) -> Path:
 
 
 def save_metrics_file(paths, kind: str, payload, model_name: str | None = None) -> Path:
-    """Write ``payload`` to :func:`metrics_file` as JSON, atomically."""
-    return save_json(payload, metrics_file(paths, kind, model_name))
+    """Write ``payload`` to :func:`metrics_file` as JSON, atomically, and note it in the report's lineage."""
+    path = save_json(payload, metrics_file(paths, kind, model_name))
+    producer = _training_notebook(model_name) if kind == "training" else _METRICS_PRODUCERS[kind]
+    lineage.note_report_write(paths, path, producer)
+    return path
 
 
 def load_metrics_file(paths, kind: str, model_name: str | None = None):
     """Read :func:`metrics_file`, naming it when it is missing."""
-    return load_json(metrics_file(paths, kind, model_name))
+    path = metrics_file(paths, kind, model_name)
+    data = load_json(path)
+    lineage.note_read(paths, path)
+    return data
 
 
 def save_summary(paths, markdown: str, payload: Mapping) -> dict:
@@ -257,6 +309,7 @@ def save_summary(paths, markdown: str, payload: Mapping) -> dict:
     md_path = Path(paths.report) / "summary.md"
     with atomic_path(md_path) as tmp:
         tmp.write_text(markdown)
+    lineage.note_report_write(paths, md_path, "06_aopc")
     return {"markdown": md_path, "json": save_metrics_file(paths, "summary", payload)}
 
 
@@ -295,23 +348,60 @@ def save_training(result, paths, model_name: str, **extra) -> dict[str, Path]:
         result.model.save(tmp)
     with atomic_path(files["history"], suffix=".csv") as tmp:
         result.history.to_csv(tmp, index=False)
-    info = {"model_name": model_name, **result.info(), **extra}
+    sha = {"model": lineage.file_digest(files["model"]), "history": lineage.file_digest(files["history"])}
+    info = {"model_name": model_name, **result.info(), **extra, "sha256": sha, "run_id": lineage.run_id()}
     save_json(info, files["info"])
+    fallback = {"model_name": model_name, **{k: v for k, v in extra.items() if not callable(v)}, **result.settings}
+    lineage.record_write(
+        paths, files["model"], _training_notebook(model_name), lineage.current_parameters() or fallback, sha["model"]
+    )
     return files
 
 
-def load_training(paths, model_name: str, load_model: bool = True):
-    """Read a model saved by :func:`save_training` (safe mode), its history and its chosen epoch."""
+def _verified_model(paths, model_name: str, image_size: int | None = None) -> tuple[Path, dict]:
+    """The model file of a slot after checking its SHA-256 against the training JSON and its lineage."""
+    files = training_files(paths, model_name)
+    notebook = _training_notebook(model_name)
+    for key in ("model", "info"):
+        if not files[key].is_file():
+            raise FileNotFoundError(f"{files[key]} does not exist: run {notebook} first")
+    info = load_json(files["info"])
+    recorded = (info.get("sha256") or {}).get("model")
+    if not recorded:
+        raise ModelIntegrityError(
+            f"{files['info']} records no SHA-256 of {files['model'].name} (saved by an older version): rerun {notebook}"
+        )
+    actual = lineage.file_digest(files["model"])
+    if actual != recorded:
+        raise ModelIntegrityError(
+            f"{files['model']} does not match the SHA-256 recorded in {files['info'].name} when it was saved "
+            f"(the file is truncated or was modified): rerun {notebook}"
+        )
+    lineage.check_input(
+        paths, files["model"], notebook, expect=None if image_size is None else {"image_size": image_size}
+    )
+    return files["model"], info
+
+
+def load_model(paths, model_name: str, image_size: int | None = None):
+    """Load a slot's classifier (safe mode) after verifying its SHA-256 and lineage (:class:`ModelIntegrityError`, :class:`LineageError`)."""
+    from .models import load_classifier
+
+    return load_classifier(_verified_model(paths, model_name, image_size)[0])
+
+
+def load_training(paths, model_name: str, load_model: bool = True, image_size: int | None = None):
+    """Read a model saved by :func:`save_training` (safe mode, SHA-256 and lineage verified), its history and its chosen epoch."""
     from .models import load_classifier
     from .training import TrainingResult
 
     files = training_files(paths, model_name)
     for key in ("history", "info") + (("model",) if load_model else ()):
         if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]} does not exist: run the training notebook for {model_name!r} first")
+            raise FileNotFoundError(f"{files[key]} does not exist: run {_training_notebook(model_name)} first")
     info = load_json(files["info"])
     history = pd.read_csv(files["history"])
-    model = load_classifier(files["model"]) if load_model else None
+    model = load_classifier(_verified_model(paths, model_name, image_size)[0]) if load_model else None
     return TrainingResult(
         model=model,
         history=history,
@@ -345,12 +435,14 @@ def save_predictions(paths, model_name: str, probabilities, labels) -> Path:
         raise ValueError(
             f"probabilities must be (N, C) matching labels (N,), got {probabilities.shape} and {labels.shape}"
         )
-    return save_npz(
+    path = save_npz(
         predictions_path(paths, model_name),
         probabilities=probabilities,
         labels=labels,
         predicted=probabilities.argmax(axis=1).astype(np.int64),
     )
+    lineage.record_write(paths, path, "04_report")
+    return path
 
 
 def load_predictions(paths, model_name: str) -> dict:
@@ -358,6 +450,7 @@ def load_predictions(paths, model_name: str) -> dict:
     path = predictions_path(paths, model_name)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run notebook 04_report first")
+    lineage.check_input(paths, path, "04_report")
     arrays = load_npz(path)
     missing = {"probabilities", "labels", "predicted"} - set(arrays)
     if missing:
@@ -367,12 +460,12 @@ def load_predictions(paths, model_name: str) -> dict:
 
 def save_metrics(paths, model_name: str, metrics: Mapping) -> Path:
     """Write one model's classification metrics to ``paths.metrics / classification_<model_name>.json``."""
-    return save_json({"model_name": model_name, **metrics}, metrics_path(paths, model_name))
+    return save_metrics_file(paths, "classification", {"model_name": model_name, **metrics}, model_name)
 
 
 def load_metrics(paths, model_name: str) -> dict:
     """Read ``classification_<model_name>.json``."""
-    return load_json(metrics_path(paths, model_name))
+    return load_metrics_file(paths, "classification", model_name)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -393,14 +486,19 @@ def save_heatmaps(paths, model_name: str, heatmaps, classes, method: str = "grad
         raise ValueError(f"heatmaps must be (N, h, w) and classes (N,), got {heatmaps.shape} and {classes.shape}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return save_npz(
+    path = save_npz(
         heatmaps_path(paths, model_name), heatmaps=heatmaps, classes=classes.astype(np.int64), method=np.array(method)
     )
+    lineage.record_write(paths, path, "05_gradcam")
+    return path
 
 
 def load_heatmaps(paths, model_name: str) -> dict:
     """Read ``heatmaps_<model_name>.npz``: ``heatmaps`` (N, h, w) float32, ``classes`` (N,), ``method`` str."""
-    data = load_npz(heatmaps_path(paths, model_name))
+    path = heatmaps_path(paths, model_name)
+    if path.is_file():
+        lineage.check_input(paths, path, "05_gradcam")
+    data = load_npz(path)
     data["method"] = str(data["method"])
     return data
 
