@@ -154,7 +154,8 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
 
 
 def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
-    with pytest.raises(ProfileError, match="source 'kaggle' needs data_dir"):
+    # an empty data_dir means "download with kagglehub"; without it the runner names the manual steps up front
+    with pytest.raises(ProfileError, match=r"(?s)01_data\.data_dir: source 'kaggle'.*not installed.*-p data_dir="):
         _run(tmp_path, profile="paper", only="01", export_html=False)
     with pytest.raises(ProfileError, match="no-such-download does not exist"):
         _run(

@@ -35,6 +35,18 @@ def worker_count(workers: int | None = None) -> int:
     return int(workers)
 
 
+def _one_thread_each() -> None:
+    """In a worker process: one OpenCV and BLAS thread, so N workers use N cores rather than N x cores threads."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover - OpenCV is a dependency
+        pass
+
+
 def _run_chunk(fn: Callable, chunk: Sequence) -> list:
     return [fn(*args) for args in chunk]
 
@@ -61,7 +73,7 @@ def parallel_map(
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results: list = [None] * len(chunks)
     pool_type = ThreadPoolExecutor if threads else ProcessPoolExecutor
-    options = {} if threads else {"mp_context": multiprocessing.get_context("spawn")}
+    options = {} if threads else {"mp_context": multiprocessing.get_context("spawn"), "initializer": _one_thread_each}
     with pool_type(max_workers=workers, **options) as pool:
         futures = {pool.submit(_run_chunk, fn, chunk): i for i, chunk in enumerate(chunks)}
         for future in as_completed(futures):
