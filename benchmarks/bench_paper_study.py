@@ -127,7 +127,7 @@ def main(argv=None) -> dict:
     with watch("scan, balance, split"):
         frame = ds.scan_dataset(dataset)
         train, val, test = ds.balance_and_split(frame, seed=args.seed)
-        study.write_manifest([train, val, test], paths.split_manifest)
+        study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     with watch("decode and cache images"):
         arrays = {s: study.load_split(paths, s, args.image_size, progress=False) for s in ds.SPLITS}
     print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in ds.SPLITS)}")

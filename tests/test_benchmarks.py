@@ -1,0 +1,25 @@
+"""The paper-size benchmark's code path at toy sizes, so a change that breaks it shows in the tests."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_paper_study_runs_every_stage_at_toy_sizes(tmp_path):
+    bench = _load("bench_paper_study")
+    sizes = "--per-class 10 --image-size 32 --epochs 1 --region-size 16 --aopc-batch 10 --batch-size 8"
+    args = [*sizes.split(), "--backbones", "small_vgg", "--work-dir", str(tmp_path), "--workers", "1"]
+    results = bench.main(args)
+    row = results["models"]["small_vgg"]
+    assert row["aopc_inputs"] == 4 * 5 and row["aopc_over_bare"] > 0  # 4 test images (1 per class) x (2x2 regions + 1)
+    assert "small_vgg: build" in results["stages"]
