@@ -202,7 +202,8 @@ def run_trial(sweep: Sweep, trial: Trial, folder: Path, project: Path, log=print
             export_html=False,
             log=lambda text: None,
         )
-        record.update(status="done", seconds=round(float(getattr(result, "total_seconds", lambda: 0.0)()), 1))
+        seconds = getattr(result, "total_seconds", 0.0)
+        record.update(status="done", seconds=round(float(seconds() if callable(seconds) else seconds), 1))
     except Exception as exc:  # a failed trial is recorded and the sweep goes on
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
         log(f"{trial.name}: failed: {record['error'].splitlines()[0]}")
