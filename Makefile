@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: gpu-study help setup study docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+.PHONY: gpu-study help setup study sweep docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,10 @@ setup: $(STAMP) ## Create .venv and install the project with its pinned dependen
 
 study: $(STAMP) ## Run every notebook on PROFILE (default demo) into reports/PROFILE/
 	$(PY) -m helpers.pipeline --profile $(PROFILE)
+
+GRID ?= params/sweep-demo.yaml
+sweep: $(STAMP) ## Run the parameter sweep GRID (default params/sweep-demo.yaml) on PROFILE into reports/PROFILE/sweeps/
+	$(PY) -m helpers.sweep --profile $(PROFILE) --grid $(GRID)
 
 docs: $(STAMP) ## Copy the demo report's figures to docs/figures/ and its summary table into README.md and docs/demo_summary.md
 	$(PY) -m helpers.docs --report-dir reports/demo

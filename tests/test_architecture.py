@@ -23,7 +23,9 @@ LAYERS = {
     },
     "study": {"study", "lineage"},
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
-    "runner": {"pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance"},
+    "runner": {
+        "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
+    },
 }  # fmt: skip
 #: Third-party packages that no computation module may import.
 PLOTTING = {"matplotlib", "seaborn"}

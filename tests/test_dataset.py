@@ -63,6 +63,43 @@ def test_split_is_deterministic_disjoint_and_order_independent():
     assert sum(p.startswith("/nowhere/Lung_Opacity/") for u in used for p in u) == 45
 
 
+@pytest.mark.parametrize("sampling", ["class_weight", "oversample"])
+def test_split_with_every_image_keeps_the_balanced_val_and_test(sampling):
+    frame = _paths_frame(PAPER_SIZES)
+    down = ds.balance_and_split(frame, seed=0)
+    train, val, test = ds.balance_and_split(frame, seed=0, sampling=sampling)
+    # validation and test: the very rows down-sampling gives (134 / 135 per class)
+    pd.testing.assert_frame_equal(val, down[1])
+    pd.testing.assert_frame_equal(test, down[2])
+    # training: every other image, the down-sampled training rows first
+    expected = {name: PAPER_SIZES[name] - 134 - 135 for name in CLASS_NAMES}
+    assert train.groupby("label").size().to_dict() == expected
+    assert expected == {"COVID": 3347, "Lung_Opacity": 5743, "Normal": 9923, "Viral Pneumonia": 1076}
+    assert len(train) == 21165 - 536 - 540 == 20089
+    assert set(train["split"]) == {"train"}
+    for name in CLASS_NAMES:
+        ours, theirs = train[train["label"] == name], down[0][down[0]["label"] == name]
+        assert ours["path"].iloc[: len(theirs)].tolist() == theirs["path"].tolist()
+    used = [set(part["path"]) for part in (train, val, test)]
+    assert not (used[0] & used[1] or used[0] & used[2] or used[1] & used[2])
+    assert sum(len(u) for u in used) == len(frame)
+    # per_class sizes validation and test; training still takes the rest
+    small = _paths_frame({"COVID": 40, "Lung_Opacity": 60, "Normal": 100, "Viral Pneumonia": 30})
+    train, val, test = ds.balance_and_split(small, seed=1, per_class=20, sampling=sampling)
+    assert val.groupby("label").size().tolist() == [2] * 4 and test.groupby("label").size().tolist() == [2] * 4
+    assert train.groupby("label").size().to_dict() == {
+        "COVID": 36,
+        "Lung_Opacity": 56,
+        "Normal": 96,
+        "Viral Pneumonia": 26,
+    }
+
+
+def test_split_unknown_sampling_is_refused():
+    with pytest.raises(DatasetError, match="sampling must be one of"):
+        ds.balance_and_split(_paths_frame({name: 30 for name in CLASS_NAMES}), sampling="undersample")
+
+
 def test_split_per_class_and_bad_parameters():
     frame = _paths_frame({name: 30 for name in CLASS_NAMES})
     train, val, test = ds.balance_and_split(frame, per_class=20)

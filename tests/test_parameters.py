@@ -43,6 +43,9 @@ def test_choices_agree_with_the_computation_modules():
     assert parameters.METHODS == gradcam.METHODS
     assert parameters.PERTURBATIONS == perturbation.PERTURBATIONS and parameters.ORDERS == perturbation.ORDERS
     assert parameters.REGION_SCORES == perturbation.REGION_SCORES == ("grid", "upsample")
+    from helpers import config, dataset
+
+    assert parameters.SAMPLINGS == dataset.SAMPLINGS and parameters.CLASS_NAMES == config.CLASS_NAMES
 
 
 def test_importable_without_keras_or_numpy():
@@ -67,6 +70,10 @@ def test_importable_without_keras_or_numpy():
         ("01_data", "split_fractions", [0.5, 0.5, 0.5], "summing to 1"),
         ("05_gradcam", "alphas", [0.5, 1.5], "must be <= 1"),
         (None, "seed", -3, r"^seed: must be an integer >= 0"),
+        ("01_data", "sampling", "oversampling", "did you mean 'oversample'"),
+        ("01_data", "synthetic_per_class", [3, 5, 8], "four positive ints"),
+        ("01_data", "synthetic_per_class", [3, 5, 8, 0], "must hold positive ints, got 0"),
+        ("01_data", "synthetic_per_class", {"COVID": 3}, "must name exactly the classes"),
     ],
 )
 def test_check_names_notebook_and_parameter(notebook, name, value, message):
@@ -79,6 +86,11 @@ def test_check_accepts_good_values_and_unknown_names():
     parameters.check("02_train_vgg16", "weights", None)
     parameters.check("02_train_vgg16", "mixed_precision", "mixed_bfloat16")
     parameters.check("01_data", "per_class", None)
+    parameters.check("01_data", "synthetic_per_class", [36, 60, 102, 13])
+    parameters.check(
+        "01_data", "synthetic_per_class", {"COVID": 1, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 4}
+    )
+    parameters.check("02_train_vgg16", "sampling", "class_weight")
     parameters.check(None, "a_parameter_nobody_declared", object())
 
 
@@ -93,7 +105,9 @@ def test_check_accepts_good_values_and_unknown_names():
         ({"02_train_vgg16": {"weights": "imagenet"}}, "'small_vgg' has no ImageNet weights"),
         ({"06_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
         ({"01_data": {"synthetic_per_class": 5}}, "leave a split empty"),
-        ({"01_data": {"per_class": 600}}, "per_class=600 exceeds synthetic_per_class=500"),
+        ({"01_data": {"per_class": 600}}, "per_class=600 exceeds the smallest class of synthetic_per_class=500"),
+        ({"01_data": {"synthetic_per_class": [36, 60, 102, 5]}}, "5 images per class .* leave a split empty"),
+        ({"02_train_vgg16": {"sampling": "class_weight"}}, "sampling must be the same in every notebook"),
         ({"04_report": {"image_size": 64}}, "image_size must be the same in every notebook"),
         ({"03_train_densenet201": {"model_name": "vgg16"}}, "also the model_name of 03_train_densenet201"),
     ],

@@ -146,3 +146,26 @@ def test_render_phantom_rejects_bad_parameters():
         phantoms.render_phantom("COVID", -1, 1)
     with pytest.raises(DatasetError, match="image_size"):
         phantoms.render_phantom("COVID", 0, 1, image_size=4)
+
+
+def test_synthesize_per_class_counts_make_an_imbalanced_set(tmp_path):
+    counts = [3, 5, 8, 1]  # the real ratios 3616:6012:10192:1345, scaled down
+    folder = phantoms.synthesize_dataset(tmp_path / "a", per_class=counts, image_size=16, mask_size=16, progress=False)
+    for name, n in zip(CLASS_NAMES, counts):
+        assert len(list((folder / name / "images").glob("*.png"))) == n
+    by_name = dict(zip(CLASS_NAMES, counts))
+    again = phantoms.synthesize_dataset(tmp_path / "a", per_class=by_name, image_size=16, mask_size=16, progress=False)
+    assert again == folder  # a dict by class name is the same request as the list
+    # the first phantoms of a class are the same files whatever the other classes' counts
+    equal = phantoms.synthesize_dataset(tmp_path / "b", per_class=3, image_size=16, mask_size=16, progress=False)
+    assert (equal / "COVID" / "images" / "COVID-3.png").read_bytes() == (
+        folder / "COVID" / "images" / "COVID-3.png"
+    ).read_bytes()
+    assert phantoms.synthetic_dir_name(48, counts, 0) == "synthetic-48-3_5_8_1-0"
+    assert (
+        phantoms.synthetic_dir_name(48, [4, 4, 4, 4], 0) == phantoms.synthetic_dir_name(48, 4, 0) == "synthetic-48-4-0"
+    )
+    assert phantoms.class_counts(7) == dict.fromkeys(CLASS_NAMES, 7)
+    for bad, message in [([1, 2, 3], "4 counts"), ({"COVID": 1}, "missing"), ([1, 2, 3, 0], "per_class")]:
+        with pytest.raises(DatasetError, match=message):
+            phantoms.class_counts(bad)

@@ -218,3 +218,76 @@ def test_compiled_head_epochs_equal_the_train_on_batch_loop(tiny_data, monkeypat
     assert fast.chosen_epoch == loop.chosen_epoch
     for u, v in zip(fast.model.get_weights(), loop.model.get_weights()):
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def imbalanced_quadrants(counts, seed, signal=90):
+    """Quadrant images with ``counts`` examples per class (the minority last, as Viral Pneumonia is)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(4), counts)
+    rng.shuffle(labels)
+    images = rng.integers(0, 120, (len(labels), SIZE, SIZE, 1)).astype(np.uint8)
+    half = SIZE // 2
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c), 2)
+        images[i, r * half : (r + 1) * half, q * half : (q + 1) * half] += signal
+    return images, labels
+
+
+def test_class_weight_and_oversample_raise_the_minority_recall():
+    """The real imbalance (3616:6012:10192:1345) scaled to 27:45:76:10; the same seed, model and batches."""
+    x_train, y_train = imbalanced_quadrants([27, 45, 76, 10], 0)
+    x_val, y_val = imbalanced_quadrants([20] * 4, 1)
+    minority = {}
+    for sampling in training.SAMPLINGS:
+        result = training.train_classifier(
+            tiny_model(freeze=True),
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            epochs=5,
+            batch_size=16,
+            learning_rate=1e-2,
+            seed=0,
+            progress=False,
+            sampling=sampling,
+        )
+        predicted = result.model.predict(x_val.astype(np.float32) / 255, verbose=0).argmax(axis=1)
+        minority[sampling] = float(np.mean(predicted[y_val == 3] == 3))
+        assert ("sampling" in result.settings) == (sampling != "downsample")
+    assert minority["downsample"] <= 0.1  # unweighted: the 10-image class is never predicted
+    assert minority["class_weight"] >= 0.9 and minority["oversample"] >= 0.9
+
+
+def test_inverse_frequency_weights_and_oversampled_indices():
+    labels = np.array([0] * 6 + [1] * 3 + [3] * 1)
+    weights = training.inverse_frequency_weights(labels, 4)
+    np.testing.assert_allclose(weights, [10 / 18, 10 / 9, 0.0, 10 / 3], rtol=1e-6)
+    assert np.isclose(weights[labels].mean(), 1.0)
+    idx = training.oversampled_indices(labels, np.random.default_rng(0))
+    assert np.bincount(labels[idx], minlength=4).tolist() == [6, 6, 0, 6]
+    assert set(range(len(labels))) <= set(idx.tolist())  # every image at least once
+    again = training.oversampled_indices(labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(idx, again)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        training.train_classifier(tiny_model(), *make_tiny_data(), epochs=1, sampling="smote", progress=False)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="compiled head epochs run on the JAX backend")
+@pytest.mark.parametrize("sampling", ["class_weight", "oversample"])
+def test_compiled_head_epochs_support_the_samplings(sampling, monkeypatch):
+    x_train, y_train = imbalanced_quadrants([27, 45, 76, 10], 0)
+    x_val, y_val = imbalanced_quadrants([20] * 4, 1)
+    results = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(training, "compiled_epochs_available", lambda fit_model, c=compiled: c)
+        results[compiled] = training.train_classifier(
+            tiny_model(freeze=True, backbone="small_densenet"),
+            x_train, y_train, x_val, y_val,
+            epochs=3, batch_size=16, learning_rate=3e-3, seed=4, progress=False, sampling=sampling,
+        )  # fmt: skip
+    fast, loop = results[True], results[False]
+    columns = [c for c in fast.history.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(fast.history[columns], loop.history[columns], rtol=1e-5, atol=1e-6)
+    for u, v in zip(fast.model.get_weights(), loop.model.get_weights()):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)

@@ -44,6 +44,7 @@ __all__ = [
     "LESION_DIRNAME",
     "resolve_dataset_dir",
     "scan_dataset",
+    "SAMPLINGS",
     "split_sizes",
     "balance_and_split",
     "class_counts",
@@ -58,6 +59,9 @@ __all__ = [
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_index", "mask_path", "lesion_mask_path", "split")
 #: Split names, in order.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
+#: ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
+SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 #: Extensions accepted as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 #: Subfolder of a class holding lesion masks (synthetic phantoms only).
@@ -287,14 +291,25 @@ def _with_label_index(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def balance_and_split(
-    frame: pd.DataFrame, seed: int = 0, fractions: Sequence[float] = (0.8, 0.1, 0.1), per_class: int | None = None
+    frame: pd.DataFrame,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    per_class: int | None = None,
+    sampling: str = "downsample",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Down-sample every class to the smallest (or ``per_class``) and split each class into train/val/test.
 
     Per class, rows are put in natural path order, shuffled with a generator seeded by ``(seed, class)``,
     the first n kept, then split by :func:`split_sizes` (1345 per class -> 1076/134/135, totals
     4304/536/540). Returns three frames with a ``split`` column, in class order.
+
+    ``sampling="class_weight"`` or ``"oversample"`` (:data:`SAMPLINGS`) keeps the same balanced validation and test
+    rows, and the training split takes every other image of the class: its first rows are the down-sampled training
+    split, followed by the rest of the class in the same shuffled order (the weighting or resampling happens in
+    training, :func:`helpers.training.train_classifier`).
     """
+    if sampling not in SAMPLINGS:
+        raise DatasetError(f"sampling must be one of {', '.join(map(repr, SAMPLINGS))}, got {sampling!r}")
     fractions = _check_fractions(fractions)
     seed = _check_int("seed", seed, 0)
     frame = _with_label_index(frame)
@@ -324,10 +339,14 @@ def balance_and_split(
         rows = frame[frame["label"] == name]
         rows = rows.iloc[sorted(range(len(rows)), key=lambda i: _natural_key(rows["path"].iloc[i]))]
         rng = np.random.default_rng([seed, CLASS_NAMES.index(name)])
-        rows = rows.iloc[rng.permutation(len(rows))[:n]]
+        order = rng.permutation(len(rows))
+        kept = rows.iloc[order[:n]]
         bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
         for split, (lo, hi) in bounds.items():
-            parts[split].append(rows.iloc[lo:hi].assign(split=split))
+            part = kept.iloc[lo:hi]
+            if split == "train" and sampling != "downsample":
+                part = pd.concat([part, rows.iloc[order[n:]]])
+            parts[split].append(part.assign(split=split))
     return tuple(
         pd.concat(parts[split], ignore_index=True)[list(MANIFEST_COLUMNS) + _extra_columns(frame)] for split in SPLITS
     )

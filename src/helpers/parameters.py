@@ -35,6 +35,10 @@ ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
 #: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
 REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
+#: Class-imbalance strategies of :data:`helpers.dataset.SAMPLINGS` (split in 01, loss or resampling in 02/03).
+SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
+#: Class names of :data:`helpers.config.CLASS_NAMES` (keys of a per-class ``synthetic_per_class``).
+CLASS_NAMES: tuple[str, ...] = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
 MIXED_PRECISION: tuple = (True, False, None, "", "float32", "mixed_float16", "mixed_bfloat16")
 #: Smallest side of generated phantoms (:func:`helpers.data.synthesize_dataset`).
 MIN_SYNTHETIC_SIZE = 8
@@ -161,6 +165,31 @@ def region_size_value() -> Check:
     return check
 
 
+def class_counts_value() -> Check:
+    """A positive int (every class), or four positive ints: a list in class order or a dict by class name."""
+    positive = integer(1)
+
+    def check(value):
+        if _is_int(value):
+            return positive(value)
+        if isinstance(value, dict):
+            if sorted(value) != sorted(CLASS_NAMES):
+                return f"as a dict must name exactly the classes {list(CLASS_NAMES)}, got {sorted(value)!r}"
+            counts = list(value.values())
+        elif isinstance(value, (list, tuple)) and len(value) == len(CLASS_NAMES):
+            counts = list(value)
+        else:
+            return f"must be a positive int or four positive ints (class order, or a dict by class), got {value!r}"
+        bad = [v for v in counts if positive(v)]
+        return f"must hold positive ints, got {bad[0]!r} in {value!r}" if bad else None
+
+    return check
+
+
+def _min_count(value) -> int:
+    return min(value.values()) if isinstance(value, dict) else min(value) if isinstance(value, (list, tuple)) else value
+
+
 def weights_value() -> Check:
     """None, ``"imagenet"``, or a path to a weights file."""
     return lambda value: (
@@ -215,12 +244,19 @@ PARAMETERS: dict[str, Parameter] = _declare(
     # 01_data
     Parameter("source", "'synthetic' phantoms or the 'kaggle' download", one_of(SOURCES)),
     Parameter("data_dir", "kaggle: folder holding COVID-19_Radiography_Dataset ('': kagglehub download)", text()),
-    Parameter("synthetic_per_class", "phantoms generated per class", integer(1)),
+    Parameter(
+        "synthetic_per_class", "phantoms per class: one count, or four (class order or by class)", class_counts_value()
+    ),
     Parameter("synthetic_size", "side of the generated phantoms in pixels", integer(MIN_SYNTHETIC_SIZE)),
     Parameter("confounder", "synthetic only: smaller Viral Pneumonia chests", boolean()),
     Parameter("per_class", "images kept per class (None: the smallest class)", optional(integer(1))),
     Parameter("split_fractions", "train, val, test fractions", split_fractions_value()),
     Parameter("skip_unreadable", "skip unreadable images instead of stopping", boolean()),
+    Parameter(
+        "sampling",
+        "class imbalance: 'downsample' (the paper), or every image with 'class_weight' or 'oversample'",
+        one_of(SAMPLINGS),
+    ),
     # 02, 03 training
     Parameter("model_name", "the model slot later notebooks read", plain_name()),
     Parameter("backbone", "feature extractor", one_of(BACKBONES)),
@@ -289,9 +325,10 @@ def _morf_order(p):
 def _synthetic_split(p):
     if p["source"] != "synthetic":
         return None
-    n = p["synthetic_per_class"] if p["per_class"] is None else p["per_class"]
-    if n > p["synthetic_per_class"]:
-        return f"per_class={n} exceeds synthetic_per_class={p['synthetic_per_class']}"
+    smallest = _min_count(p["synthetic_per_class"])
+    n = smallest if p["per_class"] is None else p["per_class"]
+    if n > smallest:
+        return f"per_class={n} exceeds the smallest class of synthetic_per_class={p['synthetic_per_class']!r}"
     f_train, f_val, _ = p["split_fractions"]
     n_train, n_val = math.floor(f_train * n + 1e-9), math.floor(f_val * n + 1e-9)
     if min(n_train, n_val, n - n_train - n_val) <= 0:
@@ -364,6 +401,13 @@ def validate(per_notebook: Mapping[str, Mapping[str, Any]]) -> list[str]:
         listed = ", ".join(f"{stem} {size!r}" for stem, size in sizes.items())
         found.append(
             f"image_size must be the same in every notebook (models are trained and read at one size), got {listed}"
+        )
+    samplings = {stem: p["sampling"] for stem, p in per_notebook.items() if "sampling" in p}
+    if len(set(map(repr, samplings.values()))) > 1:
+        listed = ", ".join(f"{stem} {value!r}" for stem, value in samplings.items())
+        found.append(
+            f"sampling must be the same in every notebook (the split of 01 and the training of 02/03 go together), "
+            f"got {listed}"
         )
     slots = {stem: p["model_name"] for stem, p in per_notebook.items() if "model_name" in p}
     for stem, slot in slots.items():

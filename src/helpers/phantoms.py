@@ -27,7 +27,15 @@ from .config import CLASS_NAMES, DATASET_DIRNAME
 from .dataset import LESION_DIRNAME, DatasetError
 from .parallel import parallel_map, progress_updates
 
-__all__ = ["SYNTHETIC_MARKER", "PHANTOM_VERSION", "synthetic_dir_name", "render_phantom", "synthesize_dataset"]
+__all__ = [
+    "SYNTHETIC_MARKER",
+    "PHANTOM_VERSION",
+    "REAL_CLASS_SIZES",
+    "class_counts",
+    "synthetic_dir_name",
+    "render_phantom",
+    "synthesize_dataset",
+]
 
 #: Name of the JSON marker that records a synthetic dataset's parameters (written last).
 SYNTHETIC_MARKER = "synthetic.json"
@@ -37,12 +45,47 @@ PHANTOM_VERSION = 1
 #: phantom folders stay valid).
 GENERATOR_NAME = "helpers.data.render_phantom"
 
+#: Images per class in the real COVID-19 Radiography Database (an imbalanced phantom set can scale these down).
+REAL_CLASS_SIZES: dict[str, int] = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
+
 _check_int = partial(check_int, error=DatasetError)
 
 
-def synthetic_dir_name(image_size: int, per_class: int, seed: int, confounder: bool = False) -> str:
-    """Folder name of a synthetic dataset under ``paths.raw``: ``synthetic-<size>-<n>-<seed>[-confounder]``."""
-    return f"synthetic-{int(image_size)}-{int(per_class)}-{int(seed)}" + ("-confounder" if confounder else "")
+def class_counts(per_class) -> dict[str, int]:
+    """Phantoms per class from an int (the same for every class), a list of four counts (class order) or a dict.
+
+    ``per_class=[361, 601, 1019, 134]`` is the real set's imbalance (:data:`REAL_CLASS_SIZES`) scaled by 1/10.
+    """
+    if isinstance(per_class, dict):
+        unknown = sorted(set(per_class) - set(CLASS_NAMES))
+        missing = [name for name in CLASS_NAMES if name not in per_class]
+        if unknown or missing:
+            raise DatasetError(
+                f"per_class as a dict needs exactly the classes {list(CLASS_NAMES)}; unknown {unknown}, missing {missing}"
+            )
+        return {name: _check_int(f"per_class[{name!r}]", per_class[name], 1) for name in CLASS_NAMES}
+    if isinstance(per_class, (list, tuple)):
+        if len(per_class) != len(CLASS_NAMES):
+            raise DatasetError(f"per_class as a list needs {len(CLASS_NAMES)} counts (class order), got {per_class!r}")
+        return {name: _check_int(f"per_class[{name!r}]", n, 1) for name, n in zip(CLASS_NAMES, per_class)}
+    n = _check_int("per_class", per_class, 1)
+    return dict.fromkeys(CLASS_NAMES, n)
+
+
+def _uniform(counts: dict[str, int]) -> int | None:
+    values = set(counts.values())
+    return values.pop() if len(values) == 1 else None
+
+
+def synthetic_dir_name(image_size: int, per_class, seed: int, confounder: bool = False) -> str:
+    """Folder name of a synthetic dataset under ``paths.raw``: ``synthetic-<size>-<n>-<seed>[-confounder]``.
+
+    With different counts per class, ``<n>`` is the four counts joined by ``_`` (class order).
+    """
+    counts = class_counts(per_class)
+    same = _uniform(counts)
+    n = str(same) if same is not None else "_".join(str(counts[name]) for name in CLASS_NAMES)
+    return f"synthetic-{int(image_size)}-{n}-{int(seed)}" + ("-confounder" if confounder else "")
 
 
 def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +379,7 @@ def render_and_write(
 
 def synthesize_dataset(
     root: str | os.PathLike,
-    per_class: int,
+    per_class,
     image_size: int = 299,
     seed: int = 0,
     confounder: bool = False,
@@ -346,6 +389,9 @@ def synthesize_dataset(
 ) -> Path:
     """Write ``per_class`` phantom X-rays per class in the Kaggle layout under ``root`` and return the dataset folder.
 
+    ``per_class``: one count for every class, or four (a list in class order or a dict by class name,
+    :func:`class_counts`) for an imbalanced set such as the real one's.
+
     Images go to ``<Class>/images/<Class>-<n>.png``, 3-channel lung masks (``mask_size``) to ``<Class>/masks/``
     and lesion masks (image size, empty for Normal) to ``<Class>/lesion_masks/``. The folder is generated
     beside the target and renamed; an existing dataset with the same parameters is reused, a different one
@@ -353,14 +399,15 @@ def synthesize_dataset(
     ``workers`` processes render in parallel (default: every core, :func:`helpers.parallel.worker_count`); every
     phantom is a function of its class, number and seed only, so the files are the same whatever their number.
     """
-    per_class = _check_int("per_class", per_class, 1)
+    counts = class_counts(per_class)
+    same = _uniform(counts)
     image_size = _check_int("image_size", image_size, 8)
     mask_size = _check_int("mask_size", mask_size, 8)
     seed = _check_int("seed", seed, 0)
     params = {
         "generator": GENERATOR_NAME,
         "version": PHANTOM_VERSION,
-        "per_class": per_class,
+        "per_class": same if same is not None else counts,
         "image_size": image_size,
         "mask_size": mask_size,
         "seed": seed,
@@ -376,7 +423,7 @@ def synthesize_dataset(
     tmp = Path(tempfile.mkdtemp(prefix=f".{DATASET_DIRNAME}.", suffix=".tmp", dir=root))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
-        jobs = [(name, n) for name in CLASS_NAMES for n in range(1, per_class + 1)]
+        jobs = [(name, n) for name in CLASS_NAMES for n in range(1, counts[name] + 1)]
         for name in CLASS_NAMES:
             for sub in ("images", "masks", LESION_DIRNAME):
                 (tmp / name / sub).mkdir(parents=True)

@@ -254,13 +254,15 @@ def train_and_report(
     learning_rate: float,
     use_feature_cache: bool,
     mixed_precision: bool | str = False,
+    sampling: str = "downsample",
 ) -> TrainingReport:
     """Train one model slot on the split of notebook 01 and write its files, training metrics and recall figure.
 
     Builds the classifier (:func:`helpers.models.build_classifier`), trains it keeping the epoch with the best mean
     validation recall of the disease classes (:func:`helpers.training.train_classifier`), writes the model, history
     and training JSON (:func:`helpers.study.save_training`), ``metrics/training_<model_name>.json`` and the recall
-    figure (Figure 2 for the ``vgg16`` slot, 3 for ``densenet201``).
+    figure (Figure 2 for the ``vgg16`` slot, 3 for ``densenet201``). ``sampling`` is the class-imbalance strategy
+    (:data:`helpers.training.SAMPLINGS`; ``"downsample"`` trains on notebook 01's split as it is).
     References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images" (training protocol, Figures 2-3).
     """
     import keras
@@ -311,6 +313,7 @@ def train_and_report(
         learning_rate=learning_rate,
         seed=seed,
         use_feature_cache=use_feature_cache,
+        sampling=sampling,
     )
     files = study.save_training(
         result,

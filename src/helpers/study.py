@@ -179,7 +179,7 @@ def dataset_from_parameters(
     paths,
     source: str = "synthetic",
     data_dir: str | os.PathLike = "",
-    synthetic_per_class: int = 500,
+    synthetic_per_class=500,
     synthetic_size: int = 128,
     seed: int = 0,
     confounder: bool = False,

@@ -7,6 +7,12 @@ training metrics), and the validation loss and per-class validation recall at th
 epoch maximizes the mean validation recall over ``config.DISEASE_CLASSES`` (ties: the earliest), and its
 weights are restored.
 
+Class imbalance (``sampling``): ``"downsample"`` (the paper) trains on the split as it is, every example weighing the
+same; ``"class_weight"`` weights each example's loss by the inverse frequency of its class in the training split
+(``N / (K n_c)``, mean weight 1; Keras's ``sample_weight``, so a batch's loss is the weighted sum over its size);
+``"oversample"`` adds, every epoch, a seeded draw with replacement from each smaller class up to the largest
+class's count, then shuffles the lot. Both are supported by the compiled head epochs too.
+
 Fast path: when the backbone is frozen and no augmentation is asked for, the backbone's output for each
 image never changes, so the features are computed once and the head is fit on them. Its batches, shuffling
 order, initial weights and optimizer are those of fitting the whole frozen model, so both give the same
@@ -43,8 +49,14 @@ __all__ = [
     "configure_precision",
     "enable_gpu_memory_growth",
     "per_class_recall",
+    "SAMPLINGS",
+    "inverse_frequency_weights",
+    "oversampled_indices",
     "train_classifier",
 ]
+
+#: Class-imbalance strategies (:data:`helpers.dataset.SAMPLINGS`).
+SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 
 
 def recall_column(split: str, class_name: str) -> str:
@@ -206,6 +218,27 @@ def _cross_entropy(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.mean(np.log(p)))
 
 
+def inverse_frequency_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class loss weights ``N / (K n_c)`` over the K classes present (0 for an absent class): mean example weight 1."""
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes, np.float64)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.astype(np.float32)
+
+
+def oversampled_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every index once, plus a draw with replacement from each smaller class up to the largest class's count (unshuffled)."""
+    labels = np.asarray(labels, np.int64)
+    classes, counts = np.unique(labels, return_counts=True)
+    extra = [
+        rng.choice(np.flatnonzero(labels == c), size=int(counts.max() - n), replace=True)
+        for c, n in zip(classes, counts)
+        if n < counts.max()
+    ]
+    return np.concatenate([np.arange(len(labels)), *extra]).astype(np.int64)
+
+
 def _backbone_is_frozen(model: keras.Model) -> bool:
     base = model.get_layer(config.FEATURE_LAYER)
     return not base.trainable or not base.trainable_weights
@@ -226,12 +259,11 @@ class _CompiledHeadEpochs:
     (``stateless_apply``), so the updates are the ones ``train_on_batch`` makes.
     """
 
-    def __init__(self, fit_model, x_train, y_onehot, x_val, batch_size: int, n_classes: int):
+    def __init__(self, fit_model, x_train, y_onehot, x_val, batch_size: int, n_classes: int, class_weights=None):
         import jax
         import jax.numpy as jnp
 
-        self.model, self.batch_size, self.n = fit_model, int(batch_size), len(x_train)
-        self.n_batches = -(-self.n // self.batch_size)
+        self.model, self.batch_size = fit_model, int(batch_size)
         optimizer = fit_model.optimizer
         optimizer.build(fit_model.trainable_variables)
         self.state = (
@@ -242,11 +274,14 @@ class _CompiledHeadEpochs:
         self.x, self.y = jax.device_put(np.asarray(x_train, np.float32)), jax.device_put(y_onehot)
         self.x_val = jax.device_put(np.asarray(x_val, np.float32))
         eps = keras.config.epsilon()
+        cw = None if class_weights is None else jnp.asarray(np.asarray(class_weights, np.float32))
 
         def loss_fn(trainable, non_trainable, xb, yb, wb):
             probs, non_trainable = fit_model.stateless_call(trainable, non_trainable, xb, training=True)
             p = probs / jnp.sum(probs, axis=-1, keepdims=True)
             per_example = -jnp.sum(yb * jnp.log(jnp.clip(p, eps, 1.0 - eps)), axis=-1)
+            if cw is not None:  # Keras's sample_weight: weighted sum over the batch's (real) size
+                per_example = per_example * (yb @ cw)
             return jnp.sum(per_example * wb) / jnp.sum(wb), (probs, non_trainable)
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -271,12 +306,14 @@ class _CompiledHeadEpochs:
 
     def run(self, perm: np.ndarray):
         """Train one epoch over ``perm``; returns (loss sum over examples, hits per class, examples per class, validation probabilities)."""
-        slots = self.n_batches * self.batch_size
+        n = len(perm)
+        n_batches = -(-n // self.batch_size)
+        slots = n_batches * self.batch_size
         idx = np.zeros(slots, dtype=np.int32)
-        idx[: self.n] = perm
+        idx[:n] = perm
         w = np.zeros(slots, dtype=np.float32)
-        w[: self.n] = 1.0
-        shape = (self.n_batches, self.batch_size)
+        w[:n] = 1.0
+        shape = (n_batches, self.batch_size)
         self.state, loss, hits, examples, val_probs = self._epoch(
             self.state, self.x, self.y, self.x_val, idx.reshape(shape), w.reshape(shape)
         )
@@ -317,6 +354,7 @@ def train_classifier(
     progress: bool = True,
     augment: Callable | None = None,
     feature_batch_size: int | None = None,
+    sampling: str = "downsample",
 ) -> TrainingResult:
     """Fit ``model`` (a :func:`helpers.models.build_classifier` model) and keep the epoch with the best disease recall.
 
@@ -324,8 +362,11 @@ def train_classifier(
     indices (N,) or one-hot. ``augment(batch, rng)``, if given, transforms each float training batch (and
     turns the feature cache off). ``use_feature_cache`` fits the head on backbone features computed once
     when the backbone is frozen. Returns a :class:`TrainingResult` whose model (left uncompiled) holds the
-    chosen epoch's weights.
+    chosen epoch's weights. ``sampling`` (:data:`SAMPLINGS`): ``"class_weight"`` weights the loss by inverse class
+    frequency, ``"oversample"`` resamples the smaller classes every epoch (module docstring).
     """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(map(repr, SAMPLINGS))}, got {sampling!r}")
     class_names = tuple(class_names)
     n_classes = int(model.output_shape[-1])
     if len(class_names) != n_classes:
@@ -356,6 +397,8 @@ def train_classifier(
     keras.utils.set_random_seed(int(seed))
     order_rng = np.random.default_rng(int(seed))
     augment_rng = np.random.default_rng([int(seed), 1])
+    oversample_rng = np.random.default_rng([int(seed), 2])
+    class_weights = inverse_frequency_weights(y_train, n_classes) if sampling == "class_weight" else None
     fast = bool(use_feature_cache) and augment is None and _backbone_is_frozen(model)
 
     timings = {"features_s": 0.0}
@@ -386,25 +429,36 @@ def train_classifier(
     n = len(train_inputs)
     compiled_epochs = fast and compiled_epochs_available(fit_model)
     if compiled_epochs:
-        epoch_runner = _CompiledHeadEpochs(fit_model, train_inputs, eye[y_train], val_inputs, batch_size, n_classes)
+        epoch_runner = _CompiledHeadEpochs(
+            fit_model, train_inputs, eye[y_train], val_inputs, batch_size, n_classes, class_weights
+        )
     rows, best_score, best_weights, chosen = [], -np.inf, None, 1
     t_fit = time.perf_counter()
     epoch_iter = tqdm(range(1, epochs + 1), desc=f"training {model.name}", disable=not progress)
     for epoch in epoch_iter:
         t0 = time.perf_counter()
-        perm = order_rng.permutation(n)
+        if sampling == "oversample":
+            perm = oversampled_indices(y_train, oversample_rng)
+            perm = perm[order_rng.permutation(len(perm))]
+        else:
+            perm = order_rng.permutation(n)
+        seen = len(perm)
         if compiled_epochs:
             loss_sum, hits, examples, val_probs = epoch_runner.run(perm)
         else:
             loss_sum, hits, examples = 0.0, np.zeros(n_classes), np.zeros(n_classes)
-            for start in range(0, n, batch_size):
+            for start in range(0, seen, batch_size):
                 idx = perm[start : start + batch_size]
                 xb = train_inputs[idx]
                 if transform is not None:
                     xb = transform(xb)
                 if augment is not None:
                     xb = np.asarray(augment(xb, augment_rng), dtype=np.float32)
-                logs = fit_model.train_on_batch(xb, eye[y_train[idx]], return_dict=True)
+                if class_weights is None:
+                    logs = fit_model.train_on_batch(xb, eye[y_train[idx]], return_dict=True)
+                else:
+                    weights = class_weights[y_train[idx]]
+                    logs = fit_model.train_on_batch(xb, eye[y_train[idx]], sample_weight=weights, return_dict=True)
                 loss_sum += float(logs["loss"]) * len(idx)  # batch mean loss, weighted by batch size as Keras does
                 hits += [float(logs[f"hits_{c}"]) for c in range(n_classes)]
                 examples += [float(logs[f"examples_{c}"]) for c in range(n_classes)]
@@ -413,7 +467,7 @@ def train_classifier(
         if val_probs is None:
             val_probs = predict_batches(fit_model, val_inputs, feature_batch_size, transform)
         val_recall = per_class_recall(y_val, val_probs.argmax(axis=1), n_classes)
-        row = {"epoch": epoch, "loss": loss_sum / n, "val_loss": _cross_entropy(val_probs, y_val)}
+        row = {"epoch": epoch, "loss": loss_sum / seen, "val_loss": _cross_entropy(val_probs, y_val)}
         for c, name in enumerate(class_names):
             row[recall_column("train", name)] = float(train_recall[c])
         for c, name in enumerate(class_names):
@@ -453,4 +507,8 @@ def train_classifier(
         "train_size": int(len(x_train)),
         "val_size": int(len(x_val)),
     }
+    if sampling != "downsample":  # recorded only when used: the paper's runs keep their files byte for byte
+        settings["sampling"] = sampling
+        if class_weights is not None:
+            settings["class_weights"] = {name: float(w) for name, w in zip(class_names, class_weights)}
     return TrainingResult(model, history, int(chosen), val_recalls, timings, settings)

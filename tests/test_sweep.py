@@ -1,0 +1,164 @@
+"""The sweep runner: grid files checked up front, one runner call per trial, resume, failures recorded, the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from helpers import pipeline, sweep, sweep_report
+from helpers.sweep import SweepError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _grid(tmp_path, text: str) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def _fake_summary(work: Path, profile: str, recall: dict, heat: dict, criterion: dict) -> None:
+    metrics = work / "reports" / profile / "metrics"
+    metrics.mkdir(parents=True)
+    summary = {
+        "classification": {
+            "models": {m: {"macro_recall": {"estimate": r}, "macro_f1": {"estimate": r}} for m, r in recall.items()}
+        },
+        "aopc": {m: {"morf": {"final": h + 0.1}, "morf_minus_random": {"final": h}} for m, h in heat.items()},
+    }
+    (metrics / "summary.json").write_text(json.dumps(summary))
+    for model, value in criterion.items():
+        (metrics / f"training_{model}.json").write_text(json.dumps({"val_mean_disease_recall": value}))
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """``pipeline.run_study`` replaced: records its calls, writes a summary from the overrides, fails on lr 0.5."""
+    calls = []
+
+    def run_study(profile, only, overrides, project_dir, work_dir, **kwargs):
+        calls.append((profile, only, tuple(overrides), Path(work_dir)))
+        if any("learning_rate=0.5" in o for o in overrides):
+            raise pipeline.NotebookFailed("02_train_vgg16 failed in cell 3: loss is NaN")
+        lr = next((float(o.split("=")[1]) for o in overrides if "learning_rate" in o), 0.001)
+        seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), 0)
+        _fake_summary(
+            Path(work_dir), profile,
+            recall={"vgg16": 0.8, "densenet201": 0.9 if seed % 2 == 0 else 0.7},
+            heat={"vgg16": 0.1, "densenet201": 0.2},
+            criterion={"vgg16": lr * 100, "densenet201": lr * 100},
+        )  # fmt: skip
+        return None
+
+    monkeypatch.setattr(pipeline, "run_study", run_study)
+    return calls
+
+
+def test_grid_runs_every_trial_once_records_failures_and_resumes(tmp_path, fake_run):
+    grid = _grid(
+        tmp_path,
+        "name: lr\nparameters:\n  shared:\n    learning_rate: [0.001, 0.5, 0.003]\n"
+        "  02_train_vgg16:\n    sampling: [downsample]\n  03:\n    sampling: [downsample]\n"
+        "notebooks: ['01', '02', '03']\n",
+    )
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    assert out == tmp_path / "reports" / "smoke" / "sweeps" / "lr"
+    assert len(fake_run) == 3
+    profile, only, overrides, work = fake_run[0]
+    assert profile == "smoke" and only == "01,02,03" and work.parent == out
+    assert overrides == (
+        "learning_rate=0.001",
+        "02_train_vgg16.sampling='downsample'",
+        "03_train_densenet201.sampling='downsample'",
+    )
+    table = pd.read_csv(out / "results.csv")
+    assert table["status"].tolist() == ["done", "failed", "done"]
+    assert "loss is NaN" in table.loc[1, "error"]
+    assert table["chosen"].tolist() == [False, False, True]  # lr 0.003: the best validation criterion
+    assert table.loc[2, "densenet201_test_recall"] == 0.9
+    for name in ("results.md", "index.html", "sweep.png"):
+        assert (out / name).is_file()
+    failed = json.loads((out / table.loc[1, "trial"] / "trial.json").read_text())
+    assert failed["status"] == "failed" and "NotebookFailed" in failed["error"] and failed["traceback"]
+    # resume: the done trials are never rerun, the failed one is tried again
+    fake_run.clear()
+    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    assert [c[2][0] for c in fake_run] == ["learning_rate=0.5"]
+
+
+def test_random_search_is_seeded(tmp_path):
+    text = "search: random\ntrials: 3\nseed: 7\nparameters:\n  shared:\n    learning_rate: [0.001, 0.002, 0.003, 0.004]\n    epochs: [1, 2]\n"
+    a = sweep.load_sweep(_grid(tmp_path, text), "smoke", ROOT)
+    b = sweep.load_sweep(_grid(tmp_path, text), "smoke", ROOT)
+    assert len(a.trials) == 3 and [t.values for t in a.trials] == [t.values for t in b.trials]
+    assert len({t.name for t in a.trials}) == 3
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            "parameters:\n  02_train_vgg:\n    epochs: [1]\n",
+            "section '02_train_vgg' names no notebook \\(did you mean '02_train_vgg16'\\?\\)",
+        ),
+        (
+            "parameters:\n  shared:\n    learning_rat: [0.1]\n",
+            "unknown parameter 'shared.learning_rat' \\(did you mean 'learning_rate'\\?\\)",
+        ),
+        ("parameters:\n  02:\n    epochs: []\n", "'02_train_vgg16.epochs' has an empty value list"),
+        ("parameters:\n  02:\n    epochs: 3\n", "must be a list of values"),
+        ("parameters:\n  02:\n    epochs: [1, two]\n", "02_train_vgg16.epochs: must be an integer, got 'two'"),
+        ("parameters:\n  shared:\n    sampling: [oversampling]\n", "did you mean 'oversample'"),
+        ("parameters:\n  02:\n    profile: [x]\n", "set by the runner"),
+        ("parametres:\n  02:\n    epochs: [1]\n", "unknown key 'parametres' \\(did you mean 'parameters'\\?\\)"),
+        ("notebooks: ['01', '09']\nparameters:\n  02:\n    epochs: [1]\n", "no notebook named '09'"),
+        ("search: random\nparameters:\n  02:\n    epochs: [1]\n", "needs 'trials'"),
+        ("parameters:\n  06:\n    region_size: [8, 1000]\n", "region_size=1000 is larger than the image"),
+    ],
+)
+def test_bad_grids_are_refused_before_any_trial(tmp_path, fake_run, text, message):
+    with pytest.raises(SweepError, match=message):
+        sweep.run_sweep(_grid(tmp_path, text), "smoke", project_dir=ROOT, work_dir=tmp_path)
+    assert fake_run == [] and not (tmp_path / "reports").exists()
+    code = sweep.main(["--profile", "smoke", "--grid", str(tmp_path / "grid.yaml"), "--work-dir", str(tmp_path)])
+    assert code == 2
+
+
+def test_shipped_grids_load():
+    demo = sweep.load_sweep(ROOT / "params" / "sweep-demo.yaml", "demo", ROOT)
+    assert len(demo.trials) == 4
+    seeds = sweep.load_sweep(ROOT / "params" / "sweep-seeds.yaml", "demo", ROOT)
+    assert [t.values for t in seeds.trials] == [{"shared.seed": s} for s in range(5)]
+
+
+def test_seed_summary_counts_the_seeds_that_agree(tmp_path, fake_run):
+    grid = _grid(tmp_path, "name: seeds\nparameters:\n  shared:\n    seed: [0, 1, 2, 3, 4]\n")
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    seeds = pd.read_csv(out / "seeds.csv", index_col="model")
+    assert seeds.loc["densenet201", "test_recall_mean"] == pytest.approx((0.9 * 3 + 0.7 * 2) / 5)
+    assert seeds.loc["vgg16", "morf_minus_random_low"] == pytest.approx(0.1)  # no spread: a zero-width interval
+    summary = sweep_report.seed_summary(pd.read_csv(out / "results.csv"))
+    # densenet201 generalizes better in seeds 0, 2, 4 and has the larger MoRF - random in all: 3 of 5 agree
+    assert (summary.attrs["agree"], summary.attrs["decided"]) == (3, 5)
+    assert "In 3 of 5 seeds" in (out / "results.md").read_text()
+
+
+@pytest.mark.notebook
+def test_a_real_two_trial_smoke_sweep(tmp_path):
+    """Two smoke trials through the real runner (notebooks 01-04): the down-sampled and the class-weighted study."""
+    grid = _grid(
+        tmp_path,
+        "name: sampling\nnotebooks: ['01', '02', '03', '04']\nparameters:\n  shared:\n"
+        "    sampling: [downsample, class_weight]\n",
+    )
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    table = pd.read_csv(out / "results.csv")
+    assert table["status"].tolist() == ["done", "done"], table.get("error")
+    assert table["vgg16_test_recall"].notna().all() and table["chosen"].sum() == 1
+    weighted = json.loads(
+        (out / table.loc[1, "trial"] / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text()
+    )
+    assert weighted["settings"]["sampling"] == "class_weight"
