@@ -78,7 +78,24 @@ def summary_table(summary_json: str | os.PathLike) -> str:
     rows = json.loads(path.read_text()).get("rows")
     if not rows:
         raise DocsError(f"{path} holds no summary rows")
-    return markdown_table(rows)
+    return markdown_table(rows, sorted(rows[0], key=_column_rank))
+
+
+#: Column order of the summary table (summary.json stores each row's keys sorted).
+_COLUMN_ORDER = (
+    "model",
+    "macro test recall",
+    "macro test F1",
+    "AOPC (MoRF)",
+    "random-order AOPC",
+    "MoRF − random",
+    "MoRF − LeRF",
+    "images",
+)
+
+
+def _column_rank(column: str) -> int:
+    return next((i for i, prefix in enumerate(_COLUMN_ORDER) if column.startswith(prefix)), len(_COLUMN_ORDER))
 
 
 def _write_text(path: Path, text: str) -> None:
