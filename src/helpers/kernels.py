@@ -31,6 +31,11 @@ def mark_interrupted(signum: int) -> None:
     """Record that SIGINT/SIGTERM stopped this run: kernels are interrupted on shutdown and their console dropped."""
     global signal_received
     signal_received = signum
+    # nbclient's cell task may still fail with DeadKernelError as the kernel goes down; asyncio would print that
+    # never-retrieved exception as a traceback at exit, after the runner's one-line message
+    import logging
+
+    logging.getLogger("asyncio").disabled = True
 
 
 #: Kernel console lines that say nothing to the user (the cells' own output is in the notebook).
