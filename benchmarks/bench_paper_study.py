@@ -20,6 +20,7 @@ Writes the timings as JSON with ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -162,28 +163,15 @@ def main(argv=None) -> dict:
         grid = perturbation.region_grid(args.image_size, args.region_size)
         n_inputs = len(y_test) * (grid.n_regions + 1)  # curves of every test image; AOPC over the correct ones
         stage = f"{backbone}: MoRF curves ({len(y_test)} images x {grid.n_regions + 1} steps)"
+        score_curves = functools.partial(
+            perturbation.perturbation_curves, model, x_test, heatmaps, predicted, args.region_size,
+            batch_size=args.aopc_batch, seed=args.seed, progress=False,
+        )  # fmt: skip
+
         with watch(stage + ", first call"):
-            perturbation.perturbation_curves(
-                model,
-                x_test,
-                heatmaps,
-                predicted,
-                args.region_size,
-                batch_size=args.aopc_batch,
-                seed=args.seed,
-                progress=False,
-            )
+            score_curves()
         with watch(stage):  # the same call again: compiled, as in a long run
-            curves = perturbation.perturbation_curves(
-                model,
-                x_test,
-                heatmaps,
-                predicted,
-                args.region_size,
-                batch_size=args.aopc_batch,
-                seed=args.seed,
-                progress=False,
-            )
+            curves = score_curves()
         aopc_rate = n_inputs / watch.times[stage]
         with watch(f"{backbone}: bare forward, same inputs (reference, not a study stage)"):
             bare_rate = bare_forward_rate(model, args.image_size, n_inputs, args.aopc_batch)
