@@ -32,7 +32,19 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from helpers import config, device, evaluation, gradcam, models, perturbation, phantoms, scores, study, training  # noqa: E402
+from helpers import (  # noqa: E402
+    config,
+    describe,
+    device,
+    evaluation,
+    gradcam,
+    models,
+    perturbation,
+    phantoms,
+    scores,
+    study,
+    training,
+)
 from helpers import dataset as ds  # noqa: E402
 
 COMPILES = device.CompileLog()
@@ -114,7 +126,7 @@ def main(argv=None) -> dict:
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="paper-bench-"))
     paths = study.study_paths("paper-bench", work)
     watch = Stopwatch()
-    print(f"Keras {keras.__version__}, backend {keras.backend.backend()}, {device.describe()}")
+    print(describe.device_line())
     print(
         f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
         f"precision {args.mixed_precision}, work folder {work}"

@@ -108,27 +108,7 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
     work, _ = smoke_run
     report = work / "reports" / "smoke"
     before = {p.relative_to(report): p.read_bytes() for p in (report / "metrics").glob("*.json")}
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "helpers.pipeline",
-            "--profile",
-            "smoke",
-            "--work-dir",
-            str(work),
-            "-p",
-            "seed=1",
-            "--no-progress",
-            "--no-html",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _runner(work, "-p", "seed=1")
     lines = []
     deadline = time.monotonic() + 300
     for line in proc.stdout:  # interrupt while the second notebook runs

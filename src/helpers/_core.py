@@ -491,6 +491,13 @@ def to_device(value):
     return ops.convert_to_tensor(value)
 
 
+def pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with zero rows appended up to ``rows`` rows (one compiled shape for a partial last batch)."""
+    if len(array) >= rows:
+        return array
+    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
+
+
 def to_unit(x):
     """Scale a uint8 batch to float32 [0, 1] inside a compiled graph (exact, as on the host); floats pass as float32."""
     from keras import ops

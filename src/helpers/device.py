@@ -14,32 +14,18 @@ On JAX the compiled function is one ``jax.jit`` of the model's ``stateless_call`
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 
-from ._core import backend, check_unit_range, compiled, to_unit, to_unit_range
+from ._core import backend, check_unit_range, compiled, pad_rows, to_unit, to_unit_range
 from .config import CACHE_ENV, COMPILE_LOG_ENV, NOTEBOOK_ENV
 
 
 def forward(model, batch_size: int, dtype: str = "uint8"):
     """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype`` (scaled in the graph)."""
     return compiled(model, ("forward", int(batch_size), str(dtype)), lambda calls, x: calls[0](to_unit(x)))
-
-
-def padded_batches(n: int, batch_size: int):
-    """(start, stop) of each batch of ``n`` items; every batch has ``batch_size`` slots (the last one padded)."""
-    return [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
-
-
-def pad_to(batch: np.ndarray, size: int) -> np.ndarray:
-    """``batch`` with zero rows appended up to ``size`` rows."""
-    if len(batch) == size:
-        return batch
-    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), dtype=batch.dtype)])
 
 
 def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
@@ -60,12 +46,12 @@ def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.
     dtype = "uint8" if x.dtype == np.uint8 else "float32"
     size = int(batch_size)  # also for fewer images: one compiled shape per model, whatever the set's size
     fn = forward(model, size, dtype)
-    batches = padded_batches(n, size)
+    batches = [(start, min(n, start + size)) for start in range(0, n, size)]
     outputs = []
     for start, stop in tqdm(batches, desc=desc, leave=False, disable=not desc):
         batch = np.asarray(x[start:stop])
         batch = batch if dtype == "uint8" else batch.astype(np.float32, copy=False)
-        outputs.append(fn(pad_to(batch, size)))  # dispatched asynchronously; read back below
+        outputs.append(fn(pad_rows(batch, size)))  # dispatched asynchronously; read back below
     out = np.concatenate([np.asarray(ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])
     return out[:n]
 
@@ -120,28 +106,6 @@ def configure_compilation_cache(folder: str | os.PathLike | None) -> Path | None
 # ----------------------------------------------------------------------------------------------------
 # Several devices
 # ----------------------------------------------------------------------------------------------------
-
-
-def device_names() -> list[str]:
-    """Names of the accelerator devices (or CPU devices) of the backend."""
-    name = backend()
-    if name == "jax":
-        import jax
-
-        return [str(d) for d in jax.devices()]
-    if name == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_logical_devices("GPU")
-        return [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-    return ["cpu"]
-
-
-def describe() -> str:
-    """One line saying which backend and devices run the models."""
-    devices = device_names()
-    shown = ", ".join(devices[:4]) + (" …" if len(devices) > 4 else "")
-    return f"Keras backend {backend()} on {len(devices)} device(s): {shown}"
 
 
 def use_data_parallel(enabled: bool | None = None):
@@ -258,20 +222,3 @@ class CompileLog:
             for key in out:
                 out[key] += entry[key]
         return out
-
-
-def timed(fn, *args, repeats: int = 3):
-    """Best wall time of ``fn(*args)`` (results read back to the host) over ``repeats`` calls, after one warm-up."""
-    from keras import ops
-
-    def run():
-        out = fn(*args)
-        ops.convert_to_numpy(out if not isinstance(out, (list, tuple)) else out[0])
-
-    run()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t0)
-    return best

@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 
 from . import config
-from ._core import backend, check_int, check_pair, check_unit_range, compiled, split_at
+from ._core import backend, check_int, check_pair, check_unit_range, compiled, pad_rows, split_at
 from .parameters import METHODS  # the Grad-CAM variants (one declaration, shared with the runner)
 
 __all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "upsample", "normalize", "jet", "gray_to_rgb", "overlay"]
@@ -204,10 +204,7 @@ def gradcam(
         stop = min(start + chunk, n)
         x = images[start:stop].astype(np.float32) / np.float32(scale)
         c = wanted[start:stop]
-        if stop - start < chunk:  # pad the last chunk: one compiled shape for every batch
-            pad = chunk - (stop - start)
-            x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), np.float32)])
-            c = np.concatenate([c, np.zeros(pad, np.int32)])
+        x, c = pad_rows(x, chunk), pad_rows(c, chunk)  # pad the last chunk: one compiled shape for every batch
         maps, chosen = run(x, c)
         if heatmaps is None:
             heatmaps = np.empty((n, *maps.shape[1:]), dtype=np.float32)

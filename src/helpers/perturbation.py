@@ -25,7 +25,17 @@ from typing import Callable
 
 import numpy as np
 
-from ._core import check_int, check_pair, check_seed, check_unit_range, compiled, image_array, to_device, to_unit
+from ._core import (
+    check_int,
+    check_pair,
+    check_seed,
+    check_unit_range,
+    compiled,
+    image_array,
+    pad_rows,
+    to_device,
+    to_unit,
+)
 
 # Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
 from .parameters import ORDERS, PERTURBATIONS, REGION_SCORES
@@ -475,11 +485,8 @@ def perturbation_curves(
         region_steps = steps_of_regions[first:last].astype(np.int32)  # (real, R)
         cls = classes[first:last].astype(np.int32)
         x_host = raw[first:last] if raw.dtype == np.uint8 else x[first:last]
-        if padded > real:
-            x_host = _pad_rows(x_host, padded)
-            g_host = _pad_rows(g_host, padded)
-            region_steps = _pad_rows(region_steps, padded)
-            cls = _pad_rows(cls, padded)
+        x_host, g_host = pad_rows(x_host, padded), pad_rows(g_host, padded)
+        region_steps, cls = pad_rows(region_steps, padded), pad_rows(cls, padded)
         group_inputs = (to_device(x_host), to_device(g_host), to_device(region_steps), region_map_dev, to_device(cls))
         pairs = real * n_steps
         outputs = []
@@ -494,11 +501,6 @@ def perturbation_curves(
     if bar is not None:
         bar.close()
     return curves
-
-
-def _pad_rows(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with zero rows appended up to ``rows`` rows."""
-    return np.concatenate([array, np.zeros((rows - len(array), *array.shape[1:]), array.dtype)])
 
 
 #: The curves of the MoRF order (the default); the same function as :func:`perturbation_curves`.
