@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -419,6 +420,57 @@ def test_only_in_a_fresh_folder_claims_no_earlier_run(project, fake_kernels):
     )
     assert not any("earlier run" in line for line in logs)
     assert json.loads((project / "reports" / "tiny" / "run.json").read_text())["stale"] == []
+
+
+def _seed_sweep(report: Path) -> Path:
+    """A finished two-seed sweep in the report's sweeps/ folder (its table only)."""
+    folder = report / "sweeps" / "seeds"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"name": "seeds", "grid": "g.yaml", "axes": {"shared.seed": [0, 1]}}))
+    (folder / "index.html").write_text("<html>sweep</html>")
+    rows = [
+        {"trial": f"t0{s}", "status": "done", "chosen": s == 0, "vgg16_test_recall": 0.8, "densenet201_test_recall": 0.9,
+         "vgg16_aopc": 0.3, "densenet201_aopc": 0.4, "vgg16_morf_minus_random": 0.1, "densenet201_morf_minus_random": 0.2}
+        for s in (0, 1)
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(folder / "results.csv", index=False)
+    return folder
+
+
+def test_reruns_keep_the_sweeps_and_their_quote(project, fake_kernels):
+    assert _main(project) == 0
+    report = project / "reports" / "tiny"
+    marker = _seed_sweep(report) / "results.csv"
+    inode = marker.stat().st_ino
+    for args in ([], ["--only", "02"]):  # a full rerun and a partial one
+        assert _main(project, *args) == 0, args
+        assert marker.stat().st_ino == inode  # moved into the new report, never copied
+        quote = (report / "sweeps.md").read_text()
+        assert "[seeds](sweeps/seeds/index.html)" in quote and "In 2 of 2 seeds" in quote
+        assert "| vgg16 | 0.800 [0.800, 0.800] |" in quote
+        assert "<a href='sweeps/seeds/index.html'>seeds</a>" in (report / "index.html").read_text()
+        assert _leftovers(project) == []
+    shutil.rmtree(report / "sweeps")
+    assert _main(project, "--no-html") == 0
+    assert not (report / "sweeps.md").exists()  # no sweeps, no stale quote
+
+
+def test_sweeps_left_in_a_killed_runs_folders_come_back(project, fake_kernels):
+    assert _main(project, "--no-html") == 0
+    reports = project / "reports"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    staging = reports / f".tiny.staging-{int(dead.stdout)}-20240101T000000-000000"
+    staging.mkdir()
+    _seed_sweep(staging)  # killed after moving the sweeps into its staging folder, before the swap
+    logs = []
+    pipeline.run_study(
+        "tiny", project_dir=project, work_dir=project, export_html=False, progress=False, log=logs.append
+    )
+    assert (reports / "tiny" / "sweeps" / "seeds" / "results.csv").is_file() and not staging.exists()
+    assert any("moved the sweeps back" in line for line in logs)
+    assert "seeds" in (reports / "tiny" / "sweeps.md").read_text()
 
 
 def test_from_and_profile_path_messages(project, capsys):

@@ -33,6 +33,7 @@ def notebook_to_html(notebook_path: str | os.PathLike, html_path: str | os.PathL
 def _inline(text: str) -> str:
     escaped = _html_escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", r"<a href='\2'>\1</a>", escaped)
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
 
 
@@ -86,7 +87,7 @@ def _figure_order(path: Path) -> tuple:
 
 
 def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=()) -> Path:
-    """Write ``index.html``: the summary on top, then the notebooks, figures (in study order, captioned) and metrics."""
+    """Write ``index.html``: the summary (and the sweeps' ``sweeps.md``) on top, then notebooks, figures and metrics."""
     report = Path(report_dir)
     run = json.loads((report / "run.json").read_text()) if (report / "run.json").is_file() else {}
     profile = run.get("profile") or report.name.lstrip(".").split(".")[0]
@@ -116,6 +117,9 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
     if summary.is_file():
         parts.append("<section>" + markdown_to_html(summary.read_text()) + "</section>")
         parts.append("<p><a href='summary.md'>summary.md</a></p>")
+    sweeps = report / "sweeps.md"  # the sweeps' quote (helpers.sweep_report.quote_sweeps)
+    if sweeps.is_file():
+        parts.append("<section>" + markdown_to_html(sweeps.read_text()) + "</section>")
     notebooks = sorted(report.glob("*.ipynb"))
     if notebooks:
         parts.append("<h2>Notebooks</h2><ul>")

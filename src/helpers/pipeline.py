@@ -41,7 +41,7 @@ from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
     select_notebooks,
 )
 from .runlock import RunLock, RunLocked, describe
-from .staging import clean_leftovers, discard, kept, os_text
+from .staging import SWEEPS, carry_sweeps, clean_leftovers, discard, kept, os_text, without_sweeps
 from .study import StudyPaths, find_project_root, save_json
 
 
@@ -267,7 +267,7 @@ def _run_locked(
         clean_leftovers(name, reports, final, backup, failed, log)
         if final.exists() and partial:
             step = f"copying the report {final} into the staging folder"
-            shutil.copytree(final, staging)  # a partial run updates the existing report
+            shutil.copytree(final, staging, ignore=without_sweeps(final))  # a partial run updates the report
         step = f"creating the staging folder {staging}"
         staging.mkdir(parents=True, exist_ok=True)
 
@@ -325,6 +325,10 @@ def _run_locked(
         step = f"writing {staging / 'run.json'}"
         _write_run_info(staging, final, name, result, partial, sorted(stale), run_id)
         stale = json.loads((staging / "run.json").read_text())["stale"]
+        step = f"quoting the sweeps of {final / SWEEPS} in {staging}"
+        from .sweep_report import quote_sweeps
+
+        quote_sweeps(staging, final / SWEEPS)  # sweeps.md: the sweeps move into the new report at the swap
         if export_html:
             from .reporting import export_report
 
@@ -333,14 +337,20 @@ def _run_locked(
 
         step = f"replacing the report {final}"
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-        try:  # the two renames are not interrupted half-way
-            if final.exists():
-                final.rename(backup)
+        try:  # the renames are not interrupted half-way
+            carried = final.exists() and carry_sweeps(final, staging)  # the sweeps are not the run's: they stay
             try:
-                staging.rename(final)
+                if final.exists():
+                    final.rename(backup)
+                try:
+                    staging.rename(final)
+                except OSError:
+                    if backup.exists() and not final.exists():
+                        backup.rename(final)
+                    raise
             except OSError:
-                if backup.exists() and not final.exists():
-                    backup.rename(final)
+                if carried:
+                    carry_sweeps(staging, final)
                 raise
             replaced = True
         finally:

@@ -4,6 +4,11 @@ One row per trial: its values, status (and error), the validation criterion (mea
 kept epoch's mean disease recall, the checkpoint criterion of :mod:`helpers.training`), and per model the test macro
 recall and F1 and the AOPC (MoRF) and MoRF - random from the trial's ``metrics/summary.json``. The chosen trial has
 the best validation criterion (ties: the first).
+
+The parent report ``reports/<profile>/`` quotes its sweeps in ``sweeps.md`` (:func:`quote_sweeps`): a link to each
+sweep's page and, for a grid with a seed axis, the seed-robustness table. The study runner writes it on every run (so
+a rerun keeps the quote) and a finished sweep refreshes it (:func:`refresh_parent_report`); ``index.html`` shows it
+under the study summary.
 """
 
 from __future__ import annotations
@@ -16,9 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["trial_metrics", "sweep_table", "write_report", "seed_summary"]
+__all__ = [
+    "trial_metrics",
+    "sweep_table",
+    "write_report",
+    "seed_summary",
+    "seed_rows",
+    "quote_sweeps",
+    "refresh_parent_report",
+]
 
 MODELS = ("vgg16", "densenet201")
+#: The parent report's quote of its sweeps (beside ``summary.md``).
+QUOTE = "sweeps.md"
 
 
 def _load(path: Path) -> dict:
@@ -182,3 +197,106 @@ def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     )
     summary.attrs["agree"], summary.attrs["decided"] = agree, int(decided.sum())
     return summary
+
+
+def seed_rows(summary: pd.DataFrame) -> list[dict]:
+    """The seed table compactly: per model, ``mean [low, high]`` of test recall, AOPC and MoRF - random."""
+
+    def cell(row, measure: str) -> str:
+        mean, low, high = (float(row[f"{measure}_{part}"]) for part in ("mean", "low", "high"))
+        if math.isnan(mean):
+            return ""
+        return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+    return [
+        {
+            "model": model,
+            "test recall": cell(row, "test_recall"),
+            "AOPC (MoRF)": cell(row, "aopc"),
+            "MoRF - random": cell(row, "morf_minus_random"),
+        }
+        for model, row in summary.iterrows()
+    ]
+
+
+def _sweep_lines(folder: Path) -> list[str]:
+    meta = _load(folder / "sweep.json")
+    name = meta.get("name", folder.name)
+    link = f"[{name}](sweeps/{folder.name}/index.html)" if (folder / "index.html").is_file() else name
+    try:
+        table = pd.read_csv(folder / "results.csv")
+    except (OSError, ValueError):
+        return [f"- {link}: no table yet (running, or interrupted before its first table)"]
+    done = table[table["status"] == "done"]
+    chosen = table[table["chosen"].astype(bool)] if "chosen" in table else table.iloc[:0]
+    line = f"- {link} (`{meta.get('grid', '')}`): {len(done)} of {len(table)} trials done"
+    if len(chosen):
+        line += f"; chosen trial {chosen.iloc[0]['trial']} (best validation criterion)"
+    lines = [line]
+    if any(str(key).endswith(".seed") for key in meta.get("axes", {})) and len(done):
+        summary = seed_summary(table)
+        lines += [
+            "",
+            f"### Seed robustness (sweep {name}, {len(done)} seeds)",
+            "",
+            "Mean and 95% interval (t) over seeds.",
+            "",
+            _markdown(pd.DataFrame(seed_rows(summary))),
+            "",
+            summary.attrs["claim"],
+            "",
+        ]
+    return lines
+
+
+def quote_sweeps(report_dir: str | Path, sweeps_dir: str | Path | None = None) -> Path | None:
+    """Write ``<report_dir>/sweeps.md`` from the sweeps in ``sweeps_dir`` (default ``<report_dir>/sweeps``), atomically.
+
+    Removes a stale ``sweeps.md`` when there are none; returns its path, or None.
+    """
+    from ._core import atomic_path
+
+    report = Path(report_dir)
+    source = Path(sweeps_dir) if sweeps_dir is not None else report / "sweeps"
+    folders = sorted(p for p in source.glob("*") if (p / "sweep.json").is_file()) if source.is_dir() else []
+    path = report / QUOTE
+    if not folders:
+        path.unlink(missing_ok=True)
+        return None
+    lines = ["## Sweeps", "", "Sweeps of this profile (`python -m helpers.sweep`), each on its own page:", ""]
+    for folder in folders:
+        lines += _sweep_lines(folder)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def refresh_parent_report(work: str | Path, profile: str, log=print, timeout: float = 60.0) -> bool:
+    """Requote the sweeps in ``<work>/reports/<profile>/`` and rewrite its ``index.html``, under the runner's lock.
+
+    Only a finished report (one with ``run.json``) is touched. When a run holds the lock for longer than ``timeout``
+    seconds, nothing is written: that run quotes the sweeps itself when it finishes. Returns whether it wrote.
+    """
+    from ._report_html import write_index
+    from .runlock import RunLock, RunLocked
+
+    reports = Path(work) / "reports"
+    report = reports / profile
+    if not (report / "run.json").is_file():
+        return False
+    lock = RunLock(reports / f".{profile}.lock", command=f"sweep: refresh the {profile} report's sweeps")
+    try:
+        lock.acquire(wait=True, timeout=timeout)
+    except RunLocked as exc:
+        log(f"note: the report {report} was not updated ({exc}); that run quotes the sweeps when it finishes")
+        return False
+    try:
+        if not (report / "run.json").is_file():  # replaced or removed while we waited
+            return False
+        quote_sweeps(report)
+        if (report / "index.html").is_file():  # a report exported without HTML stays without
+            write_index(report, stale=_load(report / "run.json").get("stale", []))
+    finally:
+        lock.release()
+    log(f"report {report / 'index.html'} links the sweeps (sweeps.md)")
+    return True
