@@ -25,6 +25,7 @@ LAYERS = {
     "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
+        "executors",
     },
 }  # fmt: skip
 #: Third-party packages that no computation module may import.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from helpers import pipeline, sweep, sweep_report
+from helpers.runlock import RunLock
 from helpers.sweep import SweepError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,19 +148,111 @@ def test_seed_summary_counts_the_seeds_that_agree(tmp_path, fake_run):
     assert "In 3 of 5 seeds" in (out / "results.md").read_text()
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--executor", "rayy"], "--executor must be one of local, ray, got 'rayy' (did you mean 'ray'?)"),
+        (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+        (["--workers", "two"], "--workers must be an integer >= 1, got 'two'"),
+        (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --executor ray"),
+        (["--executor", "ray", "--ray-address", "127.0.0.1:{port}"], "--ray-address 127.0.0.1:{port}: no Ray cluster"),
+    ],
+)
+def test_bad_executor_options_are_refused_before_any_trial(tmp_path, fake_run, capsys, options, message):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    grid = _grid(tmp_path, "parameters:\n  shared:\n    seed: [0, 1]\n")
+    argv = ["--profile", "smoke", "--grid", str(grid), "--work-dir", str(tmp_path)]
+    assert sweep.main(argv + [o.format(port=port) for o in options]) == 2
+    assert message.format(port=port) in capsys.readouterr().err
+    assert fake_run == [] and not (tmp_path / "reports").exists()
+
+
+def _parent_report(work: Path, profile: str = "smoke") -> Path:
+    report = work / "reports" / profile
+    report.mkdir(parents=True)
+    (report / "run.json").write_text(json.dumps({"profile": profile, "stale": []}))
+    (report / "summary.md").write_text("# Study summary\n\nthe study's own text\n")
+    (report / "index.html").write_text("<html>before</html>")
+    return report
+
+
+def test_a_finished_sweep_is_quoted_and_linked_in_the_parent_report(tmp_path, fake_run):
+    report = _parent_report(tmp_path)
+    grid = _grid(tmp_path, "name: seeds\nparameters:\n  shared:\n    seed: [0, 1, 2, 3, 4]\n")
+    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    quote = (report / "sweeps.md").read_text()
+    assert "[seeds](sweeps/seeds/index.html)" in quote and "5 of 5 trials done" in quote
+    assert "| densenet201 | 0.820 [" in quote and "In 3 of 5 seeds" in quote  # mean test recall (0.9*3+0.7*2)/5
+    index = (report / "index.html").read_text()
+    assert "the study&#x27;s own text" in index or "the study's own text" in index
+    assert "<a href='sweeps/seeds/index.html'>seeds</a>" in index and "Seed robustness (sweep seeds, 5 seeds)" in index
+    assert (report / "summary.md").read_text() == "# Study summary\n\nthe study's own text\n"  # the study's file
+
+
+def test_the_parent_report_is_only_touched_under_the_runners_lock(tmp_path, fake_run):
+    report = _parent_report(tmp_path)
+    grid = _grid(tmp_path, "name: seeds\nparameters:\n  shared:\n    seed: [0, 1]\n")
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    (report / "sweeps.md").unlink()
+    holder = RunLock(tmp_path / "reports" / ".smoke.lock", command="python -m helpers.pipeline --profile smoke")
+    holder.acquire()
+    logs = []
+    try:
+        assert not sweep_report.refresh_parent_report(tmp_path, "smoke", logs.append, timeout=0.3)
+    finally:
+        holder.release()
+    assert not (report / "sweeps.md").exists() and "that run quotes the sweeps when it finishes" in logs[0]
+    assert sweep_report.refresh_parent_report(tmp_path, "smoke", logs.append)
+    assert "seeds" in (report / "sweeps.md").read_text() and out.is_dir()
+    # no finished report (no run.json): nothing is created beside the sweeps
+    (report / "run.json").unlink()
+    (report / "sweeps.md").unlink()
+    assert not sweep_report.refresh_parent_report(tmp_path, "smoke", logs.append)
+    assert not (report / "sweeps.md").exists()
+
+
+METRICS = ["vgg16_val_criterion", "densenet201_val_criterion", "vgg16_test_recall", "vgg16_test_f1",
+           "densenet201_test_recall", "densenet201_test_f1"]  # fmt: skip
+
+
 @pytest.mark.notebook
-def test_a_real_two_trial_smoke_sweep(tmp_path):
-    """Two smoke trials through the real runner (notebooks 01-04): the down-sampled and the class-weighted study."""
+def test_a_real_two_trial_smoke_sweep_locally_and_through_ray(tmp_path, monkeypatch):
+    """Two smoke trials (notebooks 01-04, down-sampled and class-weighted) here, then as Ray tasks on a local
+    instance started for the sweep: the same trial folders and the same metrics; a rerun through Ray reruns nothing."""
+    import ray  # the [ray] extra: installed by make test, so this test never skips there
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     grid = _grid(
         tmp_path,
         "name: sampling\nnotebooks: ['01', '02', '03', '04']\nparameters:\n  shared:\n"
         "    sampling: [downsample, class_weight]\n",
     )
-    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
-    table = pd.read_csv(out / "results.csv")
+    local = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "local", log=lambda t: None)
+    table = pd.read_csv(local / "results.csv")
     assert table["status"].tolist() == ["done", "done"], table.get("error")
     assert table["vgg16_test_recall"].notna().all() and table["chosen"].sum() == 1
     weighted = json.loads(
-        (out / table.loc[1, "trial"] / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text()
+        (local / table.loc[1, "trial"] / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text()
     )
     assert weighted["settings"]["sampling"] == "class_weight"
+
+    logs = []
+    remote = sweep.run_sweep(
+        grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "ray", log=logs.append, executor="ray"
+    )
+    assert not ray.is_initialized()  # the local instance is stopped with the sweep
+    assert any("a local instance started for this sweep" in line for line in logs)
+    by_ray = pd.read_csv(remote / "results.csv")
+    assert by_ray["status"].tolist() == ["done", "done"], by_ray.get("error")
+    assert by_ray["trial"].tolist() == table["trial"].tolist()
+    pd.testing.assert_frame_equal(by_ray[METRICS], table[METRICS], check_exact=True)
+    for trial in table["trial"]:
+        record = json.loads((remote / trial / "trial.json").read_text())
+        assert record["status"] == "done" and (remote / trial / "reports" / "smoke" / "run.json").is_file()
+    stamps = {t: (remote / t / "trial.json").stat().st_mtime_ns for t in table["trial"]}
+    logs.clear()
+    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "ray", log=logs.append, executor="ray")
+    assert {t: (remote / t / "trial.json").stat().st_mtime_ns for t in table["trial"]} == stamps
+    assert sum("done before, not rerun" in line for line in logs) == 2

@@ -13,6 +13,11 @@ Trial ``tNN-<hash>`` runs :func:`helpers.pipeline.run_study` with its values as 
 ``reports/<profile>/sweeps/<name>/<trial>/`` (its data and its report ``reports/<profile>/`` inside). A trial whose
 ``trial.json`` says ``done`` with the same values is never rerun; a failed one is recorded with its error and the
 sweep goes on. The table and figure: :mod:`helpers.sweep_report`.
+
+Trials run through an executor (:mod:`helpers.executors`): ``--executor local`` (default; ``--workers N`` runs N
+at once, pinned to GPUs) or ``--executor ray [--ray-address ADDR]``. Whatever runs a trial writes the same trial
+folder and ``trial.json``; the executor is started (a Ray cluster reached) before any trial. When the sweep ends it
+refreshes the parent report ``reports/<profile>/`` (its ``sweeps.md`` and ``index.html``) under the runner's lock.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import yaml
 
 from . import parameters as declared
 from . import pipeline
+from .executors import ExecutorError, make_executor
 from .profiles import ProfileError, _section_for, _suggest, discover_notebooks, load_profile, resolve_parameters
 from .study import find_project_root, save_json
 
@@ -183,10 +189,18 @@ def _record(folder: Path) -> dict | None:
         return None
 
 
-def run_trial(sweep: Sweep, trial: Trial, folder: Path, project: Path, log=print) -> dict:
-    """Run one trial into ``folder`` (its work folder) unless it is done; returns its ``trial.json`` record."""
+def trial_done(folder: Path, trial: Trial) -> dict | None:
+    """The trial's record when ``trial.json`` says it finished with the same values, else None."""
     previous = _record(folder)
     if previous and previous.get("status") == "done" and previous.get("values") == trial.values:
+        return previous
+    return None
+
+
+def run_trial(sweep: Sweep, trial: Trial, folder: Path, project: Path, log=print) -> dict:
+    """Run one trial into ``folder`` (its work folder) unless it is done; returns its ``trial.json`` record."""
+    previous = trial_done(folder, trial)
+    if previous:
         log(f"{trial.name}: done before, not rerun")
         return previous
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,31 +225,84 @@ def run_trial(sweep: Sweep, trial: Trial, folder: Path, project: Path, log=print
     return record
 
 
+def _numbered_trial(label: str, sweep: Sweep, trial: Trial, folder: Path, project: Path, log) -> dict:
+    """:func:`run_trial` after a ``[n/N] name values`` line (the executors' task)."""
+    log(f"{label} {trial.name} {trial.values}")
+    return run_trial(sweep, trial, folder, project, log)
+
+
+def _lost(trial: Trial, folder: Path, exc: BaseException) -> dict:
+    """The record of a trial whose worker or task died before it could write one (written here instead)."""
+    record = {
+        "trial": trial.name,
+        "index": trial.index,
+        "values": trial.values,
+        "overrides": trial.overrides(),
+        "status": "failed",
+        "error": f"{type(exc).__name__}: {exc}",
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    save_json(record, folder / "trial.json")
+    return record
+
+
 def run_sweep(
     grid: str | Path,
     profile: str = "smoke",
     project_dir: str | Path | None = None,
     work_dir: str | Path | None = None,
     log=print,
+    executor: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> Path:
-    """Check the grid, run every trial not yet done (sequentially), write the table and figure; returns the sweep folder."""
+    """Check the grid and the executor, run every trial not yet done, write the table and figure; returns the sweep folder."""
     from . import sweep_report
 
+    runner = make_executor(executor, workers, ray_address)
     project = Path(project_dir).resolve() if project_dir else find_project_root()
     work = Path(work_dir).resolve() if work_dir else project
     sweep = load_sweep(grid, profile, project)
     out = sweep_dir(work, sweep)
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(
-        {"name": sweep.name, "profile": sweep.profile, "grid": sweep.source, "axes": sweep.axes}, out / "sweep.json"
-    )
-    records = []
-    for n, trial in enumerate(sweep.trials, 1):
-        log(f"[{n}/{len(sweep.trials)}] {trial.name} {trial.values}")
-        records.append(run_trial(sweep, trial, out / trial.name, project, log))
-    sweep_report.write_report(out, sweep, records)
-    failed = [r["trial"] for r in records if r.get("status") != "done"]
-    log(f"sweep {sweep.name}: {len(records) - len(failed)} done, {len(failed)} failed; table in {out}")
+    records = {}
+    for trial in sweep.trials:
+        previous = trial_done(out / trial.name, trial)
+        if previous:
+            records[trial.index] = previous
+            log(f"{trial.name}: done before, not rerun")
+    pending = [trial for trial in sweep.trials if trial.index not in records]
+    if pending:  # a Ray cluster is reached (or the options refused) before any trial starts
+        runner.start(log)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(
+            {"name": sweep.name, "profile": sweep.profile, "grid": sweep.source, "axes": sweep.axes},
+            out / "sweep.json",
+        )
+        apart = runner.workers_apart  # trials in other processes log with print (a callable may not pickle)
+        calls = [
+            (f"[{n}/{len(pending)}]", sweep, trial, out / trial.name, project, print if apart else log)
+            for n, trial in enumerate(pending, 1)
+        ]
+        if apart and pending:
+            log(f"{len(pending)} trial(s) submitted to the {runner.name} executor")
+        for position, result in runner.run(_numbered_trial, calls, log):
+            trial = pending[position]
+            if isinstance(result, BaseException):
+                result = _lost(trial, out / trial.name, result)
+                log(f"{trial.name}: failed: {result['error'].splitlines()[0]}")
+            records[trial.index] = result
+            if apart:
+                took = f" in {result['seconds']} s" if "seconds" in result else ""
+                log(f"{trial.name}: {result.get('status')}{took}")
+    finally:
+        runner.close()
+    ordered = [records[trial.index] for trial in sweep.trials]
+    sweep_report.write_report(out, sweep, ordered)
+    failed = [r["trial"] for r in ordered if r.get("status") != "done"]
+    log(f"sweep {sweep.name}: {len(ordered) - len(failed)} done, {len(failed)} failed; table in {out}")
+    sweep_report.refresh_parent_report(work, sweep.profile, log)
     return out
 
 
@@ -245,12 +312,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
     parser.add_argument("--grid", required=True, help="grid file, e.g. params/sweep-demo.yaml")
     parser.add_argument("--work-dir", default=None, help="folder holding reports/ (default: the project root)")
+    parser.add_argument(
+        "--executor", default="local", help="local (default: this machine) or ray (a Ray task per trial)"
+    )
+    parser.add_argument(
+        "--workers", default="1", help="local executor: trials at once, in worker processes pinned to GPUs (default 1)"
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="ray executor: host:port, ray://host:port or auto (default: a local instance)",
+    )
     args = parser.parse_args(argv)
     try:
-        run_sweep(args.grid, args.profile, work_dir=args.work_dir)
-    except (SweepError, ProfileError, FileNotFoundError) as exc:
+        try:
+            workers = int(args.workers)
+        except ValueError:
+            raise ExecutorError(f"--workers must be an integer >= 1, got {args.workers!r}") from None
+        run_sweep(
+            args.grid,
+            args.profile,
+            work_dir=args.work_dir,
+            executor=args.executor,
+            workers=workers,
+            ray_address=args.ray_address,
+        )
+    except (SweepError, ProfileError, ExecutorError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        print(f"sweep interrupted: {exc or 'the running trials stopped'}; finished trials are kept", file=sys.stderr)
+        return 130
     return 0
 
 
