@@ -16,7 +16,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,jax]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,jax,ray]"
 	touch $(STAMP)
 
 setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
