@@ -27,11 +27,27 @@ def test_every_notebook_parameter_is_declared_and_its_default_valid():
     assert parameters.validate(defaults) == []
 
 
-@pytest.mark.parametrize("profile", ["demo", "smoke", "paper"])
+@pytest.mark.parametrize("profile", ["demo", "demo-imbalanced", "smoke", "paper"])
 def test_the_profiles_pass(profile, tmp_path):
     notebooks = NOTEBOOKS
     extra = [f"data_dir={tmp_path}"] if profile == "paper" else []
     pipeline.resolve_parameters(pipeline.load_profile(profile, ROOT / "params"), notebooks, extra)
+
+
+def test_the_imbalanced_demo_keeps_the_real_ratios_and_weights_the_loss():
+    from helpers.phantoms import REAL_CLASS_SIZES
+
+    resolved = pipeline.resolve_parameters(pipeline.load_profile("demo-imbalanced", ROOT / "params"), NOTEBOOKS, [])
+    counts = resolved["01_data"]["synthetic_per_class"]
+    real = list(REAL_CLASS_SIZES.values())
+    assert [round(n / 8) for n in real] == counts  # the real counts divided by 8, in class order
+    assert {p["sampling"] for p in resolved.values() if "sampling" in p} == {"class_weight"}
+    demo = pipeline.resolve_parameters(pipeline.load_profile("demo", ROOT / "params"), NOTEBOOKS, [])
+    differs = {
+        f"{stem}.{key}" for stem, p in resolved.items() for key, value in p.items() if demo[stem].get(key) != value
+    }
+    assert differs == {"01_data.synthetic_per_class", "01_data.sampling", "03_train_vgg16.sampling",
+                       "04_train_densenet201.sampling"}  # fmt: skip
 
 
 def test_choices_agree_with_the_computation_modules():
