@@ -233,6 +233,8 @@ class RayExecutor:
     def run(self, function: Callable, calls: Sequence[tuple], log=print) -> Iterator[tuple[int, object]]:
         """Submit every call as a task (``num_gpus=1`` when the cluster has GPUs); yield results as they finish."""
         ray = self._ray
+        if not calls:
+            return
         if ray is None:
             raise RuntimeError("start() the executor first")
         task = ray.remote(num_gpus=1 if self.gpus else 0, max_retries=0)(_call)

@@ -287,7 +287,7 @@ def run_sweep(
         ]
         if apart and pending:
             log(f"{len(pending)} trial(s) submitted to the {runner.name} executor")
-        for position, result in runner.run(_numbered_trial, calls, log):
+        for position, result in runner.run(_numbered_trial, calls, log) if pending else ():
             trial = pending[position]
             if isinstance(result, BaseException):
                 result = _lost(trial, out / trial.name, result)
