@@ -25,8 +25,9 @@ study: $(STAMP) ## Run every notebook on PROFILE (default demo) into reports/PRO
 	$(PY) -m helpers.pipeline --profile $(PROFILE)
 
 GRID ?= params/sweep-demo.yaml
-sweep: $(STAMP) ## Run the parameter sweep GRID (default params/sweep-demo.yaml) on PROFILE into reports/PROFILE/sweeps/
-	$(PY) -m helpers.sweep --profile $(PROFILE) --grid $(GRID)
+SWEEP_ARGS ?=
+sweep: $(STAMP) ## Run the parameter sweep GRID on PROFILE into reports/PROFILE/sweeps/ (SWEEP_ARGS="--executor ray")
+	$(PY) -m helpers.sweep --profile $(PROFILE) --grid $(GRID) $(SWEEP_ARGS)
 
 docs: $(STAMP) ## Copy the demo report's figures to docs/figures/ and its summary table into README.md and docs/demo_summary.md
 	$(PY) -m helpers.docs --report-dir reports/demo
