@@ -22,8 +22,10 @@ LAYERS = {
         "device", "parallel", "initializers", "segmentation",
     },
     "study": {"study", "lineage", "lung_files"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs", "segmentation_report", "comparison",
-                },
+    "reports": {
+        "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
+        "docs", "segmentation_report", "comparison",
+    },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
     },

@@ -27,6 +27,14 @@ from ._figures_heatmaps import (
     plot_mask_energy,
     plot_overlays,
 )
+from ._figures_segmentation import (
+    SEGMENTATION_EXAMPLES,
+    SEGMENTATION_HISTORY,
+    SEGMENTATION_WORST,
+    plot_segmentation_examples,
+    plot_segmentation_history,
+    plot_worst_segmentations,
+)
 from .config import CLASS_NAMES
 from .dataset import DatasetError, decode_gray, load_masks, resize_square
 from .evaluation import SCORE_LABELS, SCORES, report_frame
@@ -120,6 +128,12 @@ __all__ = [
     "plot_curves",
     "plot_aopc",
     "plot_ablation",
+    "SEGMENTATION_EXAMPLES",
+    "SEGMENTATION_WORST",
+    "SEGMENTATION_HISTORY",
+    "plot_segmentation_examples",
+    "plot_worst_segmentations",
+    "plot_segmentation_history",
 ]
 
 
