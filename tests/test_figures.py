@@ -320,3 +320,22 @@ def test_segmentation_history_figure_marks_the_kept_epoch():
     plt.close(fig)
     with pytest.raises(ValueError, match="val_dice"):
         figures.plot_segmentation_history(history.drop(columns="val_dice"))
+
+
+def test_masked_inputs_figure_pairs_each_image_with_its_masked_copy():
+    import matplotlib.pyplot as plt
+
+    images, true, _, labels = _segmentation_case()
+    masked = images.copy()
+    masked[..., 0][true == 0] = 128
+    fig = figures.plot_masked_inputs(images, masked, labels, per_class=2, seed=0)
+    axes = np.array(fig.axes).reshape(2, -1)
+    assert axes.shape == (2, 6)  # up to two images per class (Normal and Viral Pneumonia have one), above their copies
+    order = [0, 4, 1, 5, 2, 3]
+    assert [ax.get_title().split()[0] for ax in axes[0]] == [f"#{i}" for i in order]
+    for column, index in enumerate(order):
+        np.testing.assert_array_equal(axes[0, column].images[0].get_array(), images[index, ..., 0])
+        np.testing.assert_array_equal(axes[1, column].images[0].get_array(), masked[index, ..., 0])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="must match"):
+        figures.plot_masked_inputs(images, masked[:3], labels)

@@ -16,6 +16,7 @@ from .segmentation import dice
 SEGMENTATION_EXAMPLES = "segmentation_examples"
 SEGMENTATION_WORST = "segmentation_worst"
 SEGMENTATION_HISTORY = "segmentation_history"
+MASKED_INPUTS = "masked_inputs"
 
 #: Outline colours of the true and the predicted masks.
 TRUE_COLOR, PREDICTED_COLOR = "#2ca02c", "#d62728"
@@ -113,5 +114,32 @@ def plot_segmentation_history(history: pd.DataFrame, best_epoch: int | None = No
         lines, names = lines + more, names + more_names
     ax.legend(lines, names, loc="center right", fontsize=8)
     ax.set_title("Lung segmentation: validation Dice per epoch")
+    fig.tight_layout()
+    return fig
+
+
+def plot_masked_inputs(images, masked, labels, class_names=config.CLASS_NAMES, per_class: int = 2, seed: int = 0):
+    """Test images (top of each pair) and what a classifier sees with ``input_mask="lung"`` (below), ``per_class`` per class."""
+    images, masked, labels = np.asarray(images), np.asarray(masked), np.asarray(labels)
+    if images.shape != masked.shape or len(images) != len(labels):
+        raise ValueError(f"images {images.shape}, masked {masked.shape} and labels {labels.shape} must match")
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(len(class_names)):
+        members = np.flatnonzero(labels == c)
+        chosen += [(c, int(i)) for i in np.sort(rng.choice(members, size=min(per_class, members.size), replace=False))]
+    if not chosen:
+        raise ValueError("no images to plot")
+    fig, axes = plt.subplots(2, len(chosen), figsize=(1.9 * len(chosen), 4.2), squeeze=False)
+    for column, (c, index) in enumerate(chosen):
+        for row, stack in enumerate((images, masked)):
+            ax = axes[row, column]
+            picture = stack[index][..., 0] if stack.ndim == 4 else stack[index]
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=255 if stack.dtype == np.uint8 else 1.0)
+            ax.axis("off")
+        axes[0, column].set_title(f"#{index}\n{class_names[c]}", fontsize=8)
+    axes[0, 0].text(-0.1, 0.5, "image", transform=axes[0, 0].transAxes, rotation=90, va="center", ha="right")
+    axes[1, 0].text(-0.1, 0.5, "lung input", transform=axes[1, 0].transAxes, rotation=90, va="center", ha="right")
+    fig.suptitle("What the classifiers see with input_mask = 'lung' (predicted lungs, dilated; the rest grey)")
     fig.tight_layout()
     return fig
