@@ -47,3 +47,30 @@ def test_missing_or_mismatched_masks_name_the_file_and_notebook(split_paths):
         study.load_split(paths, "test", 32, input_mask="lung")
     with pytest.raises(ValueError, match=r"missing for the split\(s\) \['val'\]"):
         lung_files.save_lung_masks(paths, {"train": np.zeros((1, 4, 4)), "test": np.zeros((1, 4, 4))})
+
+
+def test_segmenter_round_trip_checks_its_sha256(tmp_path):
+    import pandas as pd
+
+    from helpers.segmentation import build_unet, predict_masks
+
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    model = build_unet(16, base_filters=2, depth=2, seed=3)
+    history = pd.DataFrame({"epoch": [1], "loss": [0.5], "val_dice": [0.9]})
+    files = lung_files.save_segmenter(paths, model, history, {"best_epoch": 1})
+    loaded, info = lung_files.load_segmenter(paths)
+    assert info["best_epoch"] == 1 and info["sha256"]["model"] == lineage_digest(files["model"])
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(predict_masks(loaded, images), predict_masks(model, images))
+    files["model"].write_bytes(files["model"].read_bytes()[:-10])  # truncated
+    with pytest.raises(study.ModelIntegrityError, match="lung_unet.keras does not match the SHA-256.*02_lung_seg"):
+        lung_files.load_segmenter(paths)
+    files["info"].unlink()
+    with pytest.raises(FileNotFoundError, match="lung_unet_training.json does not exist: run 02_lung_segmentation"):
+        lung_files.load_segmenter(paths)
+
+
+def lineage_digest(path):
+    from helpers import lineage
+
+    return lineage.file_digest(path)

@@ -146,7 +146,9 @@ def segment_and_report(
         figures.SEGMENTATION_EXAMPLES: figures.plot_segmentation_examples(
             images, truth, test_pred, labels, config.CLASS_NAMES, seed=seed
         ),
-        figures.SEGMENTATION_WORST: figures.plot_worst_segmentations(images, truth, test_pred, labels, config.CLASS_NAMES),
+        figures.SEGMENTATION_WORST: figures.plot_worst_segmentations(
+            images, truth, test_pred, labels, config.CLASS_NAMES
+        ),
         figures.MASKED_INPUTS: figures.plot_masked_inputs(x_test, masked, y_test, config.CLASS_NAMES, seed=seed),
     }
     for name, fig in made.items():
