@@ -2,9 +2,10 @@
 cache, data-parallel sharding over several devices, and compilation statistics.
 
 Every stage of the study (backbone features, test predictions, Grad-CAM, perturbation curves) calls a model on
-batches of one fixed size: the last, partial batch is padded, so each (model, batch size, dtype) compiles once.
-Images go to the device as uint8 and are scaled to [0, 1] in the compiled graph (a quarter of float32's traffic;
-the division is exact, so results equal scaling on the host).
+batches of one fixed size: the last, partial batch is padded, so each (model, batch size) compiles once, and
+test predictions and perturbation curves share that one compilation (:func:`forward`). Images go to the device
+as uint8 and are scaled to [0, 1] there (a quarter of float32's traffic; the division is exact, so results equal
+scaling on the host).
 
 On JAX the compiled function is one ``jax.jit`` of the model's ``stateless_call``; on TensorFlow a
 ``tf.function`` with a fixed input signature; other backends run eagerly. JAX compilations are also kept on disk
@@ -19,13 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core import backend, check_unit_range, compiled, pad_rows, to_unit, to_unit_range
+from ._core import backend, check_unit_range, compiled, compiled_function, pad_rows, to_unit, to_unit_range
 from .config import CACHE_ENV, COMPILE_LOG_ENV, NOTEBOOK_ENV
 
 
 def forward(model, batch_size: int, dtype: str = "uint8"):
-    """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype`` (scaled in the graph)."""
-    return compiled(model, ("forward", int(batch_size), str(dtype)), lambda calls, x: calls[0](to_unit(x)))
+    """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype``.
+
+    The model is compiled once per batch size, on float32 input; a uint8 batch is scaled to [0, 1] on the device by
+    a small compiled function first, so predictions on uint8 images and curves on perturbed float images (built on
+    the device) share one compilation of the model.
+    """
+    model_forward = compiled(model, ("forward", int(batch_size)), lambda calls, x: calls[0](to_unit(x)))
+    if str(dtype) != "uint8":
+        return model_forward
+    scale = compiled_function("to_unit", to_unit)
+    return lambda x: model_forward(scale(x))
 
 
 def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
