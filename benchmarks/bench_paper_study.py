@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
         "--aopc-batch",
         type=int,
         default=246,
-        help="inputs per forward in the AOPC stage (3 images x 82 steps) and in test predictions (one compiled forward)",
+        help="inputs per forward of backbone features, test predictions and the AOPC stage (3 images x 82 steps)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="batch size of training and Grad-CAM")
     parser.add_argument("--seed", type=int, default=0)
@@ -164,6 +164,7 @@ def main(argv=None) -> dict:
                 *arrays["val"],
                 epochs=args.epochs,
                 batch_size=args.batch_size,
+                feature_batch_size=args.aopc_batch,  # backbone features, predictions and curves: one compilation
                 seed=args.seed,
                 progress=False,
             )
