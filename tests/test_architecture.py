@@ -19,10 +19,13 @@ LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
-        "device", "parallel", "initializers",
+        "device", "parallel", "initializers", "segmentation",
     },
-    "study": {"study", "lineage"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs"},
+    "study": {"study", "lineage", "lung_files"},
+    "reports": {
+        "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
+        "docs", "segmentation_report", "comparison",
+    },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
     },
@@ -101,8 +104,8 @@ def _cells(path: Path) -> list[tuple[str, str]]:
 
 
 def test_training_notebooks_differ_only_in_title_and_parameters():
-    vgg = _cells(ROOT / "notebooks" / "02_train_vgg16.ipynb")
-    dense = _cells(ROOT / "notebooks" / "03_train_densenet201.ipynb")
+    vgg = _cells(ROOT / "notebooks" / "03_train_vgg16.ipynb")
+    dense = _cells(ROOT / "notebooks" / "04_train_densenet201.ipynb")
     assert len(vgg) == len(dense)
     differing = [i for i, (a, b) in enumerate(zip(vgg, dense)) if a != b]
     assert differing == [0, 2]  # the title and the parameters cell

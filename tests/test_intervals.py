@@ -44,7 +44,7 @@ def test_classification_intervals_equal_a_per_resample_sklearn_loop():
     out = intervals.classification_intervals(labels, predictions, NAMES, n_boot=n_boot, seed=7, level=level)
     draws = intervals.stratified_bootstrap_indices(labels, n_boot, seed=7)
     q = [(1 - level) / 2, 1 - (1 - level) / 2]
-    boot = {}
+    boot, boot_f1 = {}, {}
     for name, pred in predictions.items():
         entry = out["models"][name]
         assert entry["macro_recall"]["estimate"] == pytest.approx(recall_score(labels, pred, average="macro"))
@@ -52,7 +52,7 @@ def test_classification_intervals_equal_a_per_resample_sklearn_loop():
         rec = np.array([recall_score(labels[d], pred[d], average="macro") for d in draws])
         f1 = np.array([f1_score(labels[d], pred[d], average="macro", zero_division=0) for d in draws])
         per_class = np.array([recall_score(labels[d], pred[d], average=None, labels=range(4)) for d in draws])
-        boot[name] = rec
+        boot[name], boot_f1[name] = rec, f1
         assert [entry["macro_recall"]["low"], entry["macro_recall"]["high"]] == pytest.approx(np.quantile(rec, q))
         assert [entry["macro_f1"]["low"], entry["macro_f1"]["high"]] == pytest.approx(np.quantile(f1, q))
         for k, c in enumerate(NAMES):
@@ -66,6 +66,12 @@ def test_classification_intervals_equal_a_per_resample_sklearn_loop():
         - recall_score(labels, predictions["densenet201"], average="macro")
     )
     assert [diff["low"], diff["high"]] == pytest.approx(np.quantile(boot["vgg16"] - boot["densenet201"], q))
+    f1_diff = out["f1_difference"]  # the same resamples, macro F1 (sklearn's definition)
+    assert f1_diff["estimate"] == pytest.approx(
+        f1_score(labels, predictions["vgg16"], average="macro", zero_division=0)
+        - f1_score(labels, predictions["densenet201"], average="macro", zero_division=0)
+    )
+    assert [f1_diff["low"], f1_diff["high"]] == pytest.approx(np.quantile(boot_f1["vgg16"] - boot_f1["densenet201"], q))
 
 
 def test_three_errors_in_200_do_not_decide_but_many_do():

@@ -39,8 +39,8 @@ def test_every_write_records_producer_run_parameters_and_inputs(split, monkeypat
     assert record["parameters"] == {"seed": 0, "image_size": 32} and record["inputs"] == {}
     assert record["fingerprint"] == lineage.file_digest(paths.split_manifest)
 
-    _as(monkeypatch, "04_report", "R1")
-    lineage.start_notebook(paths.report, "04_report", "R1")
+    _as(monkeypatch, "05_report", "R1")
+    lineage.start_notebook(paths.report, "05_report", "R1")
     study.study_paths("unit", work_dir=paths.root, report_dir=paths.report)  # a notebook starts
     _, labels = study.load_split(paths, "test", 32, progress=False)
     study.save_predictions(paths, "vgg16", np.eye(4)[labels], labels)
@@ -49,8 +49,8 @@ def test_every_write_records_producer_run_parameters_and_inputs(split, monkeypat
     assert inputs["data/processed/unit/split.csv"] == lineage.file_digest(paths.split_manifest)
     assert any(key.startswith("data/processed/cache/") for key in inputs)  # the image cache it read
     sections = lineage.load_report_lineage(paths.report)["notebooks"]
-    assert set(sections) == {"01_data", "04_report"} and sections["04_report"]["run_id"] == "R1"
-    assert "data/processed/unit/predictions_vgg16.npz" in sections["04_report"]["writes"]
+    assert set(sections) == {"01_data", "05_report"} and sections["05_report"]["run_id"] == "R1"
+    assert "data/processed/unit/predictions_vgg16.npz" in sections["05_report"]["writes"]
 
 
 def test_a_file_made_from_an_input_that_changed_since_is_refused(split, monkeypatch):
@@ -61,7 +61,7 @@ def test_a_file_made_from_an_input_that_changed_since_is_refused(split, monkeypa
     assert len(study.load_predictions(paths, "vgg16")["labels"]) == len(labels)
     _write_split(paths, frame, 1)  # notebook 01 rerun with another seed
     with pytest.raises(
-        study.LineageError, match="predictions_vgg16.npz was made by 04_report from .*split.csv.*rerun 04"
+        study.LineageError, match="predictions_vgg16.npz was made by 05_report from .*split.csv.*rerun 05"
     ):
         study.load_predictions(paths, "vgg16")
 
@@ -69,10 +69,10 @@ def test_a_file_made_from_an_input_that_changed_since_is_refused(split, monkeypa
 def test_a_file_without_lineage_is_refused(split):
     paths, _ = split
     study.save_npz(study.predictions_path(paths, "vgg16"), probabilities=np.eye(4), labels=np.arange(4))
-    with pytest.raises(study.LineageError, match="no lineage record.*--from 04"):
+    with pytest.raises(study.LineageError, match="no lineage record.*--from 05"):
         study.load_predictions(paths, "vgg16")
     lineage.side_file(study.predictions_path(paths, "vgg16")).write_text("{not json")
-    with pytest.raises(study.LineageError, match="lineage.json is not readable JSON.*--from 04"):
+    with pytest.raises(study.LineageError, match="lineage.json is not readable JSON.*--from 05"):
         study.load_predictions(paths, "vgg16")
 
 
@@ -82,52 +82,52 @@ def test_another_runs_file_is_refused_for_the_report_being_built(split, monkeypa
     _as(monkeypatch, "01_data", "R1")
     lineage.start_notebook(paths.report, "01_data", "R1")
     _write_split(paths, frame, 0)
-    _as(monkeypatch, "04_report", "R1")
-    lineage.start_notebook(paths.report, "04_report", "R1")
+    _as(monkeypatch, "05_report", "R1")
+    lineage.start_notebook(paths.report, "05_report", "R1")
     _, labels = study.load_split(paths, "test", 32, progress=False)
     study.save_predictions(paths, "vgg16", np.eye(4)[labels], labels)
-    _as(monkeypatch, "06_aopc", "R1")
-    lineage.start_notebook(paths.report, "06_aopc", "R1")
+    _as(monkeypatch, "07_aopc", "R1")
+    lineage.start_notebook(paths.report, "07_aopc", "R1")
     study.load_predictions(paths, "vgg16")
 
     failed = study.study_paths("unit", work_dir=paths.root, report_dir=tmp_path / "failed")  # run R2's staging
-    _as(monkeypatch, "04_report", "R2")
-    lineage.start_notebook(failed.report, "04_report", "R2")
+    _as(monkeypatch, "05_report", "R2")
+    lineage.start_notebook(failed.report, "05_report", "R2")
     study.load_split(failed, "test", 32, progress=False)
     study.save_predictions(failed, "vgg16", np.roll(np.eye(4)[labels], 1, axis=1), labels)
 
-    stems = ["01_data", "04_report", "06_aopc"]
-    assert list(lineage.stale_notebooks(paths, stems)) == ["06_aopc"]  # what 06 read changed under it ...
-    # ... and data/ no longer holds what the report shows of 04: the runner refuses --only 06 up front
-    with pytest.raises(pipeline.StaleInputs, match="06_aopc reads .*written by 04_report.*another run.*--from 04"):
-        pipeline._check_partial_run(paths, [Path(f"{s}.ipynb") for s in stems], [Path("06_aopc.ipynb")])
-    _as(monkeypatch, "06_aopc", "R3")  # and so does notebook 06 when run by hand
-    lineage.start_notebook(paths.report, "06_aopc", "R3")
-    with pytest.raises(study.LineageError, match="run R2 of 04_report.*report.*from run R1.*--from 04"):
+    stems = ["01_data", "05_report", "07_aopc"]
+    assert list(lineage.stale_notebooks(paths, stems)) == ["07_aopc"]  # what 07 read changed under it ...
+    # ... and data/ no longer holds what the report shows of 05: the runner refuses --only 07 up front
+    with pytest.raises(pipeline.StaleInputs, match="07_aopc reads .*written by 05_report.*another run.*--from 05"):
+        pipeline._check_partial_run(paths, [Path(f"{s}.ipynb") for s in stems], [Path("07_aopc.ipynb")])
+    _as(monkeypatch, "07_aopc", "R3")  # and so does notebook 07 when run by hand
+    lineage.start_notebook(paths.report, "07_aopc", "R3")
+    with pytest.raises(study.LineageError, match="run R2 of 05_report.*report.*from run R1.*--from 05"):
         study.load_predictions(paths, "vgg16")
 
 
 def test_stale_notebooks_follow_lineage_not_notebook_order(split, monkeypatch):
     paths, frame = split
-    for stem in ("01_data", "04_report", "05_gradcam"):
+    for stem in ("01_data", "05_report", "06_gradcam"):
         _as(monkeypatch, stem, "R1")
         lineage.start_notebook(paths.report, stem, "R1")
         study.study_paths("unit", work_dir=paths.root, report_dir=paths.report)
         if stem == "01_data":
             _write_split(paths, frame, 0)
-        elif stem == "04_report":
+        elif stem == "05_report":
             _, labels = study.load_split(paths, "test", 32, progress=False)
             study.save_predictions(paths, "vgg16", np.eye(4)[labels], labels)
-        else:  # reads only 04's predictions
+        else:  # reads only 05's predictions
             study.load_predictions(paths, "vgg16")
             study.save_metrics_file(paths, "mask_energy", {"x": 1})
-    stems = ["01_data", "04_report", "05_gradcam", "06_aopc"]
+    stems = ["01_data", "05_report", "06_gradcam", "07_aopc"]
     assert lineage.stale_notebooks(paths, stems) == {}
     _as(monkeypatch, "01_data", "R2")  # rerun 01 alone, with the same parameters: nothing changes
     lineage.start_notebook(paths.report, "01_data", "R2")
     _write_split(paths, frame, 0)
     assert lineage.stale_notebooks(paths, stems, rerun=["01_data"]) == {}
-    _write_split(paths, frame, 1)  # with another seed: 04 read the split, 05 read 04's output
+    _write_split(paths, frame, 1)  # with another seed: 05 read the split, 06 read 05's output
     stale = lineage.stale_notebooks(paths, stems, rerun=["01_data"])
-    assert list(stale) == ["04_report", "05_gradcam"] and "05_gradcam" not in stale["04_report"]
-    assert "04_report, which is stale" in stale["05_gradcam"]
+    assert list(stale) == ["05_report", "06_gradcam"] and "06_gradcam" not in stale["05_report"]
+    assert "05_report, which is stale" in stale["06_gradcam"]

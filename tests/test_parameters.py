@@ -57,18 +57,18 @@ def test_importable_without_keras_or_numpy():
 @pytest.mark.parametrize(
     "notebook, name, value, message",
     [
-        ("02_train_vgg16", "epochs", -1, r"02_train_vgg16\.epochs: must be an integer >= 1, got -1"),
-        ("02_train_vgg16", "epochs", True, "must be an integer"),
-        ("04_report", "batch_size", 0, "integer >= 1"),
-        ("06_aopc", "n_bootstrap", 0, "integer >= 1"),
-        ("02_train_vgg16", "learning_rate", 0.0, "must be > 0"),
-        ("06_aopc", "sigma", -0.1, "must be >= 0"),
-        ("06_aopc", "perturbation", "gauss", "did you mean 'gaussian'"),
-        ("06_aopc", "orders", ["morf", "sideways"], "item 'sideways' must be one of"),
-        ("05_gradcam", "method", "cam", "must be one of 'gradcam', 'gradcam\\+\\+'"),
+        ("03_train_vgg16", "epochs", -1, r"03_train_vgg16\.epochs: must be an integer >= 1, got -1"),
+        ("03_train_vgg16", "epochs", True, "must be an integer"),
+        ("05_report", "batch_size", 0, "integer >= 1"),
+        ("07_aopc", "n_bootstrap", 0, "integer >= 1"),
+        ("03_train_vgg16", "learning_rate", 0.0, "must be > 0"),
+        ("07_aopc", "sigma", -0.1, "must be >= 0"),
+        ("07_aopc", "perturbation", "gauss", "did you mean 'gaussian'"),
+        ("07_aopc", "orders", ["morf", "sideways"], "item 'sideways' must be one of"),
+        ("06_gradcam", "method", "cam", "must be one of 'gradcam', 'gradcam\\+\\+'"),
         ("01_data", "source", "kagle", "did you mean 'kaggle'"),
         ("01_data", "split_fractions", [0.5, 0.5, 0.5], "summing to 1"),
-        ("05_gradcam", "alphas", [0.5, 1.5], "must be <= 1"),
+        ("06_gradcam", "alphas", [0.5, 1.5], "must be <= 1"),
         (None, "seed", -3, r"^seed: must be an integer >= 0"),
         ("01_data", "sampling", "oversampling", "did you mean 'oversample'"),
         ("01_data", "synthetic_per_class", [3, 5, 8], "four positive ints"),
@@ -82,34 +82,34 @@ def test_check_names_notebook_and_parameter(notebook, name, value, message):
 
 
 def test_check_accepts_good_values_and_unknown_names():
-    parameters.check("06_aopc", "region_size", [8, 16])
-    parameters.check("02_train_vgg16", "weights", None)
-    parameters.check("02_train_vgg16", "mixed_precision", "mixed_bfloat16")
+    parameters.check("07_aopc", "region_size", [8, 16])
+    parameters.check("03_train_vgg16", "weights", None)
+    parameters.check("03_train_vgg16", "mixed_precision", "mixed_bfloat16")
     parameters.check("01_data", "per_class", None)
     parameters.check("01_data", "synthetic_per_class", [36, 60, 102, 13])
     parameters.check(
         "01_data", "synthetic_per_class", {"COVID": 1, "Lung_Opacity": 2, "Normal": 3, "Viral Pneumonia": 4}
     )
-    parameters.check("02_train_vgg16", "sampling", "class_weight")
+    parameters.check("03_train_vgg16", "sampling", "class_weight")
     parameters.check(None, "a_parameter_nobody_declared", object())
 
 
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"06_aopc": {"region_size": 1000}}, r"06_aopc\.region_size: region_size=1000 is larger than the image"),
+        ({"07_aopc": {"region_size": 1000}}, r"07_aopc\.region_size: region_size=1000 is larger than the image"),
         (
-            {"02_train_vgg16": {"image_size": 20, "backbone": "vgg16"}},
+            {"03_train_vgg16": {"image_size": 20, "backbone": "vgg16"}},
             "too small for backbone 'vgg16': it needs at least 32",
         ),
-        ({"02_train_vgg16": {"weights": "imagenet"}}, "'small_vgg' has no ImageNet weights"),
-        ({"06_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
+        ({"03_train_vgg16": {"weights": "imagenet"}}, "'small_vgg' has no ImageNet weights"),
+        ({"07_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
         ({"01_data": {"synthetic_per_class": 5}}, "leave a split empty"),
         ({"01_data": {"per_class": 600}}, "per_class=600 exceeds the smallest class of synthetic_per_class=500"),
         ({"01_data": {"synthetic_per_class": [36, 60, 102, 5]}}, "5 images per class .* leave a split empty"),
-        ({"02_train_vgg16": {"sampling": "class_weight"}}, "sampling must be the same in every notebook"),
-        ({"04_report": {"image_size": 64}}, "image_size must be the same in every notebook"),
-        ({"03_train_densenet201": {"model_name": "vgg16"}}, "also the model_name of 03_train_densenet201"),
+        ({"03_train_vgg16": {"sampling": "class_weight"}}, "sampling must be the same in every notebook"),
+        ({"05_report": {"image_size": 64}}, "image_size must be the same in every notebook"),
+        ({"04_train_densenet201": {"model_name": "vgg16"}}, "also the model_name of 04_train_densenet201"),
     ],
 )
 def test_relations(changes, message):
@@ -131,13 +131,13 @@ def test_kaggle_source_accepts_an_empty_data_dir():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("region_size=1000", "06_aopc.region_size: region_size=1000 is larger than the image (image_size=32)"),
-        ("epochs=-1", "02_train_vgg16.epochs: must be an integer >= 1, got -1"),
-        ("image_size=7", "02_train_vgg16.image_size: image_size=7 is too small for backbone 'small_vgg'"),
-        ("02.backbone=vgg17", "02_train_vgg16.backbone: must be one of"),
-        ("06.perturbation=noise", "06_aopc.perturbation: must be one of"),
-        ("batch_size=0", "04_report.batch_size: must be an integer >= 1"),
-        ("02.weights=/no/such/weights.h5", "02_train_vgg16.weights: weights file /no/such/weights.h5 does not exist"),
+        ("region_size=1000", "07_aopc.region_size: region_size=1000 is larger than the image (image_size=32)"),
+        ("epochs=-1", "03_train_vgg16.epochs: must be an integer >= 1, got -1"),
+        ("image_size=7", "03_train_vgg16.image_size: image_size=7 is too small for backbone 'small_vgg'"),
+        ("03.backbone=vgg17", "03_train_vgg16.backbone: must be one of"),
+        ("07.perturbation=noise", "07_aopc.perturbation: must be one of"),
+        ("batch_size=0", "05_report.batch_size: must be an integer >= 1"),
+        ("03.weights=/no/such/weights.h5", "03_train_vgg16.weights: weights file /no/such/weights.h5 does not exist"),
     ],
 )
 def test_runner_stops_before_any_kernel(override, message, tmp_path, capsys, monkeypatch):

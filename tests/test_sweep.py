@@ -42,7 +42,7 @@ def fake_run(monkeypatch):
     def run_study(profile, only, overrides, project_dir, work_dir, **kwargs):
         calls.append((profile, only, tuple(overrides), Path(work_dir)))
         if any("learning_rate=0.5" in o for o in overrides):
-            raise pipeline.NotebookFailed("02_train_vgg16 failed in cell 3: loss is NaN")
+            raise pipeline.NotebookFailed("03_train_vgg16 failed in cell 3: loss is NaN")
         lr = next((float(o.split("=")[1]) for o in overrides if "learning_rate" in o), 0.001)
         seed = next((int(o.split("=")[1]) for o in overrides if o.startswith("seed=")), 0)
         _fake_summary(
@@ -61,18 +61,18 @@ def test_grid_runs_every_trial_once_records_failures_and_resumes(tmp_path, fake_
     grid = _grid(
         tmp_path,
         "name: lr\nparameters:\n  shared:\n    learning_rate: [0.001, 0.5, 0.003]\n"
-        "  02_train_vgg16:\n    sampling: [downsample]\n  03:\n    sampling: [downsample]\n"
-        "notebooks: ['01', '02', '03']\n",
+        "  03_train_vgg16:\n    sampling: [downsample]\n  04:\n    sampling: [downsample]\n"
+        "notebooks: ['01', '03', '04']\n",
     )
     out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
     assert out == tmp_path / "reports" / "smoke" / "sweeps" / "lr"
     assert len(fake_run) == 3
     profile, only, overrides, work = fake_run[0]
-    assert profile == "smoke" and only == "01,02,03" and work.parent == out
+    assert profile == "smoke" and only == "01,03,04" and work.parent == out
     assert overrides == (
         "learning_rate=0.001",
-        "02_train_vgg16.sampling='downsample'",
-        "03_train_densenet201.sampling='downsample'",
+        "03_train_vgg16.sampling='downsample'",
+        "04_train_densenet201.sampling='downsample'",
     )
     table = pd.read_csv(out / "results.csv")
     assert table["status"].tolist() == ["done", "failed", "done"]
@@ -101,22 +101,22 @@ def test_random_search_is_seeded(tmp_path):
     "text, message",
     [
         (
-            "parameters:\n  02_train_vgg:\n    epochs: [1]\n",
-            "section '02_train_vgg' names no notebook \\(did you mean '02_train_vgg16'\\?\\)",
+            "parameters:\n  03_train_vgg:\n    epochs: [1]\n",
+            "section '03_train_vgg' names no notebook \\(did you mean '03_train_vgg16'\\?\\)",
         ),
         (
             "parameters:\n  shared:\n    learning_rat: [0.1]\n",
             "unknown parameter 'shared.learning_rat' \\(did you mean 'learning_rate'\\?\\)",
         ),
-        ("parameters:\n  02:\n    epochs: []\n", "'02_train_vgg16.epochs' has an empty value list"),
-        ("parameters:\n  02:\n    epochs: 3\n", "must be a list of values"),
-        ("parameters:\n  02:\n    epochs: [1, two]\n", "02_train_vgg16.epochs: must be an integer, got 'two'"),
+        ("parameters:\n  03:\n    epochs: []\n", "'03_train_vgg16.epochs' has an empty value list"),
+        ("parameters:\n  03:\n    epochs: 3\n", "must be a list of values"),
+        ("parameters:\n  03:\n    epochs: [1, two]\n", "03_train_vgg16.epochs: must be an integer, got 'two'"),
         ("parameters:\n  shared:\n    sampling: [oversampling]\n", "did you mean 'oversample'"),
-        ("parameters:\n  02:\n    profile: [x]\n", "set by the runner"),
-        ("parametres:\n  02:\n    epochs: [1]\n", "unknown key 'parametres' \\(did you mean 'parameters'\\?\\)"),
-        ("notebooks: ['01', '09']\nparameters:\n  02:\n    epochs: [1]\n", "no notebook named '09'"),
-        ("search: random\nparameters:\n  02:\n    epochs: [1]\n", "needs 'trials'"),
-        ("parameters:\n  06:\n    region_size: [8, 1000]\n", "region_size=1000 is larger than the image"),
+        ("parameters:\n  03:\n    profile: [x]\n", "set by the runner"),
+        ("parametres:\n  03:\n    epochs: [1]\n", "unknown key 'parametres' \\(did you mean 'parameters'\\?\\)"),
+        ("notebooks: ['01', '09']\nparameters:\n  03:\n    epochs: [1]\n", "no notebook named '09'"),
+        ("search: random\nparameters:\n  03:\n    epochs: [1]\n", "needs 'trials'"),
+        ("parameters:\n  07:\n    region_size: [8, 1000]\n", "region_size=1000 is larger than the image"),
     ],
 )
 def test_bad_grids_are_refused_before_any_trial(tmp_path, fake_run, text, message):
@@ -148,10 +148,10 @@ def test_seed_summary_counts_the_seeds_that_agree(tmp_path, fake_run):
 
 @pytest.mark.notebook
 def test_a_real_two_trial_smoke_sweep(tmp_path):
-    """Two smoke trials through the real runner (notebooks 01-04): the down-sampled and the class-weighted study."""
+    """Two smoke trials through the real runner (notebooks 01, 03-05): the down-sampled and the class-weighted study."""
     grid = _grid(
         tmp_path,
-        "name: sampling\nnotebooks: ['01', '02', '03', '04']\nparameters:\n  shared:\n"
+        "name: sampling\nnotebooks: ['01', '03', '04', '05']\nparameters:\n  shared:\n"
         "    sampling: [downsample, class_weight]\n",
     )
     out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)

@@ -73,7 +73,7 @@ def test_same_seed_gives_identical_metrics(smoke_run, tmp_path):
 
 
 def test_a_partial_rerun_never_mixes_two_runs(smoke_run, tmp_path, monkeypatch):
-    """Issue 14's case: rerun only 02 with another learning rate, then only 06: refused, up front and in the notebook."""
+    """Issue 14's case: rerun only 03 with another learning rate, then only 07: refused, up front and in the notebook."""
     import json
     import shutil
 
@@ -85,20 +85,20 @@ def test_a_partial_rerun_never_mixes_two_runs(smoke_run, tmp_path, monkeypatch):
     first_run = json.loads((report / "run.json").read_text())["run_id"]
 
     logs = []
-    _run(work, profile="smoke", only="02", overrides=["02.learning_rate=0.05"], log=logs.append)
+    _run(work, profile="smoke", only="03", overrides=["03.learning_rate=0.05"], log=logs.append)
     run = json.loads((report / "run.json").read_text())
-    assert run["stale"] == ["04_report", "05_gradcam", "06_aopc"]  # from lineage: 03 read nothing 02 wrote
-    assert run["runs"]["02_train_vgg16"] == run["run_id"] != first_run == run["runs"]["03_train_densenet201"]
-    assert any("rerun them with --from 04" in line for line in logs)
+    assert run["stale"] == ["05_report", "06_gradcam", "07_aopc"]  # from lineage: 04 read nothing 03 wrote
+    assert run["runs"]["03_train_vgg16"] == run["run_id"] != first_run == run["runs"]["04_train_densenet201"]
+    assert any("rerun them with --from 05" in line for line in logs)
     index = (report / "index.html").read_text()
     assert f"run <code>{run['run_id']}</code>" in index and f"run <code>{first_run}</code>" in index
 
     # the runner refuses before any kernel starts, naming the notebooks to rerun
-    with pytest.raises(StaleInputs, match=r"06_aopc reads .*05_gradcam.*vgg16\.keras has changed.*--from 04"):
-        _run(work, profile="smoke", only="06", export_html=False)
+    with pytest.raises(StaleInputs, match=r"07_aopc reads .*06_gradcam.*vgg16\.keras has changed.*--from 05"):
+        _run(work, profile="smoke", only="07", export_html=False)
     assert json.loads((report / "run.json").read_text()) == run  # nothing ran
-    # and notebook 06 itself (e.g. run in JupyterLab) refuses the heatmaps made from the old model
-    monkeypatch.setenv(lineage.NOTEBOOK_ENV, "06_aopc")
+    # and notebook 07 itself (e.g. run in JupyterLab) refuses the heatmaps made from the old model
+    monkeypatch.setenv(lineage.NOTEBOOK_ENV, "07_aopc")
     paths = study.study_paths("smoke", work)
     with pytest.raises(study.LineageError, match=r"made by 0[45]_\w+ from data/models/smoke/vgg16\.keras.*rerun 0[45]"):
         study.load_model_outputs(paths, "vgg16")
@@ -128,9 +128,9 @@ def test_interrupted_run_leaves_report_and_cache_usable(smoke_run):
     images, labels = study.load_split(paths, "test", 32, progress=False)  # the cache and manifest still load
     assert len(images) == len(labels) > 0
     # 01 finished in the interrupted run (seed 1): the report's models were trained on the seed-0 split, so
-    # rerunning only 04 would test them on another split; the runner says so and what to rerun
-    with pytest.raises(StaleInputs, match=r"04_report reads .*01_data.*--from 01"):
-        _run(work, profile="smoke", only="04", export_html=False, overrides=["seed=1"])
+    # rerunning only 05 would test them on another split; the runner says so and what to rerun
+    with pytest.raises(StaleInputs, match=r"05_report reads .*01_data.*--from 01"):
+        _run(work, profile="smoke", only="05", export_html=False, overrides=["seed=1"])
 
 
 def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
@@ -180,7 +180,7 @@ def test_wrong_profile_key_stops_before_running(tmp_path, capsys):
     profile.write_text("shared:\n  seed: 0\n02_train_vgg16:\n  learning_rte: 0.1\n")
     code = pipeline.main(["--profile", str(profile), "--work-dir", str(tmp_path)])
     assert code == 2
-    assert "unknown key 'learning_rte' in section '02_train_vgg16'" in capsys.readouterr().err
+    assert "unknown key 'learning_rte' in section '03_train_vgg16'" in capsys.readouterr().err
     assert not (tmp_path / "reports").exists()
 
 
@@ -192,7 +192,7 @@ def test_paper_profile_runs_end_to_end_on_a_small_download(tmp_path):
         "image_size=32",
         "weights=null",
         "epochs=1",
-        "06.region_size=16",
+        "07.region_size=16",
         "ablation_images=4",
         "ablation_perturbations=['mean']",
         "ablation_sigmas=[]",
@@ -249,7 +249,7 @@ def test_two_real_runners_share_a_work_folder_safely(tmp_path):
     out = refused.communicate(timeout=120)[0]
     assert refused.returncode == 2, out
     assert f"pid {first.pid}, started" in out and "--profile smoke" in out and "pass --wait" in out
-    waiting = _runner(tmp_path, "--wait", "--wait-timeout", "600", "--only", "04")
+    waiting = _runner(tmp_path, "--wait", "--wait-timeout", "600", "--only", "05")
     out_first = "".join(lines) + first.communicate(timeout=600)[0]
     assert first.returncode == 0, out_first
     out_waiting = waiting.communicate(timeout=600)[0]
@@ -257,13 +257,13 @@ def test_two_real_runners_share_a_work_folder_safely(tmp_path):
     assert f"waiting for the run with pid {first.pid}" in out_waiting
     assert sorted(p.name for p in report.glob("*.ipynb")) == notebooks and (report / "summary.md").is_file()
 
-    killed, lines = _runner(tmp_path, "--only", "01,02"), []
+    killed, lines = _runner(tmp_path, "--only", "01,03"), []
     _read_until(killed, "[2/2]", lines)
     time.sleep(2)
     killed.kill()  # kill -9: the lock file still names it, but the OS released the lock
     killed.wait()
     assert list((tmp_path / "reports").glob(".smoke.staging-*"))
-    after = _runner(tmp_path, "--only", "04")
+    after = _runner(tmp_path, "--only", "05")
     out_after = after.communicate(timeout=600)[0]
     assert after.returncode == 0, out_after
     assert list((tmp_path / "reports").glob(".smoke.staging-*")) == []  # the dead run's staging is cleaned up

@@ -1,4 +1,4 @@
-"""The figures of notebook 05 (Grad-CAM): Figures 6-7, the gallery and mask energy; re-exported by :mod:`helpers.figures`."""
+"""The figures of notebook 06 (Grad-CAM): Figures 6-7, the gallery and mask energy; re-exported by :mod:`helpers.figures`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def figure_title(title: str, figure: int | None = None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Grad-CAM (notebook 05): Figures 6-7, gallery, mask energy
+# Grad-CAM (notebook 06): Figures 6-7, gallery, mask energy
 # --------------------------------------------------------------------------------------------------
 
 

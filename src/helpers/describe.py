@@ -1,6 +1,6 @@
 """What a report ran on, in words: the data from ``metrics/data.json`` and the models from ``metrics/training_<model>.json``.
 
-The report's banner and notebook 04's caveat are built from these files, never from the profile's name: a
+The report's banner and notebook 05's caveat are built from these files, never from the profile's name: a
 ``demo``-profile run on the real radiographs says so, and a ``paper``-profile run on phantoms gets the caveat.
 """
 
@@ -74,7 +74,7 @@ def _weights_text(info: Mapping) -> str:
 def describe_models(models: Mapping[str, Mapping]) -> str:
     """One sentence on the trained models: slot, backbone, weights, kept epoch."""
     if not models:
-        return "Models: unknown (no metrics/training_<model>.json in this report; run notebooks 02 and 03)."
+        return "Models: unknown (no metrics/training_<model>.json in this report; run notebooks 03 and 04)."
     parts = []
     for name, info in models.items():
         epoch = f", kept epoch {info['chosen_epoch']} of {info['epochs']}" if "chosen_epoch" in info else ""

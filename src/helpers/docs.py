@@ -69,7 +69,7 @@ def replace_summary(readme: str, table: str) -> str:
 
 
 def summary_table(summary_json: str | os.PathLike) -> str:
-    """The study's final table (``rows`` of ``summary.json``, written by notebook 06) as markdown."""
+    """The study's final table (``rows`` of ``summary.json``, written by notebook 07) as markdown."""
     from .reporting import markdown_table  # lazily: reading the README needs no plotting
 
     path = Path(summary_json)

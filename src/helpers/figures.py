@@ -27,6 +27,14 @@ from ._figures_heatmaps import (
     plot_mask_energy,
     plot_overlays,
 )
+from ._figures_segmentation import (
+    SEGMENTATION_EXAMPLES,
+    SEGMENTATION_HISTORY,
+    SEGMENTATION_WORST,
+    plot_segmentation_examples,
+    plot_segmentation_history,
+    plot_worst_segmentations,
+)
 from .config import CLASS_NAMES
 from .dataset import DatasetError, decode_gray, load_masks, resize_square
 from .evaluation import SCORE_LABELS, SCORES, report_frame
@@ -70,20 +78,20 @@ FIGURE_CAPTIONS: dict[str, str] = {
     MASKS_OVERLAY: "An example image with its lung and lesion masks (01)",
     recall_history_figure("vgg16")[
         1
-    ]: "Figure 2: per-class recall per epoch of the vgg16 slot, the kept epoch marked (02)",
-    recall_history_figure("densenet201")[1]: "Figure 3: per-class recall per epoch of the densenet201 slot (03)",
-    classification_report_figure("vgg16")[1]: "Figure 4: test-set classification report of the vgg16 slot (04)",
+    ]: "Figure 2: per-class recall per epoch of the vgg16 slot, the kept epoch marked (03)",
+    recall_history_figure("densenet201")[1]: "Figure 3: per-class recall per epoch of the densenet201 slot (04)",
+    classification_report_figure("vgg16")[1]: "Figure 4: test-set classification report of the vgg16 slot (05)",
     classification_report_figure("densenet201")[
         1
-    ]: "Figure 5: test-set classification report of the densenet201 slot (04)",
-    CONFUSION_MATRICES: "Test-set confusion matrices of both models (04)",
-    FIG6_GRADCAM: "Figure 6: Grad-CAM of one test image both models classify as COVID, at the feature grid (05)",
-    FIG7_OVERLAYS: "Figure 7: Grad-CAM overlays at several opacities (05)",
-    GRADCAM_GALLERY: "Correct and wrong predictions per class with their heatmaps (05)",
-    MASK_ENERGY: "Share of heatmap mass inside the lesion and lung masks, per model and class (05)",
-    MORF_CURVES: "Mean probability of the explained class along the perturbation steps (06)",
-    FIG8_AOPC: "Figure 8: AOPC against the perturbation step, with random-order baselines and 95% bands (06)",
-    AOPC_ABLATION: "Ablation over perturbation functions and noise levels (06)",
+    ]: "Figure 5: test-set classification report of the densenet201 slot (05)",
+    CONFUSION_MATRICES: "Test-set confusion matrices of both models (05)",
+    FIG6_GRADCAM: "Figure 6: Grad-CAM of one test image both models classify as COVID, at the feature grid (06)",
+    FIG7_OVERLAYS: "Figure 7: Grad-CAM overlays at several opacities (06)",
+    GRADCAM_GALLERY: "Correct and wrong predictions per class with their heatmaps (06)",
+    MASK_ENERGY: "Share of heatmap mass inside the lesion and lung masks, per model and class (06)",
+    MORF_CURVES: "Mean probability of the explained class along the perturbation steps (07)",
+    FIG8_AOPC: "Figure 8: AOPC against the perturbation step, with random-order baselines and 95% bands (07)",
+    AOPC_ABLATION: "Ablation over perturbation functions and noise levels (07)",
 }
 
 __all__ = [
@@ -120,6 +128,12 @@ __all__ = [
     "plot_curves",
     "plot_aopc",
     "plot_ablation",
+    "SEGMENTATION_EXAMPLES",
+    "SEGMENTATION_WORST",
+    "SEGMENTATION_HISTORY",
+    "plot_segmentation_examples",
+    "plot_worst_segmentations",
+    "plot_segmentation_history",
 ]
 
 
@@ -212,7 +226,7 @@ def plot_masks_overlay(
 
 
 # --------------------------------------------------------------------------------------------------
-# Training (notebooks 02, 03): Figures 2-3
+# Training (notebooks 03, 04): Figures 2-3
 # --------------------------------------------------------------------------------------------------
 
 
@@ -265,7 +279,7 @@ def plot_recall_history(
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation (notebook 04): Figures 4-5 and confusion matrices
+# Evaluation (notebook 05): Figures 4-5 and confusion matrices
 # --------------------------------------------------------------------------------------------------
 
 
@@ -342,7 +356,7 @@ def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping], normalize: 
 
 
 # --------------------------------------------------------------------------------------------------
-# AOPC (notebook 06): perturbation curves, Figure 8, ablation
+# AOPC (notebook 07): perturbation curves, Figure 8, ablation
 # --------------------------------------------------------------------------------------------------
 
 

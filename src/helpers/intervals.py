@@ -117,8 +117,8 @@ def classification_intervals(
     ``predictions``: {model: (N,) predicted class indices} of the same test images, labels (N,). Every model is
     scored on the same stratified resamples (:func:`stratified_bootstrap_indices`). Returns ``models`` {name:
     {"macro_recall", "macro_f1": {estimate, low, high}, "per_class_recall": {class: {estimate, low, high}}}} and,
-    for two models (or the two named by ``compare``), ``recall_difference`` {estimate, low, high} of macro recall
-    first − second with ``compared`` naming them; plus ``n_images``, ``n_boot``, ``seed``, ``level``, ``method``.
+    for two models (or the two named by ``compare``), ``recall_difference`` and ``f1_difference`` {estimate, low,
+    high} of macro recall and macro F1, first − second, with ``compared`` naming them; plus ``n_images``, ``n_boot``, ``seed``, ``level``, ``method``.
     References: Efron & Tibshirani, "An Introduction to the Bootstrap", 1993 (stratified percentile bootstrap).
     """
     labels = np.asarray(labels, dtype=np.int64)
@@ -147,11 +147,12 @@ def classification_intervals(
         "method": "percentile bootstrap, resampling test images within each true class, the same resamples for every model",
         "models": {},
     }
-    boot_recall = {}
+    boot_recall, boot_f1 = {}, {}
     for name, values in predicted.items():
         point = _scores(labels[None, :], values[None, :], n_classes)
         boot = _scores(resampled_labels, values[draws], n_classes)
         boot_recall[name] = (point["macro_recall"][0], boot["macro_recall"])
+        boot_f1[name] = (point["macro_f1"][0], boot["macro_f1"])
         out["models"][name] = {
             "macro_recall": _entry(point["macro_recall"][0], boot["macro_recall"], level),
             "macro_f1": _entry(point["macro_f1"][0], boot["macro_f1"], level),
@@ -165,4 +166,5 @@ def classification_intervals(
         out["recall_difference"] = _entry(
             boot_recall[a][0] - boot_recall[b][0], boot_recall[a][1] - boot_recall[b][1], level
         )
+        out["f1_difference"] = _entry(boot_f1[a][0] - boot_f1[b][0], boot_f1[a][1] - boot_f1[b][1], level)
     return out

@@ -2,7 +2,7 @@
 
 Every file a notebook writes through :mod:`helpers.study` gets a side file ``<file>.lineage.json``::
 
-    {"artifact": "data/models/demo/vgg16.keras", "producer": "02_train_vgg16", "run_id": "...",
+    {"artifact": "data/models/demo/vgg16.keras", "producer": "03_train_vgg16", "run_id": "...",
      "fingerprint": "<sha256 of the file>", "parameters": {...}, "parameters_fingerprint": "...",
      "inputs": {"data/processed/demo/split.csv": "<its fingerprint when it was read>"}}
 

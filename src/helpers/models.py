@@ -382,7 +382,7 @@ def load_classifier(path: str | os.PathLike, compile: bool = False) -> keras.Mod
     """Load a saved classifier (``.keras``) in Keras safe mode with the study's custom layers registered."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run the training notebook (02 or 03) that writes it first")
+        raise FileNotFoundError(f"{path} does not exist: run the training notebook (03 or 04) that writes it first")
     import zipfile
 
     if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras would say "File not found"

@@ -3,8 +3,8 @@
 Pure Python (no Keras, no NumPy), so the runner checks a whole profile before any kernel starts::
 
     from helpers import parameters
-    problems = parameters.validate({"06_aopc": {"region_size": 1000, "image_size": 32}})
-    parameters.check("02_train_vgg16", "epochs", 20)      # raises ParameterError when invalid
+    problems = parameters.validate({"07_aopc": {"region_size": 1000, "image_size": 32}})
+    parameters.check("03_train_vgg16", "epochs", 20)      # raises ParameterError when invalid
 
 Each parameter is declared once in :data:`PARAMETERS` (the same name means the same thing in every notebook
 that declares it); :data:`RELATIONS` holds the checks that involve several parameters of one notebook, and
@@ -35,10 +35,12 @@ ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
 #: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
 REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
-#: Class-imbalance strategies of :data:`helpers.dataset.SAMPLINGS` (split in 01, loss or resampling in 02/03).
+#: Class-imbalance strategies of :data:`helpers.dataset.SAMPLINGS` (split in 01, loss or resampling in 03/04).
 SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 #: Class names of :data:`helpers.config.CLASS_NAMES` (keys of a per-class ``synthetic_per_class``).
 CLASS_NAMES: tuple[str, ...] = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
+#: What the classifiers see (notebooks 03-07): the whole image, or only the predicted lungs of notebook 02.
+INPUT_MASKS: tuple[str, ...] = ("none", "lung")
 MIXED_PRECISION: tuple = (True, False, None, "", "float32", "mixed_float16", "mixed_bfloat16")
 #: Smallest side of generated phantoms (:func:`helpers.data.synthesize_dataset`).
 MIN_SYNTHETIC_SIZE = 8
@@ -257,7 +259,18 @@ PARAMETERS: dict[str, Parameter] = _declare(
         "class imbalance: 'downsample' (the paper), or every image with 'class_weight' or 'oversample'",
         one_of(SAMPLINGS),
     ),
-    # 02, 03 training
+    # 02 lung segmentation
+    Parameter("segmentation_size", "side the U-Net segments at (masks are resized to image_size)", integer(8)),
+    Parameter("unet_filters", "U-Net filters of the first level (doubled per level)", integer(1)),
+    Parameter("unet_depth", "U-Net down-sampling levels", integer(1)),
+    Parameter("unet_epochs", "U-Net training epochs", integer(1)),
+    Parameter("unet_batch_size", "U-Net images per batch", integer(1)),
+    Parameter("unet_learning_rate", "U-Net Adam learning rate", number(0, exclusive=True)),
+    Parameter("skip_missing_masks", "leave images without a lung mask out of segmentation (counted)", boolean()),
+    # 03-07: what the classifiers see
+    Parameter("input_mask", "'none': the whole image; 'lung': only the predicted lungs of 02", one_of(INPUT_MASKS)),
+    Parameter("mask_margin", "input_mask='lung': dilate the predicted lung mask by this many pixels", integer(0)),
+    # 03, 04 training
     Parameter("model_name", "the model slot later notebooks read", plain_name()),
     Parameter("backbone", "feature extractor", one_of(BACKBONES)),
     Parameter("weights", "None, 'imagenet' or a backbone weights file", weights_value()),
@@ -267,7 +280,7 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("learning_rate", "Adam learning rate", number(0, exclusive=True)),
     Parameter("use_feature_cache", "frozen backbone: compute its features once", boolean()),
     Parameter("mixed_precision", "True, False, 'mixed_float16' or 'mixed_bfloat16'", one_of(MIXED_PRECISION)),
-    # 04-06
+    # 05-07
     Parameter("model_names", "model slots to evaluate", list_of(plain_name(), min_items=1, unique=True)),
     Parameter("method", "heatmap method", one_of(METHODS)),
     Parameter("gallery_per_class", "gallery images per class", integer(1)),
@@ -339,6 +352,13 @@ def _synthetic_split(p):
     return None
 
 
+def _unet_levels(p):
+    size, depth = p["segmentation_size"], p["unet_depth"]
+    if size % (2**depth):
+        return f"segmentation_size={size} must be divisible by 2**unet_depth={2**depth} (the U-Net halves it {depth}x)"
+    return None
+
+
 @dataclass(frozen=True)
 class Relation:
     """A check over several parameters of one notebook; runs only when all of them are declared and valid."""
@@ -352,6 +372,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(("backbone", "weights"), _imagenet_weights),
     Relation(("region_size", "image_size"), _region_fits),
     Relation(("orders",), _morf_order),
+    Relation(("segmentation_size", "unet_depth"), _unet_levels),
     Relation(("source", "synthetic_per_class", "per_class", "split_fractions"), _synthetic_split),
 )
 
@@ -396,19 +417,17 @@ def validate(per_notebook: Mapping[str, Mapping[str, Any]]) -> list[str]:
     found = []
     for stem, params in per_notebook.items():
         found += problems(stem, params)
-    sizes = {stem: p["image_size"] for stem, p in per_notebook.items() if "image_size" in p}
-    if len(set(map(repr, sizes.values()))) > 1:
-        listed = ", ".join(f"{stem} {size!r}" for stem, size in sizes.items())
-        found.append(
-            f"image_size must be the same in every notebook (models are trained and read at one size), got {listed}"
-        )
-    samplings = {stem: p["sampling"] for stem, p in per_notebook.items() if "sampling" in p}
-    if len(set(map(repr, samplings.values()))) > 1:
-        listed = ", ".join(f"{stem} {value!r}" for stem, value in samplings.items())
-        found.append(
-            f"sampling must be the same in every notebook (the split of 01 and the training of 02/03 go together), "
-            f"got {listed}"
-        )
+    reasons = {
+        "image_size": "models are trained and read at one size",
+        "sampling": "the split of 01 and the training of 03/04 go together",
+        "input_mask": "the classifiers are tested, explained and perturbed on the input they were trained on",
+        "mask_margin": "the classifiers are tested, explained and perturbed on the input they were trained on",
+    }
+    for name, reason in reasons.items():
+        values = {stem: p[name] for stem, p in per_notebook.items() if name in p}
+        if len(set(map(repr, values.values()))) > 1:
+            listed = ", ".join(f"{stem} {value!r}" for stem, value in values.items())
+            found.append(f"{name} must be the same in every notebook ({reason}), got {listed}")
     slots = {stem: p["model_name"] for stem, p in per_notebook.items() if "model_name" in p}
     for stem, slot in slots.items():
         others = [other for other, name in slots.items() if name == slot and other != stem]

@@ -3,7 +3,7 @@
 Usage::
 
     python -m helpers.pipeline --profile demo
-    python -m helpers.pipeline --profile smoke --only 01,02 -p seed=1 -p 02_train_vgg16.epochs=3
+    python -m helpers.pipeline --profile smoke --only 01,03 -p seed=1 -p 03_train_vgg16.epochs=3
 
 Each profile is ``params/<profile>.yaml`` with a ``shared:`` section (keys given to every notebook that
 declares them) and one section per notebook, named after its file stem (``01_data:`` ...). Unknown keys,
@@ -417,9 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point of ``python -m helpers.pipeline``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
-    parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,02")
+    parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,03")
     parser.add_argument(
-        "--from", dest="start", default=None, metavar="NN", help="run this notebook and every later one, e.g. --from 02"
+        "--from", dest="start", default=None, metavar="NN", help="run this notebook and every later one, e.g. --from 03"
     )
     parser.add_argument(
         "-p",

@@ -145,7 +145,7 @@ def _suggest(name: str, candidates) -> str:
 
 
 def _section_for(name: str, stems) -> str | None:
-    """A notebook stem from a stem or its number (``02`` or ``2`` -> ``02_train_vgg16``)."""
+    """A notebook stem from a stem or its number (``03`` or ``3`` -> ``03_train_vgg16``)."""
     if name in stems:
         return name
     matches = [stem for stem in stems if name.isdigit() and stem[:2] == name.zfill(2)]

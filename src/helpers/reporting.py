@@ -74,7 +74,7 @@ def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt:
 
 
 # --------------------------------------------------------------------------------------------------
-# Classification (notebook 04)
+# Classification (notebook 05)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -143,7 +143,7 @@ def summary_row(model_name: str, metrics: Mapping) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
-# AOPC (notebook 06): tables, conclusions, the summary
+# AOPC (notebook 07): tables, conclusions, the summary
 # --------------------------------------------------------------------------------------------------
 
 
@@ -219,7 +219,7 @@ def ablation_table(rows: Sequence[Mapping]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Training notebooks (02, 03): one call
+# Training notebooks (03, 04): one call
 # --------------------------------------------------------------------------------------------------
 
 
@@ -255,6 +255,8 @@ def train_and_report(
     use_feature_cache: bool,
     mixed_precision: bool | str = False,
     sampling: str = "downsample",
+    input_mask: str = "none",
+    mask_margin: int = 0,
 ) -> TrainingReport:
     """Train one model slot on the split of notebook 01 and write its files, training metrics and recall figure.
 
@@ -262,7 +264,8 @@ def train_and_report(
     validation recall of the disease classes (:func:`helpers.training.train_classifier`), writes the model, history
     and training JSON (:func:`helpers.study.save_training`), ``metrics/training_<model_name>.json`` and the recall
     figure (Figure 2 for the ``vgg16`` slot, 3 for ``densenet201``). ``sampling`` is the class-imbalance strategy
-    (:data:`helpers.training.SAMPLINGS`; ``"downsample"`` trains on notebook 01's split as it is).
+    (:data:`helpers.training.SAMPLINGS`; ``"downsample"`` trains on notebook 01's split as it is). ``input_mask="lung"``
+    trains on the images reduced to notebook 02's predicted lungs (:func:`helpers.study.load_split`).
     References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images" (training protocol, Figures 2-3).
     """
     import keras
@@ -279,8 +282,9 @@ def train_and_report(
         f"profile {profile}: {model_name} slot with backbone {backbone!r}, backend {keras.backend.backend()}, "
         f"dtype policy {policy}, GPUs with memory growth: {gpus or 'none'}"
     )
-    x_train, y_train = study.load_split(paths, "train", image_size)
-    x_val, y_val = study.load_split(paths, "val", image_size)
+    masking = {"input_mask": input_mask, "mask_margin": mask_margin}
+    x_train, y_train = study.load_split(paths, "train", image_size, **masking)
+    x_val, y_val = study.load_split(paths, "val", image_size, **masking)
     split_table = pd.DataFrame(
         {
             "train": pd.Series(y_train).value_counts().sort_index().to_numpy(),
@@ -323,6 +327,7 @@ def train_and_report(
         weights=None if weights is None else str(weights),
         freeze_backbone=freeze_backbone,
         image_size=image_size,
+        **masking,
     )
     # metrics hold results only; wall times stay in the model folder's training JSON
     info = {k: v for k, v in result.info().items() if k != "timings"}
@@ -334,6 +339,7 @@ def train_and_report(
             "backbone": backbone,
             "weights": None if weights is None else str(weights),
             "freeze_backbone": freeze_backbone,
+            **masking,
             **info,
         },
         model_name,

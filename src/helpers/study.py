@@ -23,6 +23,7 @@ from .dataset import MANIFEST_COLUMNS, SPLITS, DatasetError, cache_path, load_im
 from .download import resolve_kaggle_dir
 from .heatmaps import METHODS
 from .lineage import LineageError
+from .parameters import INPUT_MASKS
 from .phantoms import synthesize_dataset, synthetic_dir_name
 from .scores import correct_mask
 
@@ -64,15 +65,16 @@ __all__ = [
 ]
 
 #: The notebook that trains each model slot (named in "rerun ..." messages).
-MODEL_NOTEBOOKS: dict[str, str] = {"vgg16": "02_train_vgg16", "densenet201": "03_train_densenet201"}
+MODEL_NOTEBOOKS: dict[str, str] = {"vgg16": "03_train_vgg16", "densenet201": "04_train_densenet201"}
 #: The notebook that writes each metrics kind (per-model training metrics: :data:`MODEL_NOTEBOOKS`).
 _METRICS_PRODUCERS = {
     "data": "01_data",
-    "classification": "04_report",
-    "classification_summary": "04_report",
-    "mask_energy": "05_gradcam",
-    "aopc": "06_aopc",
-    "summary": "06_aopc",
+    "segmentation": "02_lung_segmentation",
+    "classification": "05_report",
+    "classification_summary": "05_report",
+    "mask_energy": "06_gradcam",
+    "aopc": "07_aopc",
+    "summary": "07_aopc",
 }
 
 
@@ -90,6 +92,7 @@ MODEL_SUFFIX, HISTORY_SUFFIX, INFO_SUFFIX = ".keras", "_history.csv", "_training
 #: Metrics files in ``paths.metrics`` by kind; ``{model}`` is the model slot's name.
 METRICS_FILES: dict[str, str] = {
     "data": "data.json",
+    "segmentation": "segmentation.json",
     "training": "training_{model}.json",
     "classification": "classification_{model}.json",
     "classification_summary": "classification_summary.json",
@@ -251,10 +254,19 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     return frame[list(MANIFEST_COLUMNS)]
 
 
-def load_split(paths, split: str, image_size: int, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Images uint8 (N, H, W, 1) and labels int64 (N,) of one split of ``paths.split_manifest``, cached in ``paths.cache``."""
+def load_split(
+    paths, split: str, image_size: int, progress: bool = True, input_mask: str = "none", mask_margin: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images uint8 (N, H, W, 1) and labels int64 (N,) of one split of ``paths.split_manifest``, cached in ``paths.cache``.
+
+    ``input_mask="lung"``: everything outside the split's predicted lung mask (notebook 02), dilated by
+    ``mask_margin`` pixels, is set to the neutral fill of :func:`helpers.segmentation.apply_input_mask`; what the
+    classifiers see in training and in every later stage.
+    """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    if input_mask not in INPUT_MASKS:
+        raise ValueError(f"input_mask must be one of {INPUT_MASKS}, got {input_mask!r}")
     frame = read_manifest(paths.split_manifest)
     split_record = lineage.check_input(paths, paths.split_manifest, "01_data")
     part = frame[frame["split"] == split].reset_index(drop=True)
@@ -270,6 +282,12 @@ def load_split(paths, split: str, image_size: int, progress: bool = True) -> tup
                 lineage.side_file(cached),
             )  # fmt: skip
         lineage.note_read(paths, cached, cached.stem)
+    if input_mask == "lung":
+        from .lung_files import load_lung_masks
+        from .segmentation import apply_input_mask
+
+        masks = load_lung_masks(paths, split, image_size, len(part))
+        images = apply_input_mask(images, masks, margin=mask_margin)
     return images, part["label_index"].to_numpy(dtype=np.int64)
 
 
@@ -309,12 +327,12 @@ def save_summary(paths, markdown: str, payload: Mapping) -> dict:
     md_path = Path(paths.report) / "summary.md"
     with atomic_path(md_path) as tmp:
         tmp.write_text(markdown)
-    lineage.note_report_write(paths, md_path, "06_aopc")
+    lineage.note_report_write(paths, md_path, "07_aopc")
     return {"markdown": md_path, "json": save_metrics_file(paths, "summary", payload)}
 
 
 # ----------------------------------------------------------------------------------------------------
-# Trained models (notebooks 02, 03)
+# Trained models (notebooks 03, 04)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -413,7 +431,7 @@ def load_training(paths, model_name: str, load_model: bool = True, image_size: i
 
 
 # ----------------------------------------------------------------------------------------------------
-# Predictions and classification metrics (notebook 04)
+# Predictions and classification metrics (notebook 05)
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -441,7 +459,7 @@ def save_predictions(paths, model_name: str, probabilities, labels) -> Path:
         labels=labels,
         predicted=probabilities.argmax(axis=1).astype(np.int64),
     )
-    lineage.record_write(paths, path, "04_report")
+    lineage.record_write(paths, path, "05_report")
     return path
 
 
@@ -449,8 +467,8 @@ def load_predictions(paths, model_name: str) -> dict:
     """Read ``predictions_<model_name>.npz``: ``probabilities``, ``labels``, ``predicted``."""
     path = predictions_path(paths, model_name)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run notebook 04_report first")
-    lineage.check_input(paths, path, "04_report")
+        raise FileNotFoundError(f"{path} does not exist: run notebook 05_report first")
+    lineage.check_input(paths, path, "05_report")
     arrays = load_npz(path)
     missing = {"probabilities", "labels", "predicted"} - set(arrays)
     if missing:
@@ -469,12 +487,12 @@ def load_metrics(paths, model_name: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Heatmaps (notebook 05) and the inputs of notebook 06
+# Heatmaps (notebook 06) and the inputs of notebook 07
 # ----------------------------------------------------------------------------------------------------
 
 
 def heatmaps_path(paths, model_name: str):
-    """``paths.processed / "heatmaps_<model_name>.npz"`` (written by notebook 05, read by 06)."""
+    """``paths.processed / "heatmaps_<model_name>.npz"`` (written by notebook 06, read by 07)."""
     return paths.processed / f"heatmaps_{model_name}.npz"
 
 
@@ -489,7 +507,7 @@ def save_heatmaps(paths, model_name: str, heatmaps, classes, method: str = "grad
     path = save_npz(
         heatmaps_path(paths, model_name), heatmaps=heatmaps, classes=classes.astype(np.int64), method=np.array(method)
     )
-    lineage.record_write(paths, path, "05_gradcam")
+    lineage.record_write(paths, path, "06_gradcam")
     return path
 
 
@@ -497,14 +515,14 @@ def load_heatmaps(paths, model_name: str) -> dict:
     """Read ``heatmaps_<model_name>.npz``: ``heatmaps`` (N, h, w) float32, ``classes`` (N,), ``method`` str."""
     path = heatmaps_path(paths, model_name)
     if path.is_file():
-        lineage.check_input(paths, path, "05_gradcam")
+        lineage.check_input(paths, path, "06_gradcam")
     data = load_npz(path)
     data["method"] = str(data["method"])
     return data
 
 
 def load_model_outputs(paths, model_name: str, n_images: int | None = None) -> dict:
-    """Read one model's test predictions (notebook 04) and heatmaps (notebook 05) and check they match each other and the test split.
+    """Read one model's test predictions (notebook 05) and heatmaps (notebook 06) and check they match each other and the test split.
 
     Returns ``probabilities``, ``labels``, ``predicted``, ``heatmaps``, ``classes`` (explained class),
     ``method`` (the heatmap method) and ``correct``: the images whose prediction and explained class are both
@@ -517,16 +535,16 @@ def load_model_outputs(paths, model_name: str, n_images: int | None = None) -> d
             raise KeyError(f"{heat_path} has no array {key!r}")
     n = len(pred["labels"])
     if n_images is not None and n != n_images:
-        raise ValueError(f"{pred_path} has {n} images but the test split has {n_images}: rerun notebook 04")
+        raise ValueError(f"{pred_path} has {n} images but the test split has {n_images}: rerun notebook 05")
     if len(heat["heatmaps"]) != n or len(heat["classes"]) != n:
-        raise ValueError(f"{heat_path} has {len(heat['heatmaps'])} heatmaps for {n} test images: rerun notebook 05")
+        raise ValueError(f"{heat_path} has {len(heat['heatmaps'])} heatmaps for {n} test images: rerun notebook 06")
     labels = pred["labels"].astype(np.int64)
     predicted = pred["predicted"].astype(np.int64)
     classes = heat["classes"].astype(np.int64)
     disagree = int(np.sum(predicted != classes))
     if disagree:
         warnings.warn(
-            f"{model_name}: {disagree} test image(s) explained for another class than notebook 04 predicted "
+            f"{model_name}: {disagree} test image(s) explained for another class than notebook 05 predicted "
             f"(a near-tie); they are left out of the correctly classified set",
             stacklevel=2,
         )

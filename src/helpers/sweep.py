@@ -4,7 +4,7 @@
 
     python -m helpers.sweep --profile smoke --grid params/sweep-demo.yaml
 
-The grid file (YAML) names notebook sections (``shared``, ``02_train_vgg16`` or ``02`` ...) and a list of values per
+The grid file (YAML) names notebook sections (``shared``, ``03_train_vgg16`` or ``03`` ...) and a list of values per
 parameter; ``search: grid`` runs every combination, ``search: random`` draws ``trials`` of them with ``seed``.
 ``notebooks`` (optional) limits the notebooks each trial runs (default: all). Every value is checked against the
 runner's declarations (:mod:`helpers.profiles`, :mod:`helpers.parameters`) before any trial starts.

@@ -39,7 +39,7 @@ def trial_metrics(folder: Path, profile: str) -> dict:
         criteria.append(value)
         row[f"{model}_val_criterion"] = value
         models = summary.get("classification", {}).get("models", {}).get(model, {})
-        report = _load(metrics / f"classification_{model}.json").get("macro_avg", {})  # notebook 04, without 06
+        report = _load(metrics / f"classification_{model}.json").get("macro_avg", {})  # notebook 05, without 07
         row[f"{model}_test_recall"] = models.get("macro_recall", {}).get("estimate", report.get("recall", math.nan))
         row[f"{model}_test_f1"] = models.get("macro_f1", {}).get("estimate", report.get("f1", math.nan))
         aopc = summary.get("aopc", {}).get(model, {})
