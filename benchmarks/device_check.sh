@@ -32,7 +32,8 @@ export KERAS_BACKEND=jax
 export TF_CPP_MIN_LOG_LEVEL=2
 
 if [ "$SMOKE" = 1 ]; then
-    STUDY_ARGS=(--per-class 20 --image-size 32 --region-size 16 --epochs 1)
+    STUDY_ARGS=(--per-class 20 --image-size 32 --region-size 16 --epochs 1
+        -p segmentation_size=32 -p unet_depth=2 -p unet_epochs=1)
     BENCH_ARGS=(--per-class 20 --image-size 32 --region-size 16 --epochs 1 --aopc-batch 34
         --backbones small_vgg small_densenet)
     STUDY_CAP=400; BENCH_CAP=200; BF16_MIN=30
