@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The study's speed on one GPU under JAX, in one call of at most BUDGET seconds (default 440):
+# The study's speed on one GPU under JAX, in one call of at most BUDGET seconds (default 560):
 #   1. benchmarks/gpu_study.py once: the notebooks through the runner on the paper profile's models and sizes on
 #      phantoms, with an empty compilation cache (notebook and stage times, compilations per notebook);
 #   2. benchmarks/bench_paper_study.py at the paper's sizes, VGG16 and DenseNet201, float32 (stage times,
@@ -19,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT=${OUT:-$ROOT/device-check}
 mkdir -p "$OUT"
-BUDGET=${BUDGET:-440}
+BUDGET=${BUDGET:-560}
 PY=${PYTHON:-python}
 START=$(date +%s)
 
@@ -40,7 +40,7 @@ if [ "$SMOKE" = 1 ]; then
 else
     STUDY_ARGS=()
     BENCH_ARGS=()
-    STUDY_CAP=270; BENCH_CAP=170; BF16_MIN=100
+    STUDY_CAP=390; BENCH_CAP=160; BF16_MIN=100
 fi
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
