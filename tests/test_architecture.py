@@ -19,11 +19,13 @@ LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
-        "device", "parallel", "initializers",
+        "device", "parallel", "initializers", "segmentation",
     },
     "study": {"study", "lineage", "lung_files"},
-    "reports": {"figures", "_figures_heatmaps", "reporting", "_report_html", "verdicts", "describe", "docs",
-                },
+    "reports": {
+        "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
+        "docs", "segmentation_report", "comparison",
+    },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
         "executors",

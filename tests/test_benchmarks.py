@@ -23,3 +23,11 @@ def test_bench_paper_study_runs_every_stage_at_toy_sizes(tmp_path):
     row = results["models"]["small_vgg"]
     assert row["aopc_inputs"] == 4 * 5 and row["aopc_over_bare"] > 0  # 4 test images (1 per class) x (2x2 regions + 1)
     assert "small_vgg: build" in results["stages"]
+
+
+def test_bench_segmentation_runs_at_toy_sizes(tmp_path):
+    bench = _load("bench_segmentation")
+    sizes = "--per-class 10 --synthetic-size 32 --image-size 32 --segmentation-size 16 --depth 1 --base-filters 2"
+    out = bench.main([*sizes.split(), "--epochs", "1", "--batch-size", "4", "--data-dir", str(tmp_path)])
+    assert out["train_size"] == 32 and out["best_epoch"] == 1 and out["train_s"] > 0
+    assert 0.0 <= out["test_dice"]["low"] <= out["test_dice"]["estimate"] <= out["test_dice"]["high"] <= 1.0

@@ -159,3 +159,25 @@ def test_loading_a_saved_classifier_compiles_nothing(tmp_path):
     assert log.stats["load"]["count"] <= 1, log.stats  # was one compilation per weight shape
     assert all(np.array_equal(u, v) for u, v in zip(model.get_weights(), loaded.get_weights()))
     assert type(loaded.get_layer("backbone").layers[1].kernel_initializer) is keras.initializers.GlorotUniform
+
+
+def test_features_predictions_and_curves_share_one_compiled_backbone():
+    from helpers import _core, perturbation
+
+    model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
+    x = np.random.default_rng(4).integers(0, 256, (7, 32, 32, 1), dtype=np.uint8)
+    feature_model, _ = models.split_classifier(model)
+    reference = keras.ops.convert_to_numpy(feature_model(x.astype(np.float32) / 255.0, training=False))
+    np.testing.assert_allclose(device.predict(model, x, 6, output="features"), reference, rtol=1e-5, atol=1e-5)
+    probabilities = device.predict(model, x, 6)
+    expected = keras.ops.convert_to_numpy(model(x.astype(np.float32) / 255.0, training=False))
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    classes = probabilities.argmax(axis=1)
+    curves = perturbation.perturbation_curves(
+        model, x, None, classes, 8, "mean", order="random", batch_size=6, progress=False
+    )
+    np.testing.assert_allclose(curves[:, 0], probabilities[np.arange(7), classes], rtol=1e-5, atol=1e-6)
+    keys = [k for k in _core._model_cache(model) if isinstance(k, tuple) and k[0] in ("backbone", "head", "forward")]
+    assert sorted(keys) == [("backbone", 6), ("head", 6)]  # one compiled backbone (and a small head) for all three
+    with pytest.raises(ValueError, match="output must be"):
+        device.predict(model, x, 6, output="logits")

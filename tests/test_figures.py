@@ -271,3 +271,71 @@ def test_recall_history_figure_marks_the_chosen_epoch():
         assert (3, 3) in xs  # the vertical chosen-epoch line
         np.testing.assert_allclose(ax.lines[0].get_ydata(), history[training.recall_column("val", c)])
     matplotlib.pyplot.close(fig)
+
+
+def _segmentation_case():
+    """Six 16 px images: true masks a 6x6 square, predictions shifted by 0..5 columns (Dice falls with the shift)."""
+    true = np.zeros((6, 16, 16), np.uint8)
+    true[:, 5:11, 5:11] = 1
+    pred = np.stack([np.roll(true[0], shift, axis=1) for shift in (0, 3, 1, 5, 2, 4)])
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 1), dtype=np.uint8)
+    return images, true, pred, np.array([0, 1, 2, 3, 0, 1])
+
+
+def test_segmentation_figures_show_each_images_dice_and_the_worst_cases():
+    import matplotlib.pyplot as plt
+
+    images, true, pred, labels = _segmentation_case()
+    # a shift by s columns of a 6x6 square: overlap 6 (6 - s), Dice (6 - s) / 6
+    fig = figures.plot_segmentation_examples(images, true, pred, labels, indices=[0, 1, 3])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["#0 COVID\nDice 1.000", "#1 Lung_Opacity\nDice 0.500", "#3 Viral Pneumonia\nDice 0.167"]
+    assert len(fig.axes[1].collections) == 2  # the true and the predicted outline
+    plt.close(fig)
+    fig = figures.plot_worst_segmentations(images, true, pred, labels, n=2)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["#3 Viral Pneumonia\nDice 0.167", "#5 Lung_Opacity\nDice 0.333"]
+    assert fig._suptitle.get_text() == "The 2 test images with the lowest Dice"
+    plt.close(fig)
+    fig = figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
+    again = figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
+    assert [a.get_title() for a in fig.axes] == [a.get_title() for a in again.axes]
+    assert len([a for a in fig.axes if a.get_title()]) == 4
+    plt.close("all")
+    with pytest.raises(ValueError, match="differ"):
+        figures.plot_segmentation_examples(images, true[:3], pred)
+
+
+def test_segmentation_history_figure_marks_the_kept_epoch():
+    import matplotlib.pyplot as plt
+
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "loss": [0.5, 0.2, 0.1], "val_dice": [0.90, 0.97, 0.96], "val_iou": [0.8, 0.9, 0.9]}
+    )
+    fig = figures.plot_segmentation_history(history, best_epoch=2)
+    ax = fig.axes[0]
+    np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.90, 0.97, 0.96])
+    assert any("kept: epoch 2\nDice 0.970" == t.get_text() for t in ax.texts)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["validation Dice", "validation IoU", "training loss"]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="val_dice"):
+        figures.plot_segmentation_history(history.drop(columns="val_dice"))
+
+
+def test_masked_inputs_figure_pairs_each_image_with_its_masked_copy():
+    import matplotlib.pyplot as plt
+
+    images, true, _, labels = _segmentation_case()
+    masked = images.copy()
+    masked[..., 0][true == 0] = 128
+    fig = figures.plot_masked_inputs(images, masked, labels, per_class=2, seed=0)
+    axes = np.array(fig.axes).reshape(2, -1)
+    assert axes.shape == (2, 6)  # up to two images per class (Normal and Viral Pneumonia have one), above their copies
+    order = [0, 4, 1, 5, 2, 3]
+    assert [ax.get_title().split()[0] for ax in axes[0]] == [f"#{i}" for i in order]
+    for column, index in enumerate(order):
+        np.testing.assert_array_equal(axes[0, column].images[0].get_array(), images[index, ..., 0])
+        np.testing.assert_array_equal(axes[1, column].images[0].get_array(), masked[index, ..., 0])
+    plt.close(fig)
+    with pytest.raises(ValueError, match="must match"):
+        figures.plot_masked_inputs(images, masked[:3], labels)

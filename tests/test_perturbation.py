@@ -283,6 +283,22 @@ def test_curves_equal_slow_reference_mean_perturbation(random_case):
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
 
+def test_curves_and_predictions_share_one_compiled_forward_per_batch_size(random_case):
+    from helpers import _core, device
+
+    c = random_case
+    model = conv_model(5)
+    probabilities = device.predict(model, c["images"], 41)
+    curves = pt.morf_curves(model, c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=41, progress=False)
+    np.testing.assert_allclose(curves[:, 0], probabilities[np.arange(5), c["classes"]], atol=1e-6)
+    # the model itself is compiled once (predictions and curves); the perturbed batches are built by a model-free function
+    compiled = [key for key in _core._model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
+    assert compiled == [("forward", 41)]
+    pt.morf_curves(model, c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=82, progress=False)
+    compiled = [key for key in _core._model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
+    assert compiled == [("forward", 41), ("forward", 82)]
+
+
 def test_same_noise_across_models_and_batch_sizes(random_case):
     c = random_case
     x = c["images"].astype(np.float32) / 255.0

@@ -177,7 +177,7 @@ def test_wrong_profile_key_stops_before_running(tmp_path, capsys):
     assert code == 2
     assert "no notebook declares a parameter 'epoch'" in capsys.readouterr().err
     profile = tmp_path / "typo.yaml"
-    profile.write_text("shared:\n  seed: 0\n02_train_vgg16:\n  learning_rte: 0.1\n")
+    profile.write_text("shared:\n  seed: 0\n03_train_vgg16:\n  learning_rte: 0.1\n")
     code = pipeline.main(["--profile", str(profile), "--work-dir", str(tmp_path)])
     assert code == 2
     assert "unknown key 'learning_rte' in section '03_train_vgg16'" in capsys.readouterr().err

@@ -4,7 +4,7 @@
   :func:`to_unit_range` and :func:`image_array` (images to float32 in [0, 1]);
 * atomic writes and JSON/NPZ files (:func:`atomic_path`, :func:`save_json`, ...), re-exported by ``helpers.study``;
 * :func:`compiled`: the one per-backend compile of a function of a model (jitted ``stateless_call`` on JAX,
-  ``tf.function`` on TensorFlow), cached weakly per model and key;
+  ``tf.function`` on TensorFlow), cached weakly per model and key; :func:`compiled_function` for model-free ones;
 * :func:`split_at`: the one split of a functional classifier at a feature layer into feature map and logits;
 * :func:`to_device`, :func:`to_unit`, :func:`shard_batch`: moving batches to the device(s).
 
@@ -261,6 +261,36 @@ def compiled(model, key, body: Callable, parts=None) -> Callable:
 
             function = tf.function(function, reduce_retracing=True)
     cache[key] = function
+    return function
+
+
+_FUNCTIONS: dict = {}
+
+
+def compiled_function(key, body: Callable) -> Callable:
+    """Compile ``body(*args)``, a function of arrays and no model, once per ``key`` (small device-side work).
+
+    On JAX a ``jax.jit`` (host arrays go to the device without a per-shape compilation), on TensorFlow a
+    ``tf.function``; other backends run it eagerly. Used to prepare a batch on the device before the one compiled
+    forward of a model, so that the forward is shared instead of compiled again with the preparation inside.
+    """
+    if key in _FUNCTIONS:
+        return _FUNCTIONS[key]
+    if backend() == "jax":
+        import jax
+
+        jitted = jax.jit(body)
+
+        def function(*args):
+            return jitted(*(to_device(a) for a in args))
+
+    elif backend() == "tensorflow":
+        import tensorflow as tf
+
+        function = tf.function(body, reduce_retracing=True)
+    else:
+        function = body
+    _FUNCTIONS[key] = function
     return function
 
 

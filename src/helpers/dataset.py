@@ -52,6 +52,7 @@ __all__ = [
     "resize_square",
     "load_images",
     "load_masks",
+    "masked_rows",
     "cache_path",
 ]
 
@@ -466,17 +467,65 @@ def load_images(
     return images
 
 
-def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion") -> np.ndarray:
+_MASK_COLUMNS = {"lesion": "lesion_mask_path", "lung": "mask_path"}
+
+
+def _mask_paths(frame: pd.DataFrame, kind: str) -> list[str]:
+    """The ``kind`` mask path of every row ("" where a row has none)."""
+    if kind not in _MASK_COLUMNS:
+        raise DatasetError(f"kind must be 'lesion' or 'lung', got {kind!r}")
+    column = _MASK_COLUMNS[kind]
+    return list(frame[column].fillna("").astype(str)) if column in frame.columns else [""] * len(frame)
+
+
+def _without_mask(frame: pd.DataFrame, kind: str) -> list[str]:
+    """Image paths of the rows whose ``kind`` mask is absent or no longer a file."""
+    return [str(p) for p, m in zip(frame["path"], _mask_paths(frame, kind)) if not m or not os.path.isfile(m)]
+
+
+def masked_rows(frame: pd.DataFrame, kind: str = "lung", skip_missing: bool = False) -> pd.DataFrame:
+    """The rows of ``frame`` that have a ``kind`` mask file; rows without one raise :class:`DatasetError` naming them.
+
+    With ``skip_missing=True`` those rows are dropped instead, warned about, and their image paths listed in
+    ``frame.attrs["skipped_masks"]`` of the result (an unreadable mask is already left out, or an error, in
+    :func:`scan_dataset`, depending on its ``skip_unreadable``).
+    """
+    missing = _without_mask(frame, kind)
+    if missing and not skip_missing:
+        raise DatasetError(
+            f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {missing[:5]}"
+            + (" ..." if len(missing) > 5 else "")
+            + " (pass skip_missing=True to leave them out)"
+        )
+    kept = frame[~frame["path"].astype(str).isin(set(missing))].copy()
+    kept.attrs = {**frame.attrs, "skipped_masks": missing}
+    if missing:
+        warnings.warn(
+            f"left out {len(missing)} image(s) without a {kind} mask: {missing[:5]}"
+            + (" ..." if len(missing) > 5 else ""),
+            stacklevel=2,
+        )
+    return kept
+
+
+def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", required: bool = False) -> np.ndarray:
     """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none.
 
-    Non-square masks are stretched to the square size like the images, with a warning naming them.
+    Masks are resized with nearest neighbour and binarised (> 127). ``required=True`` (segmentation) raises
+    :class:`DatasetError` naming the images without a mask instead of giving them zeros (:func:`masked_rows` drops
+    them first); an unreadable mask file always raises, naming it. Non-square masks are stretched to the square
+    size like the images, with a warning naming them.
     """
-    columns = {"lesion": "lesion_mask_path", "lung": "mask_path"}
-    if kind not in columns:
-        raise DatasetError(f"kind must be 'lesion' or 'lung', got {kind!r}")
     image_size = _check_int("image_size", image_size, 1)
-    column = columns[kind]
-    values = frame[column].fillna("").astype(str) if column in frame.columns else [""] * len(frame)
+    values = _mask_paths(frame, kind)
+    if required:
+        missing = _without_mask(frame, kind)
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {missing[:5]}"
+                + (" ..." if len(missing) > 5 else "")
+                + " (leave them out with masked_rows(frame, skip_missing=True))"
+            )
     masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
     stretched = []
     for i, path in enumerate(values):

@@ -2,9 +2,10 @@
 cache, data-parallel sharding over several devices, and compilation statistics.
 
 Every stage of the study (backbone features, test predictions, Grad-CAM, perturbation curves) calls a model on
-batches of one fixed size: the last, partial batch is padded, so each (model, batch size, dtype) compiles once.
-Images go to the device as uint8 and are scaled to [0, 1] in the compiled graph (a quarter of float32's traffic;
-the division is exact, so results equal scaling on the host).
+batches of one fixed size: the last, partial batch is padded, so each (model, batch size) compiles once, and
+test predictions and perturbation curves share that one compilation (:func:`forward`). Images go to the device
+as uint8 and are scaled to [0, 1] there (a quarter of float32's traffic; the division is exact, so results equal
+scaling on the host).
 
 On JAX the compiled function is one ``jax.jit`` of the model's ``stateless_call``; on TensorFlow a
 ``tf.function`` with a fixed input signature; other backends run eagerly. JAX compilations are also kept on disk
@@ -19,33 +20,99 @@ from pathlib import Path
 
 import numpy as np
 
-from ._core import backend, check_unit_range, compiled, pad_rows, to_unit, to_unit_range
-from .config import CACHE_ENV, COMPILE_LOG_ENV, NOTEBOOK_ENV
+from ._core import (
+    _model_cache,
+    backend,
+    check_unit_range,
+    compiled,
+    compiled_function,
+    pad_rows,
+    split_at,
+    to_unit,
+    to_unit_range,
+)
+from .config import CACHE_ENV, COMPILE_LOG_ENV, FEATURE_LAYER, NOTEBOOK_ENV
+
+
+def _backbone_and_head(model):
+    """(backbone part: images -> feature map, head part: feature map -> outputs) of a classifier with a feature layer, else None."""
+    cache = _model_cache(model)
+    if "backbone and head" not in cache:
+        parts = None
+        try:
+            split = split_at(model, FEATURE_LAYER)
+            if split.feature_model is not None and len(model.outputs) == 1:
+                import keras
+
+                parts = (split.feature_model, keras.Model(split.feature_tensor, model.outputs[0]))
+        except ValueError:  # no feature layer, or outputs that need more than the feature map: one whole forward
+            parts = None
+        cache["backbone and head"] = parts
+    return cache["backbone and head"]
+
+
+def _scaled(function, dtype: str):
+    """``function`` of float32 batches, taking uint8 batches (scaled to [0, 1] on the device by a small compiled step) when ``dtype`` is uint8."""
+    if str(dtype) != "uint8":
+        return function
+    scale = compiled_function("to_unit", to_unit)
+    return lambda x: function(scale(x))
+
+
+def features(model, batch_size: int, dtype: str = "uint8"):
+    """The compiled ``batch -> feature map`` of a classifier's backbone (``config.FEATURE_LAYER``), batches of ``batch_size``.
+
+    The same compiled backbone as :func:`forward`: cached features for the head, predictions and perturbation curves
+    compile the backbone once per batch size.
+    """
+    parts = _backbone_and_head(model)
+    if parts is None:
+        raise ValueError(
+            f"model {model.name!r} has no feature layer {FEATURE_LAYER!r} whose feature map alone gives its output"
+        )
+    backbone = compiled(model, ("backbone", int(batch_size)), lambda calls, x: calls[0](to_unit(x)), parts[:1])
+    return _scaled(backbone, dtype)
 
 
 def forward(model, batch_size: int, dtype: str = "uint8"):
-    """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype`` (scaled in the graph)."""
-    return compiled(model, ("forward", int(batch_size), str(dtype)), lambda calls, x: calls[0](to_unit(x)))
+    """The compiled ``batch -> model outputs`` of ``model`` for batches of ``batch_size`` images of ``dtype``.
+
+    Compiled once per batch size, on float32 input; a uint8 batch is scaled to [0, 1] on the device by a small
+    compiled function first. A classifier with a feature layer runs as its compiled backbone (:func:`features`) then
+    its compiled head (small), so cached features, predictions on uint8 images and curves on perturbed float images
+    (built on the device) share one compilation of the backbone; other models compile as one function.
+    """
+    parts = _backbone_and_head(model)
+    if parts is None:
+        whole = compiled(model, ("forward", int(batch_size)), lambda calls, x: calls[0](to_unit(x)))
+        return _scaled(whole, dtype)
+    backbone = features(model, batch_size, "float32")
+    head = compiled(model, ("head", int(batch_size)), lambda calls, a: calls[0](a), parts[1:])
+    return _scaled(lambda x: head(backbone(x)), dtype)
 
 
-def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.ndarray:
+def predict(model, images, batch_size: int = 64, desc: str | None = None, output: str = "outputs") -> np.ndarray:
     """Model outputs (float32) of ``images`` (uint8 0-255 or float in [0, 1]), one compiled forward for every batch.
 
     The last batch is padded to ``batch_size`` (never compiled again); uint8 images are scaled on the device.
+    ``output="features"`` gives the backbone's feature map instead (:func:`features`), from the same compilation.
     """
     from keras import ops
 
     from .progress import tqdm
 
+    if output not in ("outputs", "features"):
+        raise ValueError(f"output must be 'outputs' or 'features', got {output!r}")
     x = np.asarray(images) if not hasattr(images, "shape") else images
     n = len(x)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if n == 0:
-        return np.zeros((0, *model.output_shape[1:]), dtype=np.float32)
     dtype = "uint8" if x.dtype == np.uint8 else "float32"
     size = int(batch_size)  # also for fewer images: one compiled shape per model, whatever the set's size
-    fn = forward(model, size, dtype)
+    fn = (features if output == "features" else forward)(model, size, dtype)
+    if n == 0:
+        shape = model.output_shape if output == "outputs" else _backbone_and_head(model)[0].output_shape
+        return np.zeros((0, *shape[1:]), dtype=np.float32)
     batches = [(start, min(n, start + size)) for start in range(0, n, size)]
     outputs = []
     for start, stop in tqdm(batches, desc=desc, leave=False, disable=not desc):
@@ -56,19 +123,21 @@ def predict(model, images, batch_size: int = 64, desc: str | None = None) -> np.
     return out[:n]
 
 
-def predict_batches(model, x, batch_size: int = 64, transform=to_unit_range, desc: str | None = None) -> np.ndarray:
+def predict_batches(
+    model, x, batch_size: int = 64, transform=to_unit_range, desc: str | None = None, output: str = "outputs"
+) -> np.ndarray:
     """Run ``model`` over ``x`` in batches, returning one float32 array: one compiled forward for every batch (the last padded).
 
     With the default ``transform`` uint8 images are scaled to [0, 1] on the device and float images must already be
     in [0, 1]; ``transform=None`` passes ``x`` as it is (e.g. backbone features); another callable is applied to
-    each batch on the host first.
+    each batch on the host first. ``output="features"``: the backbone's feature map (:func:`predict`).
     """
     if transform is to_unit_range:
         if x.dtype != np.uint8 and len(x):
             check_unit_range(x, "images")
     elif transform is not None and len(x):
         x = np.concatenate([transform(x[s : s + batch_size]) for s in range(0, len(x), batch_size)])
-    return predict(model, x, batch_size, desc=desc)
+    return predict(model, x, batch_size, desc=desc, output=output)
 
 
 # ----------------------------------------------------------------------------------------------------

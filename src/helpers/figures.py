@@ -27,6 +27,16 @@ from ._figures_heatmaps import (
     plot_mask_energy,
     plot_overlays,
 )
+from ._figures_segmentation import (
+    MASKED_INPUTS,
+    SEGMENTATION_EXAMPLES,
+    SEGMENTATION_HISTORY,
+    SEGMENTATION_WORST,
+    plot_masked_inputs,
+    plot_segmentation_examples,
+    plot_segmentation_history,
+    plot_worst_segmentations,
+)
 from .config import CLASS_NAMES
 from .dataset import DatasetError, decode_gray, load_masks, resize_square
 from .evaluation import SCORE_LABELS, SCORES, report_frame
@@ -68,6 +78,10 @@ def classification_report_figure(model_name: str) -> tuple[int | None, str]:
 FIGURE_CAPTIONS: dict[str, str] = {
     FIG1_EXAMPLES: "Figure 1: one example image per class (01)",
     MASKS_OVERLAY: "An example image with its lung and lesion masks (01)",
+    SEGMENTATION_HISTORY: "Lung U-Net: validation Dice per epoch, the kept epoch marked (02)",
+    SEGMENTATION_EXAMPLES: "Predicted vs true lung masks on test images, with each image's Dice (02)",
+    SEGMENTATION_WORST: "The test images the lung U-Net segments worst (02)",
+    MASKED_INPUTS: "What the classifiers see with input_mask='lung' (02)",
     recall_history_figure("vgg16")[
         1
     ]: "Figure 2: per-class recall per epoch of the vgg16 slot, the kept epoch marked (03)",
@@ -120,6 +134,14 @@ __all__ = [
     "plot_curves",
     "plot_aopc",
     "plot_ablation",
+    "SEGMENTATION_EXAMPLES",
+    "SEGMENTATION_WORST",
+    "SEGMENTATION_HISTORY",
+    "plot_segmentation_examples",
+    "plot_worst_segmentations",
+    "plot_segmentation_history",
+    "MASKED_INPUTS",
+    "plot_masked_inputs",
 ]
 
 

@@ -31,11 +31,13 @@ from ._core import (
     check_seed,
     check_unit_range,
     compiled,
+    compiled_function,
     image_array,
     pad_rows,
     to_device,
     to_unit,
 )
+from .device import forward
 
 # Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
 from .parameters import ORDERS, PERTURBATIONS, REGION_SCORES
@@ -320,29 +322,27 @@ def make_forward(model):
     return compiled(model, "forward", lambda calls, inputs: calls[0](inputs))
 
 
-def _make_curve_batch(model, batch_size: int):
-    """Compiled ``(x, g, region_steps, region_map, classes, start, n_steps) -> f`` for one batch of (image, step) pairs.
+def _curve_inputs(batch_size: int):
+    """Compiled ``(x, g, region_steps, region_map, start, n_steps) -> inputs`` of one batch of (image, step) pairs.
 
-    Pairs ``start .. start + batch_size - 1`` of the group's flattened sequence (image-major, step-minor)
-    are built on the device as ``where(step(p) <= k, g[img], x[img])`` and scored in one forward. The per-pixel
-    step ``step(p)`` is gathered on the device from the image's per-region steps (``region_steps``, (n, R)) and the
-    pixel-to-region map (``region_map``, (H, W)), so only (n, R) integers travel; ``x`` may be uint8 (scaled on the
-    device).
+    Pairs ``start .. start + batch_size - 1`` of the group's flattened sequence (image-major, step-minor) are built
+    on the device as ``where(step(p) <= k, g[img], x[img])``, float32 (B, H, W, C). The per-pixel step ``step(p)``
+    is gathered on the device from the image's per-region steps (``region_steps``, (n, R)) and the
+    pixel-to-region map (``region_map``, (H, W)), so only (n, R) integers travel; ``x`` may be uint8 (scaled on
+    the device). No model is compiled here: the batch goes through the model's one compiled forward
+    (:func:`helpers.device.forward`), the same one as its predictions.
     """
     from keras import ops
 
-    def build_and_score(calls, x, g, region_steps, region_map, classes, start, n_steps):
-        forward = calls[0]
+    def build(x, g, region_steps, region_map, start, n_steps):
         pair = start + ops.arange(batch_size, dtype="int32")
         img = ops.minimum(pair // n_steps, ops.shape(x)[0] - 1)
         k = pair % n_steps
         steps = ops.take(ops.take(region_steps, img, axis=0), region_map, axis=1)  # (B, H, W)
         perturbed = ops.expand_dims(steps <= k[:, None, None], -1)
-        inputs = ops.where(perturbed, ops.take(g, img, axis=0), to_unit(ops.take(x, img, axis=0)))
-        probs = forward(inputs)
-        return ops.take_along_axis(probs, ops.take(classes, img)[:, None], axis=1)[:, 0]
+        return ops.where(perturbed, ops.take(g, img, axis=0), to_unit(ops.take(x, img, axis=0)))
 
-    return compiled(model, ("curve", batch_size), build_and_score)
+    return compiled_function(("curve inputs", int(batch_size)), build)
 
 
 def _model_classes(model) -> int | None:
@@ -463,7 +463,8 @@ def perturbation_curves(
 
     bytes_per_image = height * width * channels * (4 + raw.itemsize if raw.dtype == np.uint8 else 8)
     group = _group_size(n_steps, batch_size, bytes_per_image, int(device_budget_bytes))
-    batch_fn = _make_curve_batch(model, batch_size)
+    build_batch = _curve_inputs(batch_size)
+    model_forward = forward(model, batch_size, "float32")
     n_steps_t = to_device(np.int32(n_steps))
     region_map_dev = to_device(region_map.astype(np.int32))
     curves = np.empty((n, n_steps), dtype=np.float64)
@@ -483,21 +484,21 @@ def perturbation_curves(
             x[first:last], perturbation, sigma, seed, ids[first:last], fill=fill, blur_sigma=blur_sigma
         )
         region_steps = steps_of_regions[first:last].astype(np.int32)  # (real, R)
-        cls = classes[first:last].astype(np.int32)
         x_host = raw[first:last] if raw.dtype == np.uint8 else x[first:last]
         x_host, g_host = pad_rows(x_host, padded), pad_rows(g_host, padded)
-        region_steps, cls = pad_rows(region_steps, padded), pad_rows(cls, padded)
-        group_inputs = (to_device(x_host), to_device(g_host), to_device(region_steps), region_map_dev, to_device(cls))
+        region_steps = pad_rows(region_steps, padded)
+        group_inputs = (to_device(x_host), to_device(g_host), to_device(region_steps), region_map_dev)
         pairs = real * n_steps
         outputs = []
         for start in range(0, pairs, batch_size):
-            outputs.append(batch_fn(*group_inputs, to_device(np.int32(start)), n_steps_t))
+            outputs.append(model_forward(build_batch(*group_inputs, to_device(np.int32(start)), n_steps_t)))
             if bar is not None:
                 bar.update(1)
         pending.append((first, last, pairs, outputs))
     for first, last, pairs, outputs in pending:
-        values = np.concatenate([ops.convert_to_numpy(o) for o in outputs])[:pairs]
-        curves[first:last] = values.reshape(last - first, n_steps)
+        probs = np.concatenate([np.asarray(ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])[:pairs]
+        explained = np.repeat(classes[first:last], n_steps)  # the class of each pair's image (image-major)
+        curves[first:last] = probs[np.arange(pairs), explained].reshape(last - first, n_steps)
     if bar is not None:
         bar.close()
     return curves

@@ -403,13 +403,18 @@ def train_classifier(
 
     timings = {"features_s": 0.0}
     if fast:
-        feature_model, _ = split_classifier(model)
+        split_classifier(model)  # checks the classifier's feature layer
         t0 = time.perf_counter()
+        # the classifier's compiled backbone: the same compilation as its predictions and curves at this batch size
         train_inputs = predict_batches(
-            feature_model, x_train, feature_batch_size, desc="backbone features (train)" if progress else None
+            model,
+            x_train,
+            feature_batch_size,
+            desc="backbone features (train)" if progress else None,
+            output="features",
         )
         val_inputs = predict_batches(
-            feature_model, x_val, feature_batch_size, desc="backbone features (val)" if progress else None
+            model, x_val, feature_batch_size, desc="backbone features (val)" if progress else None, output="features"
         )
         timings["features_s"] = time.perf_counter() - t0
         fit_model = head_probability_model(model)

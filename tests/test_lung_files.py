@@ -1,0 +1,76 @@
+"""The predicted lung masks of notebook 02 as files, and what load_split gives the classifiers with input_mask="lung"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from helpers import dataset, lung_files, study
+from helpers.segmentation import DEFAULT_FILL, apply_input_mask
+
+
+@pytest.fixture
+def split_paths(tmp_path, phantom_dataset):
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    train, val, test = dataset.balance_and_split(dataset.scan_dataset(phantom_dataset), seed=0)
+    study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
+    return paths, {"train": train, "val": val, "test": test}
+
+
+def test_masks_round_trip_and_masked_split(split_paths):
+    paths, frames = split_paths
+    # the dataset's own lung masks stand in for predictions: the masked images keep the lungs, grey elsewhere
+    truth = {split: dataset.load_masks(frame, 32, kind="lung") for split, frame in frames.items()}
+    lung_files.save_lung_masks(paths, truth)
+    np.testing.assert_array_equal(lung_files.load_lung_masks(paths, "val", 32, len(frames["val"])), truth["val"])
+    plain, labels = study.load_split(paths, "test", 32, progress=False)
+    masked, masked_labels = study.load_split(paths, "test", 32, progress=False, input_mask="lung", mask_margin=0)
+    np.testing.assert_array_equal(labels, masked_labels)
+    inside = truth["test"].astype(bool)
+    np.testing.assert_array_equal(masked[..., 0][inside], plain[..., 0][inside])
+    assert (masked[..., 0][~inside] == DEFAULT_FILL).all()
+    np.testing.assert_array_equal(masked, apply_input_mask(plain, truth["test"], margin=0))
+    # a margin keeps a ring around the lungs
+    wide, _ = study.load_split(paths, "test", 32, progress=False, input_mask="lung", mask_margin=2)
+    assert (wide != DEFAULT_FILL).sum() > (masked != DEFAULT_FILL).sum()
+    with pytest.raises(ValueError, match="input_mask must be one of"):
+        study.load_split(paths, "test", 32, input_mask="lungs")
+
+
+def test_missing_or_mismatched_masks_name_the_file_and_notebook(split_paths):
+    paths, frames = split_paths
+    path = lung_files.lung_masks_path(paths)
+    with pytest.raises(FileNotFoundError, match=f"{path} does not exist.*02_lung_segmentation"):
+        study.load_split(paths, "test", 32, input_mask="lung")
+    lung_files.save_lung_masks(paths, {s: dataset.load_masks(f, 16, kind="lung") for s, f in frames.items()})
+    with pytest.raises(ValueError, match="masks of shape .*16, 16.*at 32x32: rerun 02_lung_segmentation"):
+        study.load_split(paths, "test", 32, input_mask="lung")
+    with pytest.raises(ValueError, match=r"missing for the split\(s\) \['val'\]"):
+        lung_files.save_lung_masks(paths, {"train": np.zeros((1, 4, 4)), "test": np.zeros((1, 4, 4))})
+
+
+def test_segmenter_round_trip_checks_its_sha256(tmp_path):
+    import pandas as pd
+
+    from helpers.segmentation import build_unet, predict_masks
+
+    paths = study.study_paths("unit", work_dir=tmp_path)
+    model = build_unet(16, base_filters=2, depth=2, seed=3)
+    history = pd.DataFrame({"epoch": [1], "loss": [0.5], "val_dice": [0.9]})
+    files = lung_files.save_segmenter(paths, model, history, {"best_epoch": 1})
+    loaded, info = lung_files.load_segmenter(paths)
+    assert info["best_epoch"] == 1 and info["sha256"]["model"] == lineage_digest(files["model"])
+    images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(predict_masks(loaded, images), predict_masks(model, images))
+    files["model"].write_bytes(files["model"].read_bytes()[:-10])  # truncated
+    with pytest.raises(study.ModelIntegrityError, match="lung_unet.keras does not match the SHA-256.*02_lung_seg"):
+        lung_files.load_segmenter(paths)
+    files["info"].unlink()
+    with pytest.raises(FileNotFoundError, match="lung_unet_training.json does not exist: run 02_lung_segmentation"):
+        lung_files.load_segmenter(paths)
+
+
+def lineage_digest(path):
+    from helpers import lineage
+
+    return lineage.file_digest(path)
