@@ -256,3 +256,24 @@ def test_a_real_two_trial_smoke_sweep_locally_and_through_ray(tmp_path, monkeypa
     sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "ray", log=logs.append, executor="ray")
     assert {t: (remote / t / "trial.json").stat().st_mtime_ns for t in table["trial"]} == stamps
     assert sum("done before, not rerun" in line for line in logs) == 2
+
+
+@pytest.mark.notebook
+def test_failed_trials_through_ray_are_recorded_and_tried_again(tmp_path, monkeypatch):
+    """Notebook 03 alone in a fresh folder fails (no split to read): each Ray task records its failure, the sweep goes on."""
+    import ray
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    grid = _grid(tmp_path, "name: broken\nnotebooks: ['03']\nparameters:\n  shared:\n    seed: [0, 1]\n")
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None, executor="ray")
+    assert not ray.is_initialized()
+    table = pd.read_csv(out / "results.csv")
+    assert table["status"].tolist() == ["failed", "failed"]
+    for trial in table["trial"]:
+        record = json.loads((out / trial / "trial.json").read_text())
+        assert (
+            record["status"] == "failed" and "NotebookFailed" in record["error"] and "03_train_vgg16" in record["error"]
+        )
+    logs = []
+    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=logs.append, executor="ray")
+    assert not any("done before" in line for line in logs) and any("submitted" in line for line in logs)
