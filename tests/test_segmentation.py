@@ -296,3 +296,29 @@ def test_missing_lung_masks_are_an_error_naming_the_image_or_a_counted_skip(phan
     frame.loc[frame.index[0], "mask_path"] = str(tmp_path / "bad.png")
     with pytest.raises(dataset.DatasetError, match="bad.png"):
         dataset.load_masks(frame, 16, "lung")
+
+
+def test_an_epoch_gives_the_weights_of_a_train_on_batch_loop():
+    """The epoch runner (``fit`` on JAX) takes exactly the steps of a per-batch loop over the same order."""
+    import keras
+
+    from helpers._core import to_unit_range
+    from helpers.segmentation import _train_epoch, bce_dice_loss, build_unet
+
+    rng = np.random.default_rng(0)
+    x = to_unit_range(rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8))
+    y = (rng.random((40, 16, 16, 1)) > 0.5).astype(np.float32)
+    order = rng.permutation(40)[:32]
+    weights = []
+    for use_epoch in (True, False):
+        model = build_unet(16, base_filters=2, depth=2, seed=1)
+        twin = keras.Model(model.inputs, model.outputs)
+        twin.compile(optimizer=keras.optimizers.Adam(1e-2), loss=bce_dice_loss)
+        if use_epoch:
+            _train_epoch(twin, x, y, order, 8)
+        else:
+            for k in range(0, 32, 8):
+                twin.train_on_batch(x[order[k : k + 8]], y[order[k : k + 8]])
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
