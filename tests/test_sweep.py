@@ -277,3 +277,38 @@ def test_failed_trials_through_ray_are_recorded_and_tried_again(tmp_path, monkey
     logs = []
     sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=logs.append, executor="ray")
     assert not any("done before" in line for line in logs) and any("submitted" in line for line in logs)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("compare: input_mask\nparameters:\n  shared:\n    seed: [0, 1]\n", "compare must name one parameter"),
+        ("compare: seed\nparameters:\n  shared:\n    seed: [0, 1, 2]\n", "exactly two values"),
+    ],
+)
+def test_compare_must_name_a_two_valued_axis(tmp_path, text, message):
+    with pytest.raises(SweepError, match=message):
+        sweep.load_sweep(_grid(tmp_path, text), "smoke", ROOT)
+    loaded = sweep.load_sweep(
+        _grid(tmp_path, "compare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n"), "smoke", ROOT
+    )
+    assert loaded.compare == "shared.input_mask" and len(loaded.trials) == 2
+
+
+@pytest.mark.notebook
+def test_the_masking_sweep_compares_masked_and_unmasked_smoke_studies(tmp_path):
+    """params/sweep-masking.yaml's shape on smoke: the whole study (01-07) without and with input_mask="lung"."""
+    report = _parent_report(tmp_path)
+    grid = _grid(tmp_path, "name: masking\ncompare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n")
+    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
+    table = pd.read_csv(out / "results.csv")
+    assert table["status"].tolist() == ["done", "done"], table.get("error")
+    masked = out / table.loc[1, "trial"]
+    training = json.loads((masked / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text())
+    assert training["input_mask"] == "lung" and (masked / "data" / "processed" / "smoke" / "lung_masks.npz").is_file()
+    pairs = json.loads((out / "comparison.json").read_text())["pairs"]
+    assert len(pairs) == 1 and pairs[0]["names"] == ["none", "lung"] and "error" not in pairs[0]
+    measures = {(row["model"], row["measure"]) for row in pairs[0]["rows"]}
+    assert {("vgg16", "macro recall"), ("densenet201", "MoRF − random")} <= measures
+    assert "## Paired comparison: shared.input_mask" in (out / "results.md").read_text()
+    assert "lung − none [95% CI]" in (report / "sweeps.md").read_text()

@@ -6,7 +6,9 @@
 
 The grid file (YAML) names notebook sections (``shared``, ``03_train_vgg16`` or ``03`` ...) and a list of values per
 parameter; ``search: grid`` runs every combination, ``search: random`` draws ``trials`` of them with ``seed``.
-``notebooks`` (optional) limits the notebooks each trial runs (default: all). Every value is checked against the
+``notebooks`` (optional) limits the notebooks each trial runs (default: all). ``compare`` (optional) names a parameter
+of the grid with two values, e.g. ``input_mask``: the report then compares each pair of trials that differ only in it,
+per model with paired intervals (:func:`helpers.comparison.compare_runs`). Every value is checked against the
 runner's declarations (:mod:`helpers.profiles`, :mod:`helpers.parameters`) before any trial starts.
 
 Trial ``tNN-<hash>`` runs :func:`helpers.pipeline.run_study` with its values as overrides and the work folder
@@ -42,7 +44,7 @@ from .study import find_project_root, save_json
 
 __all__ = ["SweepError", "Sweep", "Trial", "load_sweep", "run_sweep", "main"]
 
-GRID_KEYS = ("name", "description", "search", "trials", "seed", "notebooks", "parameters")
+GRID_KEYS = ("name", "description", "search", "trials", "seed", "notebooks", "parameters", "compare")
 SEARCHES = ("grid", "random")
 
 
@@ -82,6 +84,7 @@ class Sweep:
     description: str = ""
     source: str = ""
     axes: dict = field(default_factory=dict)
+    compare: str | None = None
 
 
 def _read(path: Path) -> dict:
@@ -154,6 +157,16 @@ def load_sweep(grid: str | Path, profile: str = "smoke", project_dir: str | Path
         problems.append(f"{path}: search 'random' needs 'trials', a positive int, got {trials_n!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         problems.append(f"{path}: seed must be an int >= 0, got {seed!r}")
+    compare = data.get("compare")
+    if compare is not None:
+        matches = [where for where in axes if where == str(compare) or where.endswith(f".{compare}")]
+        if len(matches) != 1 or len(axes[matches[0]]) != 2:
+            problems.append(
+                f"{path}: compare must name one parameter of the grid with exactly two values (the pair compared), "
+                f"got {compare!r} (axes: {', '.join(f'{k} {v!r}' for k, v in axes.items()) or 'none'})"
+            )
+        else:
+            compare = matches[0]
     name = str(data.get("name") or path.stem)
     problem = declared.PARAMETERS["profile"].check(name)
     if problem:
@@ -174,7 +187,7 @@ def load_sweep(grid: str | Path, profile: str = "smoke", project_dir: str | Path
             problems.append(f"trial {trial.name} {trial.values}: {exc}")
     if problems:
         raise SweepError("invalid sweep:\n  " + "\n  ".join(problems))
-    return Sweep(name, Path(profile).stem, trials, only, str(data.get("description", "")), str(path), axes)
+    return Sweep(name, Path(profile).stem, trials, only, str(data.get("description", "")), str(path), axes, compare)
 
 
 def sweep_dir(work: Path, sweep: Sweep) -> Path:
@@ -277,7 +290,13 @@ def run_sweep(
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_json(
-            {"name": sweep.name, "profile": sweep.profile, "grid": sweep.source, "axes": sweep.axes},
+            {
+                "name": sweep.name,
+                "profile": sweep.profile,
+                "grid": sweep.source,
+                "axes": sweep.axes,
+                "compare": sweep.compare,
+            },  # fmt: skip
             out / "sweep.json",
         )
         apart = runner.workers_apart  # trials in other processes log with print (a callable may not pickle)

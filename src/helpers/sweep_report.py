@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._core import save_json
+
 __all__ = [
     "trial_metrics",
     "sweep_table",
@@ -29,6 +31,7 @@ __all__ = [
     "seed_rows",
     "quote_sweeps",
     "refresh_parent_report",
+    "paired_comparisons",
 ]
 
 MODELS = ("vgg16", "densenet201")
@@ -141,6 +144,11 @@ def write_report(folder: Path, sweep, records: list[dict]) -> pd.DataFrame:
         seeds = seed_summary(table)
         seeds.to_csv(folder / "seeds.csv")
         markdown += "\n\n## Seed robustness\n\n" + _markdown(seeds, index=True) + "\n\n" + seeds.attrs["claim"]
+    compared = getattr(sweep, "compare", None)
+    pairs = paired_comparisons(folder, sweep.profile, compared, records) if compared else []
+    if compared:
+        save_json({"compare": compared, "pairs": pairs}, folder / COMPARISON)
+        markdown += "\n\n" + "\n".join(_comparison_lines(compared, pairs))
     (folder / "results.md").write_text(markdown + "\n")
     _figure(table, folder / "sweep.png")
     body = shown.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="")
@@ -152,9 +160,76 @@ def write_report(folder: Path, sweep, records: list[dict]) -> pd.DataFrame:
     (folder / "index.html").write_text(
         f"<!doctype html><meta charset='utf-8'><title>Sweep {html.escape(sweep.name)}</title>"
         f"<h1>Sweep {html.escape(sweep.name)} ({html.escape(sweep.profile)})</h1><p>{html.escape(sweep.description)}</p>"
-        f"<img src='sweep.png' alt='validation criterion per trial; the chosen trial'>{body}{extra}\n"
+        f"<img src='sweep.png' alt='validation criterion per trial; the chosen trial'>{body}{extra}{_comparison_html(pairs)}\n"
     )
     return table
+
+
+#: The paired comparison of a sweep with ``compare`` (beside ``results.csv``).
+COMPARISON = "comparison.json"
+
+
+def paired_comparisons(folder: Path, profile: str, compare: str, records: list[dict]) -> list[dict]:
+    """Each pair of finished trials that differ only in ``compare``, compared per model (:func:`compare_runs`).
+
+    Returns ``[{"first", "second": trial names, "values": the other axes' values, "names": the two values,
+    "rows": comparison rows}]``; a pair whose runs cannot be compared carries ``error`` instead of rows.
+    """
+    from .comparison import compare_runs
+    from .study import StudyPaths
+
+    done = [r for r in records if r.get("status") == "done" and compare in r.get("values", {})]
+    groups: dict[str, list[dict]] = {}
+    for record in done:
+        rest = {k: v for k, v in record["values"].items() if k != compare}
+        groups.setdefault(json.dumps(rest, sort_keys=True, default=str), []).append(record)
+    pairs = []
+    for key, members in groups.items():
+        if len(members) != 2:
+            continue
+        members.sort(key=lambda r: r["index"])
+        runs = [StudyPaths(root=folder / r["trial"], profile=profile, report=folder / r["trial"] / "reports" / profile)
+                for r in members]  # fmt: skip
+        names = [str(r["values"][compare]) for r in members]
+        pair = {"first": members[0]["trial"], "second": members[1]["trial"], "values": json.loads(key), "names": names}
+        try:
+            pair["rows"] = compare_runs(*runs, names=names)
+        except (OSError, ValueError, KeyError) as exc:
+            pair["error"] = f"{type(exc).__name__}: {exc}"
+        pairs.append(pair)
+    return pairs
+
+
+def _comparison_lines(compare: str, pairs: list[dict]) -> list[str]:
+    from .comparison import comparison_markdown
+
+    lines = [f"## Paired comparison: {compare}", ""]
+    if not pairs:
+        return lines + ["No pair of finished trials differs only in this parameter yet.", ""]
+    lines += [
+        "Per model, the mean of each trial and the difference second − first with a 95% bootstrap interval: recall "
+        "and F1 over every test image, the rest over the images both trials classify correctly. A difference is "
+        "read as higher or lower only when its interval excludes 0.",
+        "",
+    ]
+    for pair in pairs:
+        fixed = ", ".join(f"{k.split('.', 1)[-1]}={v!r}" for k, v in pair["values"].items())
+        lines += [f"**{pair['first']} vs {pair['second']}**" + (f" ({fixed})" if fixed else ""), ""]
+        lines += [pair.get("error") or comparison_markdown(pair["rows"], pair["names"]), ""]
+    return lines
+
+
+def _comparison_html(pairs: list[dict]) -> str:
+    if not pairs:
+        return ""
+    from .comparison import comparison_markdown
+
+    blocks = "".join(
+        f"<h3>{html.escape(p['first'])} vs {html.escape(p['second'])}</h3>"
+        f"<pre>{html.escape(p.get('error') or comparison_markdown(p['rows'], p['names']))}</pre>"
+        for p in pairs
+    )
+    return f"<h2>Paired comparison</h2>{blocks}"
 
 
 def _interval(values: np.ndarray) -> tuple[float, float, float]:
@@ -246,6 +321,9 @@ def _sweep_lines(folder: Path) -> list[str]:
             summary.attrs["claim"],
             "",
         ]
+    compared = _load(folder / COMPARISON)
+    if compared.get("pairs"):
+        lines += ["", *_comparison_lines(compared["compare"], compared["pairs"])]
     return lines
 
 
