@@ -21,7 +21,7 @@ def _run(tmp_path, name, predicted, heat_inside: bool, aopc_shift: float, masks_
     labels = np.repeat(np.arange(4), N // 4)
     rows = []
     for i, label in enumerate(labels):
-        rows.append({"path": f"/img/{i}.png", "label": study.CLASS_NAMES[label], "label_index": int(label),
+        rows.append({"path": f"/{name}/raw/img{i}.png", "label": study.CLASS_NAMES[label], "label_index": int(label),
                      "mask_path": str(masks_dir / "lung.png"), "lesion_mask_path": "", "split": "test"})  # fmt: skip
     pd.DataFrame(rows).to_csv(paths.split_manifest, index=False)
     save_npz(paths.processed / "predictions_m.npz", predicted=np.asarray(predicted, np.int64))
@@ -90,7 +90,7 @@ def test_runs_on_different_splits_are_refused(tmp_path, masks_dir):
     first, _ = _run(tmp_path, "none", labels, heat_inside=False, aopc_shift=0.0, masks_dir=masks_dir)
     second, _ = _run(tmp_path, "lung", labels, heat_inside=True, aopc_shift=0.0, masks_dir=masks_dir)
     frame = pd.read_csv(second.split_manifest)
-    frame.loc[0, "path"] = "/img/other.png"
+    frame.loc[0, "path"] = "/lung/raw/other.png"
     frame.to_csv(second.split_manifest, index=False)
     with pytest.raises(ValueError, match="different splits.*same test images"):
         comparison.compare_runs(first, second)

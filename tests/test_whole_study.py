@@ -244,7 +244,7 @@ def test_two_real_runners_share_a_work_folder_safely(tmp_path):
     report = tmp_path / "reports" / "smoke"
     notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     first, lines = _runner(tmp_path), []
-    _read_until(first, "[1/6]", lines)
+    _read_until(first, "[1/7]", lines)
     refused = _runner(tmp_path)
     out = refused.communicate(timeout=120)[0]
     assert refused.returncode == 2, out

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import intervals, lineage
+from . import intervals
 from ._core import load_json, load_npz
 from .dataset import load_masks
 from .localization import mask_energy
@@ -38,6 +38,13 @@ def _run_files(paths) -> dict:
         if not path.is_file():
             raise FileNotFoundError(f"{path} does not exist: the run is incomplete (it needs notebooks 01-07)")
     return {"split": Path(paths.split_manifest), "aopc": load_json(aopc)}
+
+
+def _split_key(frame) -> list[tuple]:
+    """The split as (split, label, file name) rows: the same for two runs over copies of one dataset (e.g. phantoms
+    generated with one seed in each trial's own folder), different when an image or its split differs."""
+    names = [Path(p).name for p in frame["path"]]
+    return list(zip(frame["split"], frame["label"], names))
 
 
 def _per_image_aopc(report: dict, n_images: int) -> dict[str, np.ndarray]:
@@ -95,13 +102,13 @@ def compare_runs(
     if len(names) != 2 or names[0] == names[1]:
         raise ValueError(f"names must be two different labels, got {names!r}")
     files = [_run_files(first), _run_files(second)]
-    digests = [lineage.file_digest(f["split"]) for f in files]
-    if digests[0] != digests[1]:
+    frames = [read_manifest(f["split"]) for f in files]
+    if _split_key(frames[0]) != _split_key(frames[1]):
         raise ValueError(
             f"the runs have different splits ({files[0]['split']} and {files[1]['split']}): a paired comparison "
             "needs the same test images (the same data, seed and split settings)"
         )
-    frame = read_manifest(files[0]["split"])
+    frame = frames[0]
     test = frame[frame["split"] == "test"].reset_index(drop=True)
     labels = test["label_index"].to_numpy(np.int64)
     image_size = int(files[0]["aopc"]["settings"]["image_size"])
