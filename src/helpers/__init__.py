@@ -6,7 +6,7 @@ The metrics work on any Keras classifier with a ``logits`` layer and any heatmap
 
 Names are loaded on first use (PEP 562), so ``import helpers.pipeline`` does not import Keras.
 Modules, computation first: ``dataset``, ``phantoms``, ``models``, ``training``, ``evaluation``, ``heatmaps``
-(Grad-CAM), ``perturbation`` (curves), ``scores`` (AOPC statistics), ``localization`` (mask energy); then
+(Grad-CAM), ``segmentation`` (lung U-Net, Dice, input masking), ``perturbation`` (curves), ``scores`` (AOPC statistics), ``localization`` (mask energy); then
 ``study`` (the study's files), ``reporting`` and ``figures``; the runner ``pipeline``, ``nbtools``, ``progress``.
 """
 
@@ -41,6 +41,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("mask_energy", "mask_energies", "mask_energy_summary"), "localization"),
     **dict.fromkeys(("build_classifier", "load_classifier", "split_classifier"), "models"),
     **dict.fromkeys(("train_classifier",), "training"),
+    **dict.fromkeys(
+        ("build_unet", "train_segmentation", "predict_masks", "dice", "iou", "apply_input_mask"), "segmentation"
+    ),
     **dict.fromkeys(("classification_metrics", "predict_probabilities"), "evaluation"),
     **dict.fromkeys(("scan_dataset", "balance_and_split", "load_images", "load_masks"), "dataset"),
     **dict.fromkeys(("render_phantom", "synthesize_dataset"), "phantoms"),
