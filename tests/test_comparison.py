@@ -97,3 +97,10 @@ def test_runs_on_different_splits_are_refused(tmp_path, masks_dir):
     (first.metrics / "aopc.json").unlink()
     with pytest.raises(FileNotFoundError, match="aopc.json does not exist"):
         comparison.compare_runs(first, second)
+
+
+def test_rows_read_back_from_json_render_without_their_missing_values():
+    row = {"model": "m", "measure": "AOPC (MoRF)", "none": None, "lung": 0.5, "n": 1, "difference": None,
+           "low": None, "high": None, "reading": "too few images"}  # fmt: skip
+    table = comparison.comparison_markdown([row])
+    assert "| m | AOPC (MoRF) | – | 0.500 | – | 1 | too few images |" in table

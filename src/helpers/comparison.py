@@ -155,6 +155,11 @@ def compare_runs(
     return rows
 
 
+def _finite(value) -> bool:
+    """A number that is not NaN (rows read back from JSON hold None where a value was NaN)."""
+    return value is not None and bool(np.isfinite(value))
+
+
 def comparison_markdown(rows: list[dict], names: Sequence[str] = ("none", "lung")) -> str:
     """The comparison rows as a markdown table: both means, the difference with its interval, images, reading."""
     if not rows:
@@ -162,10 +167,8 @@ def comparison_markdown(rows: list[dict], names: Sequence[str] = ("none", "lung"
     header = f"| model | measure | {names[0]} | {names[1]} | {names[1]} − {names[0]} [95% CI] | images | reading |"
     lines = [header, "|" + "---|" * 7]
     for r in rows:
-        cells = [f"{r[name]:.3f}" if np.isfinite(r[name]) else "–" for name in names]
-        diff = (
-            "–" if not np.isfinite(r["difference"]) else f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
-        )
+        cells = [f"{r[name]:.3f}" if _finite(r[name]) else "–" for name in names]
+        diff = f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" if _finite(r["difference"]) else "–"
         lines.append(
             f"| {r['model']} | {r['measure']} | {cells[0]} | {cells[1]} | {diff} | {r['n']} | {r['reading']} |"
         )
