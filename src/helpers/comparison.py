@@ -114,7 +114,9 @@ def compare_runs(
     image_size = int(files[0]["aopc"]["settings"]["image_size"])
     lungs = load_masks(test, image_size, kind="lung")
     reports = [f["aopc"]["report"]["models"] for f in files]
-    shared = [m for m in reports[0] if m in reports[1]] if models is None else list(models)
+    order = files[0]["aopc"]["report"].get("paired", {}).get("models", [])  # the study's order (vgg16 first)
+    known = [m for m in order if m in reports[0]] + [m for m in reports[0] if m not in order]
+    shared = [m for m in known if m in reports[1]] if models is None else list(models)
     if not shared:
         raise ValueError(f"the runs share no model: {sorted(reports[0])} and {sorted(reports[1])}")
     rows = []
