@@ -170,7 +170,8 @@ def comparison_markdown(rows: list[dict], names: Sequence[str] = ("none", "lung"
     lines = [header, "|" + "---|" * 7]
     for r in rows:
         cells = [f"{r[name]:.3f}" if _finite(r[name]) else "–" for name in names]
-        diff = f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]" if _finite(r["difference"]) else "–"
+        low, high = (r["low"] + 0.0, r["high"] + 0.0) if _finite(r["difference"]) else (0.0, 0.0)  # no "-0.000"
+        diff = f"{r['difference']:+.3f} [{low:+.3f}, {high:+.3f}]" if _finite(r["difference"]) else "–"
         lines.append(
             f"| {r['model']} | {r['measure']} | {cells[0]} | {cells[1]} | {diff} | {r['n']} | {r['reading']} |"
         )
