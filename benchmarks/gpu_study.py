@@ -1,6 +1,6 @@
 """The paper profile's models and sizes on phantoms, through the notebooks: notebook and stage times on one GPU.
 
-Runs the study runner (papermill, the six notebooks) on the ``paper`` profile with ``source=synthetic``,
+Runs the study runner (papermill, every notebook) on the ``paper`` profile with ``source=synthetic``,
 1,345 phantoms per class at 299 px (5,380 images: 4,304 / 536 / 540), VGG16 and DenseNet201 with ``weights=None``
 (frozen, 20 epochs on cached features), 34 px MoRF regions, under JAX. It runs the study twice in the same work
 folder: the second run shows what the persistent compilation cache saves. Every kernel logs its compilations
