@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import device, initializers, models
+from helpers import device, gradcam, initializers, models
 
 ROOT = Path(__file__).resolve().parents[1]
 JAX_ONLY = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX compilations")
@@ -161,6 +161,24 @@ def test_loading_a_saved_classifier_compiles_nothing(tmp_path):
     assert type(loaded.get_layer("backbone").layers[1].kernel_initializer) is keras.initializers.GlorotUniform
 
 
+def _gradcam_reference(split, x):
+    """Grad-CAM of one image by the definition: alpha_k = mean_ij d y_c / d A^k_ij, ReLU(sum_k alpha_k A^k)."""
+    a = keras.ops.convert_to_numpy(split.feature_model(x, training=False)).astype(np.float64)
+    logits = keras.ops.convert_to_numpy(split.head_model(a.astype(np.float32), training=False))[0]
+    c, eps = int(logits.argmax()), 1e-3
+    grads = np.zeros_like(a)
+    for index in np.ndindex(a.shape[1:]):  # central differences of the class score, one feature at a time
+        up, down = a.copy(), a.copy()
+        up[(0, *index)] += eps
+        down[(0, *index)] -= eps
+        f = [
+            keras.ops.convert_to_numpy(split.head_model(v.astype(np.float32), training=False))[0, c] for v in (up, down)
+        ]
+        grads[(0, *index)] = (f[0] - f[1]) / (2 * eps)
+    alpha = grads.mean(axis=(1, 2), keepdims=True)
+    return np.maximum((alpha * a).sum(axis=-1), 0.0).astype(np.float32)
+
+
 def test_features_predictions_and_curves_share_one_compiled_backbone():
     from helpers import _core, perturbation
 
@@ -177,7 +195,13 @@ def test_features_predictions_and_curves_share_one_compiled_backbone():
         model, x, None, classes, 8, "mean", order="random", batch_size=6, progress=False
     )
     np.testing.assert_allclose(curves[:, 0], probabilities[np.arange(7), classes], rtol=1e-5, atol=1e-6)
+    heat = gradcam(model, x, batch_size=6)  # Grad-CAM differentiates the head only, on the same backbone
+    split = _core.split_at(model)
+    with_tape = [_gradcam_reference(split, x[i : i + 1].astype(np.float32) / 255.0) for i in range(7)]
+    reference = np.concatenate(with_tape)
+    np.testing.assert_allclose(heat, reference, rtol=2e-3, atol=1e-3 * float(np.abs(reference).max()))
     keys = [k for k in _core._model_cache(model) if isinstance(k, tuple) and k[0] in ("backbone", "head", "forward")]
-    assert sorted(keys) == [("backbone", 6), ("head", 6)]  # one compiled backbone (and a small head) for all three
+    assert sorted(keys) == [("backbone", 6), ("head", 6)]  # one compiled backbone (and a small head) for all four
+    assert not [k for k in _core._model_cache(model) if isinstance(k, tuple) and k[0] == "gradcam"]
     with pytest.raises(ValueError, match="output must be"):
         device.predict(model, x, 6, output="logits")

@@ -83,7 +83,7 @@ def _class_score_gradient(head, a, classes, num_classes):
     return grads, chosen
 
 
-def _batch_function(model, split, method):
+def _batch_function(model, split, method, batch_size: int | None = None):
     """A callable ``(x float32 (B,H,W,C), classes int32 (B,), -1 = predicted) -> (maps, classes)`` as numpy arrays."""
     if backend() not in ("tensorflow", "jax"):
         raise NotImplementedError(f"Grad-CAM supports the tensorflow and jax backends, not {backend()!r}")
@@ -104,8 +104,18 @@ def _batch_function(model, split, method):
             grads = tape.gradient(score, a)
         return _combine(a, grads, method), chosen
 
-    parts = (split.feature_model, split.head_model) if split.dual_call is None else (model,)
-    function = compiled(model, ("gradcam", split.layer_name, method), body, parts)
+    shared = _shared_backbone(model, split, batch_size)
+    if shared is not None:  # the backbone compiled once for every stage; only the head is differentiated here
+
+        def head_body(calls, a, classes):
+            grads, chosen = _class_score_gradient(calls[0], a, classes, num_classes)
+            return _combine(a, grads, method), chosen
+
+        head = compiled(model, ("gradcam head", split.layer_name, method), head_body, (split.head_model,))
+        function = lambda x, classes: head(shared(x), classes)  # noqa: E731
+    else:
+        parts = (split.feature_model, split.head_model) if split.dual_call is None else (model,)
+        function = compiled(model, ("gradcam", split.layer_name, method), body, parts)
 
     def call(x, classes):
         from keras import ops
@@ -114,6 +124,18 @@ def _batch_function(model, split, method):
         return np.asarray(ops.convert_to_numpy(maps)), np.asarray(ops.convert_to_numpy(chosen))
 
     return call
+
+
+def _shared_backbone(model, split, batch_size: int | None):
+    """The compiled backbone of :func:`helpers.device.features` when Grad-CAM explains the backbone's own output."""
+    if batch_size is None or split.dual_call is not None or split.layer_name != config.FEATURE_LAYER:
+        return None
+    from .device import features
+
+    try:
+        return features(model, int(batch_size), "float32")
+    except ValueError:  # no backbone whose feature map alone gives the output: the whole model is compiled
+        return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,7 +211,7 @@ def gradcam(
     images, scale = _check_images(model, images)
     split = split_at(model, layer_name)
     wanted = _check_classes(classes, images.shape[0], split.num_classes)
-    run = _batch_function(model, split, method)
+    run = _batch_function(model, split, method, int(batch_size))
 
     n = images.shape[0]
     chunk = int(batch_size)  # one compiled shape whatever the number of images (the last chunk is padded)
