@@ -174,7 +174,8 @@ def main(argv=None) -> dict:
         predicted = probabilities.argmax(axis=1)
         metrics = evaluation.classification_metrics(y_test, probabilities, config.CLASS_NAMES)
         with watch(f"{backbone}: Grad-CAM of the test set"):
-            heatmaps = gradcam(model, x_test, classes=predicted, batch_size=args.batch_size)
+            # at the AOPC batch: Grad-CAM differentiates the head on the same compiled backbone
+            heatmaps = gradcam(model, x_test, classes=predicted, batch_size=args.aopc_batch)
         correct = scores.correct_mask(predicted, y_test)
         grid = perturbation.region_grid(args.image_size, args.region_size)
         n_inputs = len(y_test) * (grid.n_regions + 1)  # curves of every test image; AOPC over the correct ones
