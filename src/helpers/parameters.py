@@ -35,7 +35,7 @@ ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
 #: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
 REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
-#: Class-imbalance strategies of :data:`helpers.dataset.SAMPLINGS` (split in 01, loss or resampling in 03/04).
+#: Class-imbalance strategies (split in 01 by :mod:`helpers.dataset`, loss or resampling in 03/04 by :mod:`helpers.training`).
 SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 #: Class names of :data:`helpers.config.CLASS_NAMES` (keys of a per-class ``synthetic_per_class``).
 CLASS_NAMES: tuple[str, ...] = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")

@@ -39,6 +39,7 @@ from . import config
 from ._core import check_int, check_unit_range, to_unit_range
 from .device import predict_batches
 from .models import head_probability_model, parameter_counts, split_classifier
+from .parameters import SAMPLINGS  # class-imbalance strategies: one declaration, shared with the runner
 from .progress import tqdm
 
 __all__ = [
@@ -54,9 +55,6 @@ __all__ = [
     "oversampled_indices",
     "train_classifier",
 ]
-
-#: Class-imbalance strategies (:data:`helpers.dataset.SAMPLINGS`).
-SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 
 
 def recall_column(split: str, class_name: str) -> str:
@@ -459,11 +457,8 @@ def train_classifier(
                     xb = transform(xb)
                 if augment is not None:
                     xb = np.asarray(augment(xb, augment_rng), dtype=np.float32)
-                if class_weights is None:
-                    logs = fit_model.train_on_batch(xb, eye[y_train[idx]], return_dict=True)
-                else:
-                    weights = class_weights[y_train[idx]]
-                    logs = fit_model.train_on_batch(xb, eye[y_train[idx]], sample_weight=weights, return_dict=True)
+                weights = None if class_weights is None else class_weights[y_train[idx]]
+                logs = fit_model.train_on_batch(xb, eye[y_train[idx]], sample_weight=weights, return_dict=True)
                 loss_sum += float(logs["loss"]) * len(idx)  # batch mean loss, weighted by batch size as Keras does
                 hits += [float(logs[f"hits_{c}"]) for c in range(n_classes)]
                 examples += [float(logs[f"examples_{c}"]) for c in range(n_classes)]
