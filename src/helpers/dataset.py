@@ -37,6 +37,10 @@ from ._core import atomic_path, check_int, find_project_root
 from .config import CLASS_NAMES, DATASET_DIRNAME
 from .parallel import parallel_map, progress_updates
 
+# Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
+# ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
+from .parameters import SAMPLINGS  # one declaration, shared with the runner
+
 __all__ = [
     "DatasetError",
     "MANIFEST_COLUMNS",
@@ -60,9 +64,6 @@ __all__ = [
 MANIFEST_COLUMNS: tuple[str, ...] = ("path", "label", "label_index", "mask_path", "lesion_mask_path", "split")
 #: Split names, in order.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
-#: ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
-SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
 #: Extensions accepted as images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg")
 #: Subfolder of a class holding lesion masks (synthetic phantoms only).
@@ -204,16 +205,20 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
     if misshapen:
         warnings.warn(
             f"{len(misshapen)} mask(s) have another aspect ratio than their image and will not line up with it "
-            f"once both are resized to a square: {misshapen[:3]}" + (" ..." if len(misshapen) > 3 else ""),
+            f"once both are resized to a square: {_listed(misshapen, 3)}",
             stacklevel=2,
         )
     if skipped:
         warnings.warn(
-            f"skipped {len(skipped)} unreadable file(s) in {dataset}: {skipped[:5]}"
-            + (" ..." if len(skipped) > 5 else ""),
+            f"skipped {len(skipped)} unreadable file(s) in {dataset}: {_listed(skipped)}",
             stacklevel=2,
         )
     return frame
+
+
+def _listed(items: list, limit: int = 5) -> str:
+    """The first ``limit`` items for a message, and " ..." when there are more."""
+    return f"{items[:limit]}" + (" ..." if len(items) > limit else "")
 
 
 def _checked_rows(candidates, skip_unreadable: bool, class_dirs: dict) -> tuple[list[dict], list[str], list[str]]:
@@ -493,16 +498,14 @@ def masked_rows(frame: pd.DataFrame, kind: str = "lung", skip_missing: bool = Fa
     missing = _without_mask(frame, kind)
     if missing and not skip_missing:
         raise DatasetError(
-            f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {missing[:5]}"
-            + (" ..." if len(missing) > 5 else "")
+            f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {_listed(missing)}"
             + " (pass skip_missing=True to leave them out)"
         )
     kept = frame[~frame["path"].astype(str).isin(set(missing))].copy()
     kept.attrs = {**frame.attrs, "skipped_masks": missing}
     if missing:
         warnings.warn(
-            f"left out {len(missing)} image(s) without a {kind} mask: {missing[:5]}"
-            + (" ..." if len(missing) > 5 else ""),
+            f"left out {len(missing)} image(s) without a {kind} mask: {_listed(missing)}",
             stacklevel=2,
         )
     return kept
@@ -519,13 +522,7 @@ def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", requi
     image_size = _check_int("image_size", image_size, 1)
     values = _mask_paths(frame, kind)
     if required:
-        missing = _without_mask(frame, kind)
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {missing[:5]}"
-                + (" ..." if len(missing) > 5 else "")
-                + " (leave them out with masked_rows(frame, skip_missing=True))"
-            )
+        masked_rows(frame, kind)  # raises, naming the images without a mask
     masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
     stretched = []
     for i, path in enumerate(values):
@@ -537,7 +534,7 @@ def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", requi
     if stretched:
         warnings.warn(
             f"{len(stretched)} {kind} mask(s) are not square and were stretched to {image_size}x{image_size} "
-            f"(as their images are): {stretched[:3]}" + (" ..." if len(stretched) > 3 else ""),
+            f"(as their images are): {_listed(stretched, 3)}",
             stacklevel=2,
         )
     return masks

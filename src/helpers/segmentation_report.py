@@ -46,17 +46,14 @@ def summary_table(summary: dict) -> pd.DataFrame:
 
 def _split_masks(paths, split: str, image_size: int, skip_missing_masks: bool):
     """Images, labels, ground-truth lung masks of one split, and which rows have a mask (all unless skipping)."""
-    from .dataset import load_masks
+    from .dataset import load_masks, masked_rows
 
     images, labels = study.load_split(paths, split, image_size)
     frame = study.read_manifest(paths.split_manifest)
     part = frame[frame["split"] == split].reset_index(drop=True)
-    has_mask = part["mask_path"].fillna("").astype(str).str.len().to_numpy() > 0
-    if skip_missing_masks:
-        masks = load_masks(part[has_mask].reset_index(drop=True), image_size, kind="lung", required=True)
-    else:
-        masks = load_masks(part, image_size, kind="lung", required=True)  # names the images without a mask
-    return images, labels, masks, has_mask
+    kept = masked_rows(part, "lung", skip_missing=skip_missing_masks)  # raises, naming them, unless skipping
+    has_mask = part["path"].isin(kept["path"]).to_numpy()
+    return images, labels, load_masks(kept.reset_index(drop=True), image_size, kind="lung"), has_mask
 
 
 def segment_and_report(
@@ -131,13 +128,14 @@ def segment_and_report(
     dice, iou = segmentation.dice(test_pred, m_test), segmentation.iou(test_pred, m_test)
     summary = segmentation.segmentation_summary(dice, iou, y_test[keep_test], n_boot=n_bootstrap, seed=seed)
     settings = {**result.settings, "image_size": image_size, "unet_filters": unet_filters, "unet_depth": unet_depth}
-    files = lung_files.save_segmenter(paths, result.model, result.history, {**result.info(), "settings": settings})
+    info = {**result.info(), "settings": settings}
+    files = lung_files.save_segmenter(paths, result.model, result.history, info)
     files["masks"] = lung_files.save_lung_masks(paths, predicted)
-    info = {k: v for k, v in result.info().items() if k != "timings"}  # metrics hold results, not wall times
+    results = {k: v for k, v in info.items() if k != "timings"}  # metrics hold results, not wall times
     study.save_metrics_file(
         paths,
         "segmentation",
-        {**info, "settings": settings, "test": summary, "skipped_without_mask": skipped, "mask_margin": mask_margin},
+        {**results, "test": summary, "skipped_without_mask": skipped, "mask_margin": mask_margin},
     )
     images, truth, labels = x_test[keep_test], m_test, y_test[keep_test]
     masked = segmentation.apply_input_mask(x_test, predicted["test"], margin=mask_margin)
