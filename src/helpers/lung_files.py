@@ -21,7 +21,7 @@ import pandas as pd
 from . import lineage
 from ._core import atomic_path, load_json, load_npz, save_json, save_npz
 from .dataset import SPLITS
-from .study import ModelIntegrityError
+from .study import check_model_digest
 
 __all__ = [
     "SEGMENTATION_NOTEBOOK",
@@ -69,11 +69,7 @@ def load_segmenter(paths):
         if not files[key].is_file():
             raise FileNotFoundError(f"{files[key]} does not exist: run {SEGMENTATION_NOTEBOOK} first")
     info = load_json(files["info"])
-    if lineage.file_digest(files["model"]) != (info.get("sha256") or {}).get("model"):
-        raise ModelIntegrityError(
-            f"{files['model']} does not match the SHA-256 recorded in {files['info'].name} when it was saved "
-            f"(the file is truncated or was modified): rerun {SEGMENTATION_NOTEBOOK}"
-        )
+    check_model_digest(files["model"], files["info"], info, SEGMENTATION_NOTEBOOK)
     lineage.check_input(paths, files["model"], SEGMENTATION_NOTEBOOK)
     return load_unet(files["model"]), info
 
