@@ -30,7 +30,6 @@ from ._core import (
     check_pair,
     check_seed,
     check_unit_range,
-    compiled,
     compiled_function,
     image_array,
     pad_rows,
@@ -54,7 +53,6 @@ __all__ = [
     "region_order",
     "step_of_region",
     "perturbed_images",
-    "make_forward",
     "default_blur_sigma",
     "perturbation_curves",
     "morf_curves",
@@ -315,11 +313,6 @@ def _custom_perturbed(perturbation, x: np.ndarray, seed: int, ids: np.ndarray) -
 # ----------------------------------------------------------------------------------------------------
 # Batched perturbation curves
 # ----------------------------------------------------------------------------------------------------
-
-
-def make_forward(model):
-    """A compiled forward pass of ``model`` (jitted ``stateless_call`` on JAX, ``tf.function`` on TensorFlow): batch -> probabilities."""
-    return compiled(model, "forward", lambda calls, inputs: calls[0](inputs))
 
 
 def _curve_inputs(batch_size: int):
