@@ -3,6 +3,12 @@
     python benchmarks/bench_data.py                       # 1,000 phantoms at 128 px (250 per class)
     python benchmarks/bench_data.py --per-class 500 --size 96
     python benchmarks/bench_data.py --learnability        # also train a small CNN on 400/50/50 per class at 96 px
+    python benchmarks/bench_data.py --size 299            # the paper's size
+
+It also renders a sample of phantoms in this process and writes them with libpng's adaptive filters at zlib
+level 3 (the generator's encoder before) and with the generator's encoder settings (``helpers.phantoms``), side
+by side: milliseconds per phantom (image, lung mask, lesion mask), bytes, and the ratio; the decoded pixels of
+both must be equal.
 
 The learnability check trains a small from-scratch CNN (the demo's ``small_vgg`` classifier when
 ``helpers.models`` provides it, trainable) on phantoms and prints its macro test recall: the phantoms are
@@ -48,6 +54,52 @@ def bench_synthesis(workdir: Path, per_class: int, size: int, seed: int) -> Path
     ds.load_images(frame, size, cache_dir=workdir / "cache", progress=False)
     print(f"load_images from the cache: {time.perf_counter() - start:.3f} s")
     return dataset
+
+
+def bench_writing(size: int, seed: int, per_class: int = 10, repeats: int = 3) -> dict:
+    """Render ``4 * per_class`` phantoms in-process, then time PNG writing with the old and the current encoder."""
+    import cv2
+
+    from helpers import phantoms
+    from helpers.config import CLASS_NAMES
+
+    cv2.setNumThreads(1)  # one core, as each worker of the process pool has
+    phantoms.render_phantom(CLASS_NAMES[0], seed, 1, size)  # first-call set-up (fonts, kernels) is not per phantom
+    start = time.perf_counter()
+    sample = [phantoms.render_phantom(name, seed, n, size) for name in CLASS_NAMES for n in range(1, per_class + 1)]
+    render_ms = (time.perf_counter() - start) * 1000 / len(sample)
+    adaptive = [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    settings = {
+        "adaptive filters, zlib 3 (before)": dict.fromkeys(("image", "lung_mask", "lesion_mask"), adaptive),
+        "current encoder": {
+            "image": phantoms._PNG_IMAGE,
+            "lung_mask": phantoms._PNG_MASK,
+            "lesion_mask": phantoms._PNG_MASK,
+        },
+    }
+    timings = {}
+    for label, params in settings.items():
+        best, size_bytes = float("inf"), 0
+        for _ in range(repeats):
+            start, size_bytes = time.perf_counter(), 0
+            for arrays in sample:
+                for key, flags in params.items():
+                    ok, buffer = cv2.imencode(".png", arrays[key], flags)
+                    assert ok, f"could not encode {key}"
+                    size_bytes += buffer.size
+                    decoded = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED) if _ == 0 else None
+                    assert decoded is None or np.array_equal(decoded, arrays[key]), f"{label}: {key} changed"
+            best = min(best, time.perf_counter() - start)
+        timings[label] = (best * 1000 / len(sample), size_bytes / len(sample) / 1024)
+    before, now = timings.values()
+    print(f"render one phantom at {size} px: {render_ms:.1f} ms ({len(sample)} phantoms, one process)")
+    for label, (ms, kib) in timings.items():
+        print(f"write its three PNGs, {label}: {ms:.2f} ms, {kib:.0f} KiB")
+    print(
+        f"writing: {before[0] / now[0]:.1f}x faster, files {now[1] / before[1]:.2f}x the size; "
+        f"render + write: {(render_ms + before[0]) / (render_ms + now[0]):.2f}x faster per phantom"
+    )
+    return {"render_ms": render_ms, "write_ms_before": before[0], "write_ms": now[0]}
 
 
 def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> float:
@@ -113,6 +165,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_data_") as workdir:
         bench_synthesis(Path(workdir) / "speed", args.per_class, args.size, args.seed)
+        bench_writing(args.size, args.seed)
         if args.learnability:
             run_learnability(Path(workdir) / "learn", args)
 

@@ -169,3 +169,54 @@ def test_synthesize_per_class_counts_make_an_imbalanced_set(tmp_path):
     for bad, message in [([1, 2, 3], "4 counts"), ({"COVID": 1}, "missing"), ([1, 2, 3, 0], "per_class")]:
         with pytest.raises(DatasetError, match=message):
             phantoms.class_counts(bad)
+
+
+def _lines_on_full_canvas(size, lines, thickness):
+    """Reference: each line on its own full-size canvas, merged by maximum over the whole image."""
+    canvas = np.zeros((size, size), np.float32)
+    scale = size * 16
+    for u0, v0, u1, v1, value in lines:
+        layer = np.zeros_like(canvas)
+        cv2.line(
+            layer,
+            (int(u0 * scale), int(v0 * scale)),
+            (int(u1 * scale), int(v1 * scale)),
+            1.0,
+            thickness,
+            cv2.LINE_AA,
+            4,
+        )
+        canvas = np.maximum(canvas, layer * value)
+    return canvas
+
+
+@pytest.mark.parametrize("thickness", [1, 2, 4])
+def test_lines_merged_in_their_boxes_equal_full_canvas_drawing(thickness):
+    rng = np.random.default_rng(thickness)
+    for size in (37, 96, 299):
+        lines = [(*rng.uniform(-0.3, 1.3, 4), rng.uniform(0.05, 1.0)) for _ in range(30)]  # some leave the image
+        np.testing.assert_array_equal(
+            phantoms._draw_lines(size, lines, thickness), _lines_on_full_canvas(size, lines, thickness)
+        )
+
+
+def test_ellipse_on_its_window_equals_the_whole_grid():
+    rng = np.random.default_rng(0)
+    for size in (31, 128, 299):
+        u, v = phantoms._grid(size, size)
+        for _ in range(40):
+            cx, cy = rng.uniform(-0.3, 1.3, 2)  # centres outside the image too
+            rx, ry = rng.uniform(0.01, 0.6, 2)
+            for edge in (0.0, 0.03, 0.2):
+                r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
+                full = (r <= 1.0) if edge == 0 else np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0)
+                np.testing.assert_array_equal(phantoms._ellipse(u, v, cx, cy, rx, ry, edge), full.astype(np.float32))
+
+
+def test_written_files_decode_to_the_rendered_arrays(tmp_path):
+    root = phantoms.synthesize_dataset(tmp_path, per_class=2, image_size=64, mask_size=48, seed=3, progress=False)
+    for name in CLASS_NAMES:
+        arrays = phantoms.render_phantom(name, 3, 2, image_size=64, mask_size=48)
+        for sub, key in (("images", "image"), ("masks", "lung_mask"), ("lesion_masks", "lesion_mask")):
+            decoded = cv2.imread(str(root / name / sub / f"{name}-2.png"), cv2.IMREAD_UNCHANGED)
+            np.testing.assert_array_equal(decoded, arrays[key])

@@ -69,7 +69,7 @@ def parallel_map(
             if progress is not None:
                 progress(1)
         return out
-    size = max(1, min(64, len(items) // (workers * 4)))
+    size = max(1, min(16, len(items) // (workers * 4)))  # small chunks: no long tail on many cores
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     results: list = [None] * len(chunks)
     pool_type = ThreadPoolExecutor if threads else ProcessPoolExecutor

@@ -96,11 +96,39 @@ def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ellipse(u, v, cx, cy, rx, ry, edge: float = 0.0) -> np.ndarray:
-    """Soft ellipse indicator in [0, 1]; ``edge`` is the width of the soft border (in radius units)."""
+    """Soft ellipse indicator in [0, 1]; ``edge`` is the width of the soft border (in radius units).
+
+    With the grids of :func:`_grid` (a row ``u`` and a column ``v``) it is evaluated only on the rows and columns
+    where it can be non-zero (the rest is exactly 0), which gives the same values as the whole grid, faster.
+    """
+    shape = np.broadcast_shapes(np.shape(u), np.shape(v))
+    rows = cols = slice(None)
+    if np.ndim(u) == 2 and np.ndim(v) == 2 and np.shape(u)[0] == 1 and np.shape(v)[1] == 1:
+        reach = 1.0 + max(edge, 0.0)
+        # 1e-3 of slack: float32 rounding of r is ~1e-7 relative, so no non-zero pixel falls outside.
+        cols = _window(np.abs(u[0] - cx) <= abs(rx) * reach * (1 + 1e-3))
+        rows = _window(np.abs(v[:, 0] - cy) <= abs(ry) * reach * (1 + 1e-3))
+        if cols is None or rows is None:
+            return np.zeros(shape, dtype=np.float32)
+        u, v = u[:, cols], v[rows, :]
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
     if edge <= 0:
-        return (r <= 1.0).astype(np.float32)
-    return np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0).astype(np.float32)
+        inside = (r <= 1.0).astype(np.float32)
+    else:
+        inside = np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0).astype(np.float32)
+    if rows == slice(None) and cols == slice(None):
+        return inside
+    out = np.zeros(shape, dtype=np.float32)
+    out[rows, cols] = inside
+    return out
+
+
+def _window(near: np.ndarray) -> slice | None:
+    """The indices where ``near`` is true, widened by one on each side, as a slice (None when there are none)."""
+    index = np.flatnonzero(near)
+    if index.size == 0:
+        return None
+    return slice(max(0, int(index[0]) - 1), min(near.size, int(index[-1]) + 2))
 
 
 def _smooth_noise(rng: np.random.Generator, cells: int, size: int) -> np.ndarray:
@@ -163,22 +191,25 @@ def _lung_field(geo: dict, u, v) -> np.ndarray:
 
 
 def _draw_lines(size: int, lines: Iterable[tuple[float, float, float, float, float]], thickness: int) -> np.ndarray:
-    """Anti-aliased lines (normalized endpoints, intensity) on a float canvas."""
+    """Anti-aliased lines (normalized endpoints, intensity) on a float canvas.
+
+    Each line is drawn alone (so overlapping lines combine by their maximum, not by cv2's blending) and merged
+    only inside its bounding box, where all its pixels lie.
+    """
     canvas = np.zeros((size, size), dtype=np.float32)
+    layer = np.zeros_like(canvas)
     shift = 4  # sub-pixel precision of cv2's drawing functions
     scale = size * (1 << shift)
+    reach = thickness + 3  # anti-aliasing and the line's width stay within this many pixels of its end points
     for u0, v0, u1, v1, value in lines:
-        layer = np.zeros_like(canvas)
-        cv2.line(
-            layer,
-            (int(u0 * scale), int(v0 * scale)),
-            (int(u1 * scale), int(v1 * scale)),
-            1.0,
-            thickness,
-            cv2.LINE_AA,
-            shift,
-        )
-        np.maximum(canvas, layer * value, out=canvas)
+        p0 = (int(u0 * scale), int(v0 * scale))
+        p1 = (int(u1 * scale), int(v1 * scale))
+        cv2.line(layer, p0, p1, 1.0, thickness, cv2.LINE_AA, shift)
+        x0, x1 = sorted((p0[0] >> shift, p1[0] >> shift))
+        y0, y1 = sorted((p0[1] >> shift, p1[1] >> shift))
+        box = (slice(max(0, y0 - reach), max(0, y1 + reach + 1)), slice(max(0, x0 - reach), max(0, x1 + reach + 1)))
+        np.maximum(canvas[box], layer[box] * value, out=canvas[box])
+        layer[box] = 0.0
     return canvas
 
 
@@ -361,8 +392,17 @@ def render_phantom(
     }
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), array, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+#: PNG encoder settings: the image with the "up" filter and run-length zlib, the 0/255 masks unfiltered (both
+#: lossless; about 4x faster to write than libpng's adaptive filters, and no larger).
+_PNG_IMAGE = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
+_PNG_MASK = list(_PNG_IMAGE)
+if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
+    _PNG_IMAGE += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    _PNG_MASK += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
+
+
+def _write_png(path: Path, array: np.ndarray, params: list[int]) -> None:
+    if not cv2.imwrite(str(path), array, params):
         raise OSError(f"could not write {path}")
 
 
@@ -372,9 +412,9 @@ def render_and_write(
     """Render phantom ``n`` of class ``name`` and write its image, lung mask and lesion mask under ``folder``."""
     arrays = render_phantom(name, seed, n, image_size, mask_size, confounder)
     stem = f"{name}-{n}.png"
-    _write_png(folder / name / "images" / stem, arrays["image"])
-    _write_png(folder / name / "masks" / stem, arrays["lung_mask"])
-    _write_png(folder / name / LESION_DIRNAME / stem, arrays["lesion_mask"])
+    _write_png(folder / name / "images" / stem, arrays["image"], _PNG_IMAGE)
+    _write_png(folder / name / "masks" / stem, arrays["lung_mask"], _PNG_MASK)
+    _write_png(folder / name / LESION_DIRNAME / stem, arrays["lesion_mask"], _PNG_MASK)
 
 
 def synthesize_dataset(
