@@ -11,6 +11,10 @@
 #
 #   bash benchmarks/device_check.sh            # on the GPU machine
 #   bash benchmarks/device_check.sh --smoke    # toy sizes on a CPU: checks the script itself in a few minutes
+#
+# PARTS picks the parts (default "gpu_study bench_float32 bench_bfloat16"), so that two calls of up to ten minutes
+# each can give the notebooks all of one call: PARTS=gpu_study STUDY_CAP=570 BUDGET=590, then PARTS="bench_float32
+# bench_bfloat16" in a second call.
 set -u
 
 SMOKE=0
@@ -40,8 +44,10 @@ if [ "$SMOKE" = 1 ]; then
 else
     STUDY_ARGS=()
     BENCH_ARGS=()
-    STUDY_CAP=390; BENCH_CAP=160; BF16_MIN=100
+    STUDY_CAP=${STUDY_CAP:-390}; BENCH_CAP=${BENCH_CAP:-160}; BF16_MIN=100
 fi
+PARTS=${PARTS:-gpu_study bench_float32 bench_bfloat16}
+wanted() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 left() { echo $((BUDGET - ($(date +%s) - START))); }
 cap() { local l; l=$(($(left) - 5)); if [ "$1" -lt "$l" ]; then echo "$1"; else echo "$l"; fi; }
@@ -70,14 +76,20 @@ part() {
 "$PY" -c "from helpers import describe; print(describe.device_line())" > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
 
-part gpu_study "$(cap "$STUDY_CAP")" "$PY" benchmarks/gpu_study.py --runs 1 --work-dir "$OUT/gpu-study-work" \
-    --out "$OUT/gpu_study.json" "${STUDY_ARGS[@]}"
-rm -rf "$OUT/gpu-study-work"  # phantoms and models: not needed after the run
+if wanted gpu_study; then
+    part gpu_study "$(cap "$STUDY_CAP")" "$PY" benchmarks/gpu_study.py --runs 1 --work-dir "$OUT/gpu-study-work" \
+        --out "$OUT/gpu_study.json" "${STUDY_ARGS[@]}"
+    rm -rf "$OUT/gpu-study-work"  # phantoms and models: not needed after the run
+fi
 
-part bench_float32 "$(cap "$BENCH_CAP")" "$PY" benchmarks/bench_paper_study.py --work-dir "$OUT/bench-work" \
-    --out "$OUT/bench_float32.json" "${BENCH_ARGS[@]}"
+if wanted bench_float32; then
+    part bench_float32 "$(cap "$BENCH_CAP")" "$PY" benchmarks/bench_paper_study.py --work-dir "$OUT/bench-work" \
+        --out "$OUT/bench_float32.json" "${BENCH_ARGS[@]}"
+fi
 
-if [ "$(left)" -ge "$BF16_MIN" ]; then  # the phantoms of the float32 run are reused
+if ! wanted bench_bfloat16; then
+    :
+elif [ "$(left)" -ge "$BF16_MIN" ]; then  # the phantoms of the float32 run are reused
     part bench_bfloat16 "$(cap "$BENCH_CAP")" "$PY" benchmarks/bench_paper_study.py --work-dir "$OUT/bench-work" \
         --mixed-precision mixed_bfloat16 --out "$OUT/bench_bfloat16.json" "${BENCH_ARGS[@]}"
 else

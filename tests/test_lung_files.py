@@ -74,3 +74,36 @@ def lineage_digest(path):
     from helpers import lineage
 
     return lineage.file_digest(path)
+
+
+@pytest.mark.parametrize("mixed_precision", [False, "mixed_bfloat16"])
+def test_segment_and_report_under_a_dtype_policy_restores_the_global_one(split_paths, mixed_precision):
+    import keras
+
+    from helpers import segmentation_report
+
+    paths, parts = split_paths
+    before = keras.config.dtype_policy().name
+    run = segmentation_report.segment_and_report(
+        profile="unit",
+        work_dir=str(paths.root),
+        report_dir="",
+        seed=0,
+        image_size=64,
+        segmentation_size=16,
+        unet_filters=2,
+        unet_depth=1,
+        unet_epochs=1,
+        unet_batch_size=16,
+        unet_learning_rate=0.003,
+        n_bootstrap=20,
+        mixed_precision=mixed_precision,
+    )
+    policy = "float32" if mixed_precision is False else mixed_precision
+    assert keras.config.dtype_policy().name == before == "float32"
+    saved = study.load_metrics_file(paths, "segmentation")["settings"]
+    assert saved["dtype_policy"] == policy and f"dtype policy {policy}" in run.setup_text
+    assert {layer.dtype_policy.name for layer in run.result.model.layers if layer.name.endswith("conv1")} == {policy}
+    assert run.result.model.get_layer("mask").compute_dtype == "float32"  # probabilities stay float32
+    masks = lung_files.load_lung_masks(paths, "test", 64, len(parts["test"]))
+    assert masks.shape[1:] == (64, 64) and set(np.unique(masks)) <= {0, 1}

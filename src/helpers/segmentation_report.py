@@ -71,6 +71,7 @@ def segment_and_report(
     mask_margin: int = 4,
     n_bootstrap: int = 2000,
     skip_missing_masks: bool = False,
+    mixed_precision: bool | str = False,
 ) -> SegmentationReport:
     """Train the lung U-Net on the training split's lung masks, keep the best validation Dice, write masks and metrics.
 
@@ -79,19 +80,20 @@ def segment_and_report(
     notebooks read them with ``input_mask="lung"``. Test Dice and IoU are computed at ``image_size`` against the
     dataset's lung masks, per class with bootstrap intervals (``metrics/segmentation.json``). Images without a lung
     mask stop the notebook, naming them, unless ``skip_missing_masks`` (then they are left out of training and
-    scoring, counted, and still get a predicted mask).
+    scoring, counted, and still get a predicted mask). ``mixed_precision`` (as in notebooks 03-04,
+    :func:`helpers.training.configure_precision`) builds, trains and runs the U-Net under that dtype policy (its
+    output layer stays float32); the previous policy is restored afterwards.
     References: Ronneberger, Fischer & Brox 2015 (U-Net); Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images",
     §4.2 (segment the lungs before classification).
     """
     import keras
     import matplotlib.pyplot as plt
 
-    from . import segmentation
+    from . import segmentation, training
     from .models import parameter_counts
 
     paths = study.study_paths(profile, work_dir, report_dir)
     keras.utils.set_random_seed(seed)
-    setup_text = f"{device_line()}\nprofile {profile}: lung U-Net on backend {keras.backend.backend()}"
     data = {split: _split_masks(paths, split, image_size, skip_missing_masks) for split in ("train", "val", "test")}
     skipped = {split: int((~d[3]).sum()) for split, d in data.items()}
     split_table = pd.DataFrame(
@@ -101,33 +103,47 @@ def segment_and_report(
         },
         index=config.CLASS_NAMES,
     )
-    model = segmentation.build_unet(segmentation_size, base_filters=unet_filters, depth=unet_depth, seed=seed)
-    counts = parameter_counts(model)
-    model_text = (
-        f"U-Net at {segmentation_size} px, {unet_depth} levels, {unet_filters}-{unet_filters * 2**unet_depth} filters: "
-        f"{counts['total']:,} parameters"
+    previous_policy = keras.config.dtype_policy()
+    policy = training.configure_precision(mixed_precision)
+    setup_text = (
+        f"{device_line()}\nprofile {profile}: lung U-Net on backend {keras.backend.backend()}, dtype policy {policy}"
     )
-    (x_train, _, m_train, keep_train), (x_val, _, m_val, keep_val) = data["train"], data["val"]
-    result = segmentation.train_segmentation(
-        model,
-        x_train[keep_train],
-        m_train,
-        x_val[keep_val],
-        m_val,
-        epochs=unet_epochs,
-        batch_size=unet_batch_size,
-        learning_rate=unet_learning_rate,
-        seed=seed,
-    )
-    predicted = {
-        split: segmentation.predict_masks(result.model, d[0], batch_size=unet_batch_size, output_size=image_size)
-        for split, d in data.items()
-    }
+    try:
+        model = segmentation.build_unet(segmentation_size, base_filters=unet_filters, depth=unet_depth, seed=seed)
+        counts = parameter_counts(model)
+        model_text = (
+            f"U-Net at {segmentation_size} px, {unet_depth} levels, {unet_filters}-{unet_filters * 2**unet_depth} filters: "
+            f"{counts['total']:,} parameters"
+        )
+        (x_train, _, m_train, keep_train), (x_val, _, m_val, keep_val) = data["train"], data["val"]
+        result = segmentation.train_segmentation(
+            model,
+            x_train[keep_train],
+            m_train,
+            x_val[keep_val],
+            m_val,
+            epochs=unet_epochs,
+            batch_size=unet_batch_size,
+            learning_rate=unet_learning_rate,
+            seed=seed,
+        )
+        predicted = {
+            split: segmentation.predict_masks(result.model, d[0], batch_size=unet_batch_size, output_size=image_size)
+            for split, d in data.items()
+        }
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     x_test, y_test, m_test, keep_test = data["test"]
     test_pred = predicted["test"][keep_test]
     dice, iou = segmentation.dice(test_pred, m_test), segmentation.iou(test_pred, m_test)
     summary = segmentation.segmentation_summary(dice, iou, y_test[keep_test], n_boot=n_bootstrap, seed=seed)
-    settings = {**result.settings, "image_size": image_size, "unet_filters": unet_filters, "unet_depth": unet_depth}
+    settings = {
+        **result.settings,
+        "image_size": image_size,
+        "unet_filters": unet_filters,
+        "unet_depth": unet_depth,
+        "dtype_policy": policy,
+    }
     info = {**result.info(), "settings": settings}
     files = lung_files.save_segmenter(paths, result.model, result.history, info)
     files["masks"] = lung_files.save_lung_masks(paths, predicted)
