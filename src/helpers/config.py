@@ -37,6 +37,9 @@ __all__ = [
 
 #: Environment variable of JAX's persistent compilation cache folder (the runner points it at ``data/cache/jax``).
 CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+#: JAX persistent-cache settings used unless the environment sets them: keep every compilation, however quick (a
+#: study compiles dozens of small functions of the same shapes in every notebook; kept, a rerun compiles nothing).
+CACHE_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 #: Environment variable naming the notebook a kernel runs (set by the runner; recorded in compile logs).
 NOTEBOOK_ENV = "STUDY_NOTEBOOK"
 #: Environment variable: a JSON-lines file to which every process appends its JAX compilations (benchmarks).

@@ -31,7 +31,7 @@ from ._core import (
     to_unit,
     to_unit_range,
 )
-from .config import CACHE_ENV, COMPILE_LOG_ENV, FEATURE_LAYER, NOTEBOOK_ENV
+from .config import CACHE_ENV, CACHE_SETTINGS, COMPILE_LOG_ENV, FEATURE_LAYER, NOTEBOOK_ENV
 
 
 def _backbone_and_head(model):
@@ -156,8 +156,8 @@ def configure_compilation_cache(folder: str | os.PathLike | None) -> Path | None
     folder = Path(folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     os.environ[CACHE_ENV] = str(folder)
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+    for key, value in CACHE_SETTINGS.items():
+        os.environ.setdefault(key, value)
     if backend() != "jax":
         return folder
     import jax

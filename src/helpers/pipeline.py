@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import kernels, lineage
 from . import parameters as declared_parameters
-from .config import CACHE_ENV, NOTEBOOK_ENV
+from .config import CACHE_ENV, CACHE_SETTINGS, NOTEBOOK_ENV
 from .kernels import NOISE as _NOISE
 from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
     META_KEYS,
@@ -277,7 +277,8 @@ def _run_locked(
         os.environ.setdefault("TQDM_MININTERVAL", "2")
         # one persistent JAX compilation cache per work folder: every kernel and every rerun reuses compilations
         os.environ.setdefault(CACHE_ENV, str(work / "data" / "cache" / "jax"))
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+        for key, value in CACHE_SETTINGS.items():
+            os.environ.setdefault(key, value)
         result = RunResult(profile=name, report_dir=final)
         run_id = lineage.new_run_id()
         os.environ[lineage.RUN_ENV] = run_id
