@@ -164,6 +164,11 @@ def test_clean_outputs_drops_tensorflow_start_up_lines(tmp_path):
 def test_missing_profile_lists_the_available_ones(project):
     with pytest.raises(ProfileError, match="available profiles: tiny"):
         pipeline.load_profile("nosuch", project / "params")
+    (project / "params" / "sweep-x.yaml").write_text("name: x\nparameters:\n  shared:\n    seed: [0, 1]\n")
+    with pytest.raises(ProfileError, match=r"\(did you mean 'tiny'\?\); available profiles: tiny$"):
+        pipeline.load_profile("tinny", project / "params")  # a sweep grid is not offered as a profile
+    with pytest.raises(ProfileError, match="is a sweep grid, not a profile: run it with python -m helpers.sweep"):
+        pipeline.load_profile("sweep-x", project / "params")
 
 
 def test_malformed_profile_is_rejected(project):

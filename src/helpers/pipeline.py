@@ -32,6 +32,7 @@ from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
     META_KEYS,
     RUNNER_KEYS,
     ProfileError,
+    available_profiles,
     discover_notebooks,
     effective_parameters,
     load_profile,
@@ -427,7 +428,15 @@ def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: P
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point of ``python -m helpers.pipeline``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="demo", help="profile name in params/ or a YAML path (default: demo)")
+    try:
+        names = ", ".join(available_profiles(find_project_root() / "params"))
+    except (FileNotFoundError, OSError):  # outside the project: the error of run_study says more
+        names = ""
+    parser.add_argument(
+        "--profile",
+        default="demo",
+        help="profile name in params/ or a YAML path (default: demo)" + (f"; profiles: {names}" if names else ""),
+    )
     parser.add_argument("--only", default=None, help="comma-separated notebook numbers or stems, e.g. 01,03")
     parser.add_argument(
         "--from", dest="start", default=None, metavar="NN", help="run this notebook and every later one, e.g. --from 03"
@@ -438,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a parameter: key=value (every notebook declaring it) or NN_notebook.key=value",
+        help="override a parameter: key=value (every notebook declaring it), or NN.key=value / NN_notebook.key=value "
+        "(one notebook), e.g. -p epochs=3 -p 07.region_size=24",
     )
     parser.add_argument("--work-dir", default=None, help="folder for data/ and reports/ (default: the project root)")
     parser.add_argument("--no-progress", action="store_true", help="hide the per-cell progress bar")

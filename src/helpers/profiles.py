@@ -58,14 +58,22 @@ def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
     else:
         path = Path(params_dir) / f"{profile}.yaml"
     if not path.is_file():
-        available = sorted(p.stem for p in Path(params_dir).glob("*.yaml"))
-        raise ProfileError(f"profile file {path} does not exist; available profiles: {', '.join(available) or 'none'}")
+        available = available_profiles(params_dir)
+        raise ProfileError(
+            f"profile file {path} does not exist{_suggest(path.stem, available)}; "
+            f"available profiles: {', '.join(available) or 'none'}"
+        )
     try:
         content = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(content, dict):
         raise ProfileError(f"{path} must hold a mapping of sections, got {type(content).__name__}")
+    if _is_sweep_grid(content):
+        raise ProfileError(
+            f"{path} is a sweep grid, not a profile: run it with "
+            f"python -m helpers.sweep --profile <profile> --grid {path}"
+        )
     for section, values in content.items():
         if section in META_KEYS:
             continue
@@ -75,6 +83,24 @@ def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
             raise ProfileError(f"{path}: section '{section}' must be a mapping of parameter names to values")
     content["_path"] = str(path)
     return content
+
+
+def _is_sweep_grid(content) -> bool:
+    """Whether a parsed YAML file is a sweep grid (``helpers.sweep``: a ``parameters`` mapping) rather than a profile."""
+    return isinstance(content, dict) and isinstance(content.get("parameters"), dict)
+
+
+def available_profiles(params_dir: str | os.PathLike) -> list[str]:
+    """Names of the profiles in ``params_dir``: its YAML files except sweep grids (and unreadable files)."""
+    names = []
+    for path in sorted(Path(params_dir).glob("*.yaml"), key=lambda p: p.stem):
+        try:
+            content = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(content, dict) and not _is_sweep_grid(content):
+            names.append(path.stem)
+    return names
 
 
 def _parse_override(text: str) -> tuple[str | None, str, object]:
