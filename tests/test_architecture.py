@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import subprocess
 import sys
@@ -24,7 +25,7 @@ LAYERS = {
     "study": {"study", "lineage", "lung_files"},
     "reports": {
         "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
-        "docs", "segmentation_report", "comparison",
+        "docs", "segmentation_report", "comparison", "figure_names",
     },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
@@ -122,3 +123,16 @@ def test_readme_example_scores_any_keras_model():
     exec(compile(code, "README.md", "exec"), namespace)
     summary = namespace["summary"]
     assert summary["n_images"] == 8 and summary["final_low"] <= summary["final"] <= summary["final_high"]
+
+
+def test_the_runner_and_the_html_export_load_neither_keras_nor_matplotlib():
+    """The runner's own process (notebooks run in kernels) and the report export stay light and quiet."""
+    code = (
+        "import sys, helpers.pipeline, helpers._report_html, helpers.figure_names\n"
+        "print(sorted({'keras', 'tensorflow', 'jax', 'matplotlib'} & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )  # fmt: skip
+    assert out.stdout.strip() == "[]"

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 
 from . import config
+from .figure_names import (  # noqa: F401  (re-exported through helpers.figures)
+    MASKED_INPUTS,
+    SEGMENTATION_EXAMPLES,
+    SEGMENTATION_HISTORY,
+    SEGMENTATION_WORST,
+)
 from .segmentation import dice
-
-SEGMENTATION_EXAMPLES = "segmentation_examples"
-SEGMENTATION_WORST = "segmentation_worst"
-SEGMENTATION_HISTORY = "segmentation_history"
-MASKED_INPUTS = "masked_inputs"
 
 #: Outline colours of the true and the predicted masks.
 TRUE_COLOR, PREDICTED_COLOR = "#2ca02c", "#d62728"
@@ -40,7 +41,8 @@ def _mask_panels(images, true_masks, pred_masks, indices, labels, class_names, t
     scores = dice(pred_masks[indices], true_masks[indices])
     columns = min(int(columns), len(indices))
     rows = -(-len(indices) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.8 * rows + 0.5), squeeze=False)
+    # each row: a square 2.6-inch image under a two-line title, so titles never reach into the row above
+    fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 3.2 * rows + 0.6), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, index, score in zip(axes.ravel(), indices, scores):
@@ -100,8 +102,9 @@ def plot_segmentation_history(history: pd.DataFrame, best_epoch: int | None = No
     if best_epoch is not None:
         value = float(history.loc[history["epoch"] == best_epoch, "val_dice"].iloc[0])
         ax.axvline(best_epoch, color="0.5", linestyle="--", linewidth=1)
+        right_half = best_epoch > (epochs.min() + epochs.max()) / 2  # write towards the middle, off the right axis
         ax.annotate(f"kept: epoch {best_epoch}\nDice {value:.3f}", (best_epoch, value), textcoords="offset points",
-                    xytext=(6, -28), fontsize=8)  # fmt: skip
+                    xytext=(-6 if right_half else 6, -28), ha="right" if right_half else "left", fontsize=8)  # fmt: skip
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation score (threshold 0.5)")
     ax.set_xticks(epochs)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ._core import atomic_path
 from .describe import comparison_caveat, describe_data, describe_models, read_run_files
-from .figures import FIGURE_CAPTIONS
+from .figure_names import FIGURE_CAPTIONS
 
 
 def _html_escape(text: str) -> str:

@@ -332,7 +332,7 @@ def _run_locked(
 
         quote_sweeps(staging, final / SWEEPS)  # sweeps.md: the sweeps move into the new report at the swap
         if export_html:
-            from .reporting import export_report
+            from ._report_html import export_report  # light: no plotting or Keras import
 
             step = f"exporting the HTML report into {staging}"
             export_report(staging, log=lambda *a: None, stale=stale)
