@@ -211,7 +211,10 @@ def test_run_writes_report_and_failure_keeps_previous(project):
     assert any("[2/2] 02_second done" in line for line in logs)
 
     # cell numbers as in the source notebook (papermill's injected cell not counted), with the cell's first line
-    with pytest.raises(pipeline.NotebookFailed, match=r"02_second\.ipynb failed in cell 3 \(if fail:\).*asked to fail"):
+    with pytest.raises(
+        pipeline.NotebookFailed,
+        match=r"02_second\.ipynb failed in code cell 4 of 4 \(line 2: raise RuntimeError\('asked to fail'\)\).*asked to fail",
+    ):
         pipeline.run_study(
             "tiny",
             overrides=["value=9", "fail=true"],
@@ -366,9 +369,9 @@ def test_full_disk_ends_in_one_line_and_keeps_the_report(project, fake_kernels, 
         raise OSError(errno.ENOSPC, "No space left on device", str(project / "reports" / "x"))
 
     if where == "export":
-        from helpers import reporting
+        from helpers import _report_html
 
-        monkeypatch.setattr(reporting, "export_report", full)
+        monkeypatch.setattr(_report_html, "export_report", full)
     elif where == "notebook output":
         import papermill
 
@@ -527,3 +530,11 @@ def test_real_kernels_quiet_shutdown_and_clean_interrupt(project):
     assert f"the previous report in {report} is unchanged" in output
     assert (report / "metrics" / "02.json").read_bytes() == before
     assert _leftovers(project) == []
+
+
+def test_a_failing_notebook_is_reported_once_with_its_line(project, capsys, monkeypatch):
+    monkeypatch.chdir(project)  # the command line finds the throw-away project from here
+    assert _main(project, "--no-html", "-p", "fail=true") == 1
+    out, err = capsys.readouterr()
+    assert "FAILED: notebook 02_second.ipynb failed in code cell 4 of 4 (line 2: raise RuntimeError(" in out
+    assert err == "error: notebook 02_second.ipynb failed (see FAILED above)\n"

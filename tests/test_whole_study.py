@@ -148,7 +148,7 @@ def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
     assert not (tmp_path / "reports").exists()  # stopped before any kernel started
     empty = tmp_path / "empty-download"
     empty.mkdir()
-    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in cell \d+ .*empty-download"):
+    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in code cell \d+ of \d+ .*empty-download"):
         _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={empty}"])
     assert not (tmp_path / "reports" / "paper").exists()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -84,7 +85,7 @@ def _environment(project_dir=None) -> dict:
 
 
 def _failure_message(nb: Path, exc: Exception) -> str:
-    """Name the notebook and the failing cell as the user sees it in ``notebooks/`` (papermill's injected cell not counted)."""
+    """Name the notebook, the failing code cell as the user sees it in ``notebooks/`` and the line that raised."""
     import nbformat
 
     ename = getattr(exc, "ename", type(exc).__name__)
@@ -92,14 +93,27 @@ def _failure_message(nb: Path, exc: Exception) -> str:
     source = getattr(exc, "source", None)
     where = "a cell"
     if source is not None:
-        cells = nbformat.read(str(nb), as_version=4).cells
-        index = next((i for i, cell in enumerate(cells) if cell.source == source), None)
-        first = next((line for line in source.splitlines() if line.strip() and not line.startswith("#")), "")
-        if index is not None:
-            where = f"cell {index}"
-        if first:
-            where += f" ({first.strip()[:70]})"
+        code = [cell for cell in nbformat.read(str(nb), as_version=4).cells if cell.cell_type == "code"]
+        index = next((i for i, cell in enumerate(code, start=1) if cell.source == source), None)
+        lines = source.splitlines()
+        number = _failing_line_number(getattr(exc, "traceback", None))
+        if number is not None and 1 <= number <= len(lines) and lines[number - 1].strip():
+            shown = f"line {number}: {lines[number - 1].strip()[:90]}"
+        else:
+            shown = next((line.strip()[:70] for line in lines if line.strip() and not line.startswith("#")), "")
+        where = f"code cell {index} of {len(code)}" if index is not None else "a cell"
+        if shown:
+            where += f" ({shown})"
     return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+
+
+def _failing_line_number(traceback) -> int | None:
+    """The line of the cell that raised, from an IPython traceback (``Cell In[n], line k``), or None."""
+    if not traceback:
+        return None
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
+    found = re.search(r"Cell In\[\d+\], line (\d+)", text)
+    return int(found.group(1)) if found else None
 
 
 def clean_outputs(path: str | os.PathLike) -> int:
@@ -487,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
         hint = "" if args.wait else "; wait for it to finish, or pass --wait to queue behind it"
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
-    except (NotebookFailed, RunError) as exc:
+    except NotebookFailed as exc:
+        head = re.match(r"notebook \S+ failed", str(exc))  # the FAILED line above gives the cell, line and error
+        print(f"error: {head.group(0)} (see FAILED above)" if head else f"error: {exc}", file=sys.stderr)
+        return 1
+    except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
