@@ -148,11 +148,14 @@ def test_kaggle_source_accepts_an_empty_data_dir():
     "override, message",
     [
         ("region_size=1000", "07_aopc.region_size: region_size=1000 is larger than the image (image_size=32)"),
-        ("epochs=-1", "03_train_vgg16.epochs: must be an integer >= 1, got -1"),
+        ("epochs=-1", "epochs in 03_train_vgg16, 04_train_densenet201: must be an integer >= 1, got -1"),
         ("image_size=7", "03_train_vgg16.image_size: image_size=7 is too small for backbone 'small_vgg'"),
         ("03.backbone=vgg17", "03_train_vgg16.backbone: must be one of"),
         ("07.perturbation=noise", "07_aopc.perturbation: must be one of"),
-        ("batch_size=0", "05_report.batch_size: must be an integer >= 1"),
+        (
+            "batch_size=0",
+            "batch_size in 03_train_vgg16, 04_train_densenet201, 05_report, 06_gradcam, 07_aopc: must be an integer >= 1",
+        ),
         ("03.weights=/no/such/weights.h5", "03_train_vgg16.weights: weights file /no/such/weights.h5 does not exist"),
     ],
 )

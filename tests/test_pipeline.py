@@ -538,3 +538,12 @@ def test_a_failing_notebook_is_reported_once_with_its_line(project, capsys, monk
     out, err = capsys.readouterr()
     assert "FAILED: notebook 02_second.ipynb failed in code cell 4 of 4 (line 2: raise RuntimeError(" in out
     assert err == "error: notebook 02_second.ipynb failed (see FAILED above)\n"
+
+
+def test_a_problem_is_listed_once(project):
+    notebooks = pipeline.discover_notebooks(project / "notebooks")
+    profile = pipeline.load_profile("tiny", project / "params")
+    with pytest.raises(ProfileError) as caught:
+        pipeline.resolve_parameters(profile, notebooks, ["seed=abc"])
+    lines = str(caught.value).splitlines()[1:]  # seed is checked twice (its type, then its declaration): one line
+    assert lines == ["  seed in 01_first, 02_second: expects an integer like its default 0, got 'abc'"]

@@ -245,8 +245,39 @@ def resolve_parameters(
         per_notebook[stem] = _absolute_paths(params, base)
     problems += preflight(per_notebook, declared)
     if problems:
-        raise ProfileError("invalid parameters:\n  " + "\n  ".join(problems))
+        raise ProfileError("invalid parameters:\n  " + "\n  ".join(_merged(problems)))
     return per_notebook
+
+
+_PROBLEM_RE = re.compile(r"^(\d\d_\w+)\.(\w+): (.*)$", re.S)
+
+
+def _merged(problems: list[str]) -> list[str]:
+    """One line per problem: the first one found for a notebook's parameter, and one line for the same problem of a
+    shared parameter in several notebooks (``input_mask in 03_train_vgg16, 04_...: ...``)."""
+    seen, groups, order = set(), {}, []
+    for line in problems:
+        found = _PROBLEM_RE.match(line)
+        if not found:
+            order.append(line)
+            continue
+        stem, key, text = found.groups()
+        if (stem, key) in seen:  # e.g. a value's type, reported again by the declaration's check
+            continue
+        seen.add((stem, key))
+        if (key, text) not in groups:
+            groups[(key, text)] = []
+            order.append((key, text))
+        groups[(key, text)].append(stem)
+    lines = []
+    for item in order:
+        if isinstance(item, str):
+            lines.append(item)
+            continue
+        key, text = item
+        stems = groups[item]
+        lines.append(f"{stems[0]}.{key}: {text}" if len(stems) == 1 else f"{key} in {', '.join(stems)}: {text}")
+    return lines
 
 
 def effective_parameters(per_notebook: dict[str, dict], declared: dict[str, dict]) -> dict[str, dict]:
