@@ -53,3 +53,10 @@ def test_index_banner_reads_data_json(tmp_path):
     (report / "metrics" / "data.json").write_text(json.dumps(data))
     page = reporting.write_index(report).read_text()
     assert "synthetic phantom X-rays" in page and "not comparable" in page
+
+
+def test_run_files_list_the_models_in_the_papers_order(tmp_path):
+    for name in ("densenet201", "extra", "vgg16"):
+        (tmp_path / f"training_{name}.json").write_text(json.dumps({"model_name": name}))
+    _, models = describe.read_run_files(tmp_path)
+    assert list(models) == ["vgg16", "densenet201", "extra"]

@@ -12,6 +12,8 @@ import platform
 from pathlib import Path
 from typing import Mapping
 
+from .figure_names import SLOT_FIGURES
+
 __all__ = [
     "PAPER_BACKBONES",
     "describe_data",
@@ -39,7 +41,9 @@ def read_run_files(metrics_dir) -> tuple[dict | None, dict[str, dict]]:
     for path in sorted(metrics.glob("training_*.json")):
         info = json.loads(path.read_text())
         models[info.get("model_name", path.stem[len("training_") :])] = info
-    return data, models
+    slots = list(SLOT_FIGURES)  # the paper's order (vgg16, then densenet201), then any other slot by name
+    order = sorted(models, key=lambda name: (slots.index(name) if name in slots else len(slots), name))
+    return data, {name: models[name] for name in order}
 
 
 def describe_data(data: Mapping | None) -> str:

@@ -379,7 +379,7 @@ def plot_curves(
         (line,) = ax.plot(steps, band["mean"], lw=2, label=f"{label} (n={len(c)})")
         ax.fill_between(steps, band["low"], band["high"], alpha=0.2, color=line.get_color(), lw=0)
     ax.set_xlabel("perturbation step k")
-    ax.set_ylabel("f(x^k): probability of the explained class")
+    ax.set_ylabel(r"$f(x^{k})$: probability of the explained class")
     ax.set_title(title or "Mean perturbation curves")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
