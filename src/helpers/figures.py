@@ -231,7 +231,8 @@ def plot_recall_history(
                     f"{float(value.iloc[0]):.2f}",
                     (chosen_epoch, float(value.iloc[0])),
                     textcoords="offset points",
-                    xytext=(4, -12),
+                    xytext=(-4, -12) if chosen_epoch == max(epochs) else (4, -12),  # inside the axes
+                    ha="right" if chosen_epoch == max(epochs) else "left",
                     fontsize=8,
                 )
         ax.set_title(name)
@@ -266,6 +267,7 @@ def plot_classification_report(
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(frame) + 1.4))
     shown = np.ma.masked_invalid(values)
     image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
+    support_x = values.shape[1] - 0.05  # the middle of the white column right of the scores
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
@@ -278,10 +280,10 @@ def plot_classification_report(
                     fontsize=10,
                     color="black" if 0.25 < values[i, j] < 0.85 else "white",
                 )
-        ax.text(values.shape[1] - 0.4, i, f"{int(frame['support'].iloc[i])}", ha="left", va="center", fontsize=10)
-    ax.set_xticks(range(len(SCORES)), [SCORE_LABELS[score] for score in SCORES])
+        ax.text(support_x, i, f"{int(frame['support'].iloc[i])}", ha="center", va="center", fontsize=10)
+    # the support column is a tick like the scores', so its header lines up with theirs
+    ax.set_xticks([*range(len(SCORES)), support_x], [*(SCORE_LABELS[score] for score in SCORES), "support"])
     ax.set_yticks(range(len(frame)), list(frame.index))
-    ax.text(values.shape[1] - 0.4, -0.75, "support", ha="left", va="center", fontsize=10)
     ax.axhline(len(metrics["class_names"]) - 0.5, color="white", lw=3)
     ax.set_xlim(-0.5, values.shape[1] + 0.4)
     ax.xaxis.tick_top()
