@@ -41,7 +41,7 @@ def test_tables_and_figures():
     assert frame.loc["accuracy", "f1"] == pytest.approx(a["accuracy"])
     assert reporting.summary_row("vgg16", a)["macro_recall"] == pytest.approx(a["macro_avg"]["recall"])
     fig = figures.plot_classification_report(a, title="VGG16")
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["precision", "recall", "F1"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["precision", "recall", "F1", "support"]
     assert fig.axes[0].get_title() == "VGG16"
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert f"{a['per_class']['COVID']['recall']:.2f}" in texts and str(a["n"]) in texts
