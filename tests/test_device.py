@@ -118,7 +118,9 @@ def test_the_persistent_cache_serves_a_second_process(tmp_path):
         s = log.stats["predict"]
         print(s["count"], s["hits"], round(s["seconds"], 4))
     """ % str(tmp_path / "cache")
-    env = {"KERAS_BACKEND": "jax"}  # the study's settings keep even quick compiles (config.CACHE_SETTINGS)
+    from helpers.config import CACHE_SETTINGS
+
+    env = {"KERAS_BACKEND": "jax", **CACHE_SETTINGS}  # the study's settings (whatever the caller's shell exports)
     first = _run(code, env).split()
     second = _run(code, env).split()
     assert int(first[1]) == 0 and int(second[1]) == int(second[0]) >= 1  # the rerun compiles nothing itself

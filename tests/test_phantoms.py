@@ -208,9 +208,20 @@ def test_ellipse_on_its_window_equals_the_whole_grid():
             cx, cy = rng.uniform(-0.3, 1.3, 2)  # centres outside the image too
             rx, ry = rng.uniform(0.01, 0.6, 2)
             for edge in (0.0, 0.03, 0.2):
-                r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
-                full = (r <= 1.0) if edge == 0 else np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0)
-                np.testing.assert_array_equal(phantoms._ellipse(u, v, cx, cy, rx, ry, edge), full.astype(np.float32))
+                _assert_ellipse_as_whole_grid(u, v, cx, cy, rx, ry, edge)
+        # degenerate values: zero and negative radii, a centre on a pixel (0/0 = NaN there), a NaN centre
+        for cx, cy, rx, ry in [(u[0, 5], 0.5, 0.0, 0.2), (0.5, v[3, 0], 0.2, 0.0), (u[0, 5], v[3, 0], 0.0, 0.0),
+                               (0.4, 0.6, -0.2, 0.1), (np.nan, 0.5, 0.2, 0.2)]:  # fmt: skip
+            for edge in (0.0, 0.1):
+                _assert_ellipse_as_whole_grid(u, v, float(cx), float(cy), rx, ry, edge)
+
+
+def _assert_ellipse_as_whole_grid(u, v, cx, cy, rx, ry, edge):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
+        full = (r <= 1.0) if edge == 0 else np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0)
+        got = phantoms._ellipse(u, v, cx, cy, rx, ry, edge)
+    np.testing.assert_array_equal(got, full.astype(np.float32))  # NaN where the whole grid has NaN
 
 
 def test_written_files_decode_to_the_rendered_arrays(tmp_path):

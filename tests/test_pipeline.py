@@ -169,6 +169,13 @@ def test_missing_profile_lists_the_available_ones(project):
         pipeline.load_profile("tinny", project / "params")  # a sweep grid is not offered as a profile
     with pytest.raises(ProfileError, match="is a sweep grid, not a profile: run it with python -m helpers.sweep"):
         pipeline.load_profile("sweep-x", project / "params")
+    (project / "params" / "sweep-y.yaml").write_text("name: y\nparameters:\n")  # malformed, still a grid
+    (project / "params" / "notes.yaml").write_bytes("title: caf\xe9\n".encode("latin-1"))  # not UTF-8: skipped
+    assert pipeline.available_profiles(project / "params") == ["tiny"]
+    with pytest.raises(ProfileError, match="is a sweep grid"):
+        pipeline.load_profile("sweep-y", project / "params")
+    with pytest.raises(ProfileError, match="notes.yaml is not valid YAML"):
+        pipeline.load_profile("notes", project / "params")
 
 
 def test_malformed_profile_is_rejected(project):
@@ -547,3 +554,16 @@ def test_a_problem_is_listed_once(project):
         pipeline.resolve_parameters(profile, notebooks, ["seed=abc"])
     lines = str(caught.value).splitlines()[1:]  # seed is checked twice (its type, then its declaration): one line
     assert lines == ["  seed in 01_first, 02_second: expects an integer like its default 0, got 'abc'"]
+
+
+def test_the_failing_line_is_the_one_that_raised_even_when_chained():
+    traceback = [
+        "\x1b[0;31mValueError\x1b[0m  Traceback (most recent call last)",
+        "Cell \x1b[0;32mIn[3], line 2\x1b[0m\n      1 try:\n----> 2     int(x)",
+        "\x1b[0;31mValueError\x1b[0m: invalid literal",
+        "\nThe above exception was the direct cause of the following exception:\n",
+        "Cell \x1b[0;32mIn[3], line 4\x1b[0m\n----> 4     raise RuntimeError('bad') from e",
+    ]
+    assert pipeline._failing_line_number(traceback) == 4
+    assert pipeline._failing_line_number(traceback[:3]) == 2
+    assert pipeline._failing_line_number([]) is None and pipeline._failing_line_number(["no cell here"]) is None

@@ -103,7 +103,10 @@ def _ellipse(u, v, cx, cy, rx, ry, edge: float = 0.0) -> np.ndarray:
     """
     shape = np.broadcast_shapes(np.shape(u), np.shape(v))
     rows = cols = slice(None)
-    if np.ndim(u) == 2 and np.ndim(v) == 2 and np.shape(u)[0] == 1 and np.shape(v)[1] == 1:
+    on_grid = np.ndim(u) == 2 and np.ndim(v) == 2 and np.shape(u)[0] == 1 and np.shape(v)[1] == 1
+    # a zero radius or a non-finite value gives NaN (0/0) pixels that the window would not reach: whole grid then
+    regular = np.all(np.isfinite([cx, cy, rx, ry, edge])) and rx != 0 and ry != 0
+    if on_grid and regular:
         reach = 1.0 + max(edge, 0.0)
         # 1e-3 of slack: float32 rounding of r is ~1e-7 relative, so no non-zero pixel falls outside.
         cols = _window(np.abs(u[0] - cx) <= abs(rx) * reach * (1 + 1e-3))
@@ -202,6 +205,8 @@ def _draw_lines(size: int, lines: Iterable[tuple[float, float, float, float, flo
     scale = size * (1 << shift)
     reach = thickness + 3  # anti-aliasing and the line's width stay within this many pixels of its end points
     for u0, v0, u1, v1, value in lines:
+        if not math.isfinite(value):
+            raise ValueError(f"a line's intensity must be finite, got {value!r}")
         p0 = (int(u0 * scale), int(v0 * scale))
         p1 = (int(u1 * scale), int(v1 * scale))
         cv2.line(layer, p0, p1, 1.0, thickness, cv2.LINE_AA, shift)

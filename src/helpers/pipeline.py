@@ -112,6 +112,8 @@ def _failing_line_number(traceback) -> int | None:
     if not traceback:
         return None
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(traceback))
+    # chained exceptions print the cause first: the line that raised is in the last traceback
+    text = re.split(r"The above exception was the direct cause|During handling of the above exception", text)[-1]
     found = re.search(r"Cell In\[\d+\], line (\d+)", text)
     return int(found.group(1)) if found else None
 

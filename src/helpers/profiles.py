@@ -65,8 +65,8 @@ def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
         )
     try:
         content = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{path} is not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path} is not valid YAML (UTF-8): {exc}") from exc
     if not isinstance(content, dict):
         raise ProfileError(f"{path} must hold a mapping of sections, got {type(content).__name__}")
     if _is_sweep_grid(content):
@@ -86,8 +86,8 @@ def load_profile(profile: str, params_dir: str | os.PathLike) -> dict:
 
 
 def _is_sweep_grid(content) -> bool:
-    """Whether a parsed YAML file is a sweep grid (``helpers.sweep``: a ``parameters`` mapping) rather than a profile."""
-    return isinstance(content, dict) and isinstance(content.get("parameters"), dict)
+    """Whether a parsed YAML file is a sweep grid (``helpers.sweep``: a ``parameters`` section) rather than a profile."""
+    return isinstance(content, dict) and "parameters" in content  # no notebook is named "parameters"
 
 
 def available_profiles(params_dir: str | os.PathLike) -> list[str]:
@@ -96,7 +96,7 @@ def available_profiles(params_dir: str | os.PathLike) -> list[str]:
     for path in sorted(Path(params_dir).glob("*.yaml"), key=lambda p: p.stem):
         try:
             content = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
+        except (OSError, ValueError, yaml.YAMLError):  # unreadable, not UTF-8, not YAML: not offered
             continue
         if isinstance(content, dict) and not _is_sweep_grid(content):
             names.append(path.stem)
