@@ -17,7 +17,7 @@
 #
 # PARTS picks the parts (default "gpu_study bench_float32 bench_bfloat16"), so that two calls of up to ten minutes
 # each can give the notebooks all of one call: PARTS=gpu_study STUDY_CAP=570 BUDGET=590, then PARTS="bench_float32
-# bench_bfloat16" in a second call.
+# bench_bfloat16" in a second call. STUDY_PARAMS adds -p overrides to the notebook check.
 set -u
 
 SMOKE=0
@@ -49,6 +49,8 @@ else
     BENCH_ARGS=()
     STUDY_CAP=${STUDY_CAP:-390}; BENCH_CAP=${BENCH_CAP:-160}; BF16_MIN=100
 fi
+read -r -a EXTRA <<< "${STUDY_PARAMS:-}"  # e.g. STUDY_PARAMS="-p 02.mixed_precision=mixed_bfloat16"
+STUDY_ARGS+=("${EXTRA[@]}")
 PARTS=${PARTS:-gpu_study bench_float32 bench_bfloat16}
 wanted() { case " $PARTS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
