@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from . import lineage
-from ._core import atomic_path, load_json, load_npz, save_json, save_npz
+from ._core import atomic_path, load_npz, save_json, save_npz
 from .dataset import SPLITS
-from .study import check_model_digest
+from .study import verified_model_info
 
 __all__ = [
     "SEGMENTATION_NOTEBOOK",
@@ -65,12 +65,7 @@ def load_segmenter(paths):
     from .segmentation import load_unet
 
     files = segmenter_files(paths)
-    for key in ("model", "info"):
-        if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]} does not exist: run {SEGMENTATION_NOTEBOOK} first")
-    info = load_json(files["info"])
-    check_model_digest(files["model"], files["info"], info, SEGMENTATION_NOTEBOOK)
-    lineage.check_input(paths, files["model"], SEGMENTATION_NOTEBOOK)
+    info = verified_model_info(paths, files, SEGMENTATION_NOTEBOOK)
     return load_unet(files["model"]), info
 
 

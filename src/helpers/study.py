@@ -60,7 +60,7 @@ __all__ = [
     "save_summary",
     "LineageError",
     "ModelIntegrityError",
-    "check_model_digest",
+    "verified_model_info",
     "load_model",
     "MODEL_NOTEBOOKS",
 ]
@@ -377,33 +377,33 @@ def save_training(result, paths, model_name: str, **extra) -> dict[str, Path]:
     return files
 
 
-def check_model_digest(model_file: Path, info_file: Path, info: Mapping, notebook: str) -> None:
-    """Raise :class:`ModelIntegrityError` unless ``model_file`` has the SHA-256 its JSON ``info`` recorded at saving."""
+def verified_model_info(paths, files: Mapping[str, Path], notebook: str, expect: Mapping | None = None) -> dict:
+    """The JSON ``files["info"]`` of a saved model ``files["model"]`` once both exist, the model has the SHA-256 the
+    JSON recorded at saving (:class:`ModelIntegrityError`) and its lineage holds (:class:`LineageError`); errors name
+    ``notebook``, which wrote them."""
+    for key in ("model", "info"):
+        if not files[key].is_file():
+            raise FileNotFoundError(f"{files[key]} does not exist: run {notebook} first")
+    info = load_json(files["info"])
     recorded = (info.get("sha256") or {}).get("model")
     if not recorded:
         raise ModelIntegrityError(
-            f"{info_file} records no SHA-256 of {model_file.name} (saved by an older version): rerun {notebook}"
+            f"{files['info']} records no SHA-256 of {files['model'].name} (saved by an older version): rerun {notebook}"
         )
-    if lineage.file_digest(model_file) != recorded:
+    if lineage.file_digest(files["model"]) != recorded:
         raise ModelIntegrityError(
-            f"{model_file} does not match the SHA-256 recorded in {info_file.name} when it was saved "
+            f"{files['model']} does not match the SHA-256 recorded in {files['info'].name} when it was saved "
             f"(the file is truncated or was modified): rerun {notebook}"
         )
+    lineage.check_input(paths, files["model"], notebook, expect=expect)
+    return info
 
 
 def _verified_model(paths, model_name: str, image_size: int | None = None) -> tuple[Path, dict]:
     """The model file of a slot after checking its SHA-256 against the training JSON and its lineage."""
     files = training_files(paths, model_name)
-    notebook = _training_notebook(model_name)
-    for key in ("model", "info"):
-        if not files[key].is_file():
-            raise FileNotFoundError(f"{files[key]} does not exist: run {notebook} first")
-    info = load_json(files["info"])
-    check_model_digest(files["model"], files["info"], info, notebook)
-    lineage.check_input(
-        paths, files["model"], notebook, expect=None if image_size is None else {"image_size": image_size}
-    )
-    return files["model"], info
+    expect = None if image_size is None else {"image_size": image_size}
+    return files["model"], verified_model_info(paths, files, _training_notebook(model_name), expect)
 
 
 def load_model(paths, model_name: str, image_size: int | None = None):
