@@ -129,7 +129,10 @@ def _parse_value(raw: str):
 
 
 def _coerce(value, default_literal: str | None, where: str, problems: list[str]):
-    """Give a value the type of the notebook's literal default where that is safe (``"1e-3"`` -> 0.001 for a float)."""
+    """Give a value the type of the notebook's literal default where that is safe (``"1e-3"`` -> 0.001 for a float).
+
+    A value that cannot take that type is a problem, and comes back as :data:`_INVALID` (not validated again).
+    """
     default = _literal(default_literal)
     if isinstance(default, bool) or isinstance(value, bool) or value is None:
         return value
@@ -138,11 +141,13 @@ def _coerce(value, default_literal: str | None, where: str, problems: list[str])
             return float(value)
         except ValueError:
             problems.append(f"{where}: expects a number like its default {default_literal}, got {value!r}")
+            return _INVALID
     elif isinstance(default, int) and isinstance(value, str):
         try:
             return int(value)
         except ValueError:
             problems.append(f"{where}: expects an integer like its default {default_literal}, got {value!r}")
+            return _INVALID
     return value
 
 
@@ -240,9 +245,10 @@ def resolve_parameters(
 
     base = Path(base_dir) if base_dir else Path.cwd()
     for stem, params in per_notebook.items():
-        for key, value in params.items():
-            params[key] = _coerce(value, declared[stem].get(key), f"{stem}.{key}", problems)
-        per_notebook[stem] = _absolute_paths(params, base)
+        coerced = {
+            key: _coerce(value, declared[stem].get(key), f"{stem}.{key}", problems) for key, value in params.items()
+        }
+        per_notebook[stem] = _absolute_paths({k: v for k, v in coerced.items() if v is not _INVALID}, base)
     problems += preflight(per_notebook, declared)
     if problems:
         raise ProfileError("invalid parameters:\n  " + "\n  ".join(_merged(problems)))
@@ -253,30 +259,25 @@ _PROBLEM_RE = re.compile(r"^(\d\d_\w+)\.(\w+): (.*)$", re.S)
 
 
 def _merged(problems: list[str]) -> list[str]:
-    """One line per problem: the first one found for a notebook's parameter, and one line for the same problem of a
-    shared parameter in several notebooks (``input_mask in 03_train_vgg16, 04_...: ...``)."""
-    seen, groups, order = set(), {}, []
+    """The problems, with one line for the same problem of a shared parameter in several notebooks
+    (``input_mask in 03_train_vgg16, 04_...: ...``)."""
+    groups, order = {}, []
     for line in problems:
         found = _PROBLEM_RE.match(line)
-        if not found:
-            order.append(line)
-            continue
-        stem, key, text = found.groups()
-        if (stem, key) in seen:  # e.g. a value's type, reported again by the declaration's check
-            continue
-        seen.add((stem, key))
-        if (key, text) not in groups:
-            groups[(key, text)] = []
-            order.append((key, text))
-        groups[(key, text)].append(stem)
+        item = line if not found else found.group(2, 3)  # (key, text)
+        if item not in groups:
+            groups[item] = []
+            order.append(item)
+        if found:
+            groups[item].append(found.group(1))
     lines = []
     for item in order:
-        if isinstance(item, str):
-            lines.append(item)
-            continue
-        key, text = item
         stems = groups[item]
-        lines.append(f"{stems[0]}.{key}: {text}" if len(stems) == 1 else f"{key} in {', '.join(stems)}: {text}")
+        if not stems:
+            lines.append(item)
+        else:
+            key, text = item
+            lines.append(f"{stems[0]}.{key}: {text}" if len(stems) == 1 else f"{key} in {', '.join(stems)}: {text}")
     return lines
 
 
@@ -319,6 +320,8 @@ def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[
 
 
 _MISSING = object()
+#: What :func:`_coerce` returns for a value it has reported.
+_INVALID = object()
 
 
 def _literal(text, missing=None):
