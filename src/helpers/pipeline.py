@@ -48,7 +48,11 @@ from .study import StudyPaths, find_project_root, save_json
 
 
 class NotebookFailed(RuntimeError):
-    """A notebook raised during execution; names the notebook and the cell."""
+    """A notebook raised during execution; names the notebook and the cell (``notebook``: the file name)."""
+
+    def __init__(self, message: str, notebook: str | None = None):
+        super().__init__(message)
+        self.notebook = notebook
 
 
 class RunError(RuntimeError):
@@ -438,7 +442,7 @@ def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: P
         where = f"the partial run could not be kept ({os_text(os_exc)}); {discard(staging)}"
     log(f"FAILED: {message}")
     log(f"{where}; {kept(final)}")
-    raise NotebookFailed(message) from exc
+    raise NotebookFailed(message, nb.name) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -504,8 +508,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}{hint}", file=sys.stderr)
         return 2
     except NotebookFailed as exc:
-        head = re.match(r"notebook \S+ failed", str(exc))  # the FAILED line above gives the cell, line and error
-        print(f"error: {head.group(0)} (see FAILED above)" if head else f"error: {exc}", file=sys.stderr)
+        # the FAILED line above gives the cell, the line and the error
+        print(
+            f"error: notebook {exc.notebook} failed (see FAILED above)" if exc.notebook else f"error: {exc}",
+            file=sys.stderr,
+        )
         return 1
     except RunError as exc:
         print(f"error: {exc}", file=sys.stderr)
