@@ -30,6 +30,7 @@ from .parallel import parallel_map, progress_updates
 __all__ = [
     "SYNTHETIC_MARKER",
     "PHANTOM_VERSION",
+    "OUTPUTS",
     "REAL_CLASS_SIZES",
     "class_counts",
     "synthetic_dir_name",
@@ -101,29 +102,27 @@ def _ellipse(u, v, cx, cy, rx, ry, edge: float = 0.0) -> np.ndarray:
     With the grids of :func:`_grid` (a row ``u`` and a column ``v``) it is evaluated only on the rows and columns
     where it can be non-zero (the rest is exactly 0), which gives the same values as the whole grid, faster.
     """
-    shape = np.broadcast_shapes(np.shape(u), np.shape(v))
-    rows = cols = slice(None)
     on_grid = np.ndim(u) == 2 and np.ndim(v) == 2 and np.shape(u)[0] == 1 and np.shape(v)[1] == 1
     # a zero radius or a non-finite value gives NaN (0/0) pixels that the window would not reach: whole grid then
     regular = np.all(np.isfinite([cx, cy, rx, ry, edge])) and rx != 0 and ry != 0
-    if on_grid and regular:
-        reach = 1.0 + max(edge, 0.0)
-        # 1e-3 of slack: float32 rounding of r is ~1e-7 relative, so no non-zero pixel falls outside.
-        cols = _window(np.abs(u[0] - cx) <= abs(rx) * reach * (1 + 1e-3))
-        rows = _window(np.abs(v[:, 0] - cy) <= abs(ry) * reach * (1 + 1e-3))
-        if cols is None or rows is None:
-            return np.zeros(shape, dtype=np.float32)
-        u, v = u[:, cols], v[rows, :]
+    if not (on_grid and regular):
+        return _ellipse_values(u, v, cx, cy, rx, ry, edge)
+    reach = 1.0 + max(edge, 0.0)
+    # 1e-3 of slack: float32 rounding of r is ~1e-7 relative, so no non-zero pixel falls outside.
+    cols = _window(np.abs(u[0] - cx) <= abs(rx) * reach * (1 + 1e-3))
+    rows = _window(np.abs(v[:, 0] - cy) <= abs(ry) * reach * (1 + 1e-3))
+    out = np.zeros((v.shape[0], u.shape[1]), dtype=np.float32)
+    if cols is not None and rows is not None:
+        out[rows, cols] = _ellipse_values(u[:, cols], v[rows, :], cx, cy, rx, ry, edge)
+    return out
+
+
+def _ellipse_values(u, v, cx, cy, rx, ry, edge: float) -> np.ndarray:
+    """The soft ellipse indicator of :func:`_ellipse` at every point of ``u`` x ``v``."""
     r = np.sqrt(((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2)
     if edge <= 0:
-        inside = (r <= 1.0).astype(np.float32)
-    else:
-        inside = np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0).astype(np.float32)
-    if rows == slice(None) and cols == slice(None):
-        return inside
-    out = np.zeros(shape, dtype=np.float32)
-    out[rows, cols] = inside
-    return out
+        return (r <= 1.0).astype(np.float32)
+    return np.clip((1.0 + edge - r) / (2 * edge), 0.0, 1.0).astype(np.float32)
 
 
 def _window(near: np.ndarray) -> slice | None:
@@ -406,9 +405,12 @@ if hasattr(cv2, "IMWRITE_PNG_FILTER"):  # OpenCV >= 4.11
     _PNG_MASK += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE]
 
 
-def _write_png(path: Path, array: np.ndarray, params: list[int]) -> None:
-    if not cv2.imwrite(str(path), array, params):
-        raise OSError(f"could not write {path}")
+#: Each array of :func:`render_phantom`: the class subfolder it is written to and its PNG settings.
+OUTPUTS: dict[str, tuple[str, list[int]]] = {
+    "image": ("images", _PNG_IMAGE),
+    "lung_mask": ("masks", _PNG_MASK),
+    "lesion_mask": (LESION_DIRNAME, _PNG_MASK),
+}
 
 
 def render_and_write(
@@ -416,10 +418,10 @@ def render_and_write(
 ) -> None:
     """Render phantom ``n`` of class ``name`` and write its image, lung mask and lesion mask under ``folder``."""
     arrays = render_phantom(name, seed, n, image_size, mask_size, confounder)
-    stem = f"{name}-{n}.png"
-    _write_png(folder / name / "images" / stem, arrays["image"], _PNG_IMAGE)
-    _write_png(folder / name / "masks" / stem, arrays["lung_mask"], _PNG_MASK)
-    _write_png(folder / name / LESION_DIRNAME / stem, arrays["lesion_mask"], _PNG_MASK)
+    for key, (subfolder, params) in OUTPUTS.items():
+        path = folder / name / subfolder / f"{name}-{n}.png"
+        if not cv2.imwrite(str(path), arrays[key], params):
+            raise OSError(f"could not write {path}")
 
 
 def synthesize_dataset(
@@ -470,7 +472,7 @@ def synthesize_dataset(
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the dataset is an ordinary folder
         jobs = [(name, n) for name in CLASS_NAMES for n in range(1, counts[name] + 1)]
         for name in CLASS_NAMES:
-            for sub in ("images", "masks", LESION_DIRNAME):
+            for sub, _ in OUTPUTS.values():
                 (tmp / name / sub).mkdir(parents=True)
         work = [(tmp, name, seed, n, image_size, mask_size, confounder) for name, n in jobs]
         with progress_updates(len(work), progress, "phantoms") as update:
