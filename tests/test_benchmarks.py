@@ -31,3 +31,10 @@ def test_bench_segmentation_runs_at_toy_sizes(tmp_path):
     out = bench.main([*sizes.split(), "--epochs", "1", "--batch-size", "4", "--data-dir", str(tmp_path)])
     assert out["train_size"] == 32 and out["best_epoch"] == 1 and out["train_s"] > 0
     assert 0.0 <= out["test_dice"]["low"] <= out["test_dice"]["estimate"] <= out["test_dice"]["high"] <= 1.0
+
+
+def test_bench_masks_checks_both_sides_at_toy_sizes():
+    bench = _load("bench_masks")
+    out = bench.main(["--n", "70", "--size", "40", "--segmentation-size", "32", "--margin", "2", "--decode", "20",
+                      "--repeats", "1"])  # fmt: skip
+    assert len(out["steps"]) == 7 and all(row["ratio"] > 0 for row in out["steps"].values())

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 import pytest
 
-from helpers import dataset, parallel, phantoms
+from helpers import dataset, parallel, phantoms, segmentation
 
 
 def _digest(folder: Path) -> str:
@@ -41,3 +43,53 @@ def test_parallel_map_keeps_order_and_checks_workers(monkeypatch):
     assert parallel.worker_count() == 3
     with pytest.raises(ValueError, match="workers"):
         parallel.worker_count(0)
+
+
+def test_each_range_covers_every_index_once():
+    for n, chunk, workers in ((0, 4, 2), (1, 4, 2), (10, 3, 1), (10, 3, 3), (200, 7, 2)):
+        seen = np.zeros(n, dtype=int)
+
+        def mark(start, stop, seen=seen):
+            seen[start:stop] += 1
+
+        parallel.each_range(mark, n, workers=workers, chunk=chunk)
+        assert (seen == 1).all(), (n, chunk, workers)
+
+
+def test_mask_work_on_threads_equals_a_one_image_loop(monkeypatch, tmp_path):
+    """Resizing, dilating and decoding masks on threads: the same arrays as one image at a time, for any thread count."""
+    rng = np.random.default_rng(5)
+    masks = (rng.random((150, 37, 37)) > 0.6).astype(np.uint8)
+    images = rng.integers(0, 256, (150, 37, 37), dtype=np.uint8)
+    reference = {
+        "down": np.stack(
+            [cv2.resize(m.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA) >= 0.5 for m in masks]
+        ),
+        "up": np.stack([cv2.resize(m, (50, 50), interpolation=cv2.INTER_NEAREST) for m in masks]),
+        "images": np.stack([cv2.resize(x, (16, 16), interpolation=cv2.INTER_AREA) for x in images])[..., None],
+        "dilated": np.stack([cv2.dilate(m, segmentation.disk(3), borderType=cv2.BORDER_CONSTANT) for m in masks]),
+    }
+    for i, m in enumerate(masks[:70]):
+        cv2.imwrite(str(tmp_path / f"m{i}.png"), m * 255 if i % 7 else cv2.resize(m * 255, (37, 30)))
+    frame = pd.DataFrame(
+        {
+            "path": [f"x{i}.png" for i in range(72)],
+            "mask_path": [str(tmp_path / f"m{i}.png") for i in range(70)] + ["", ""],
+        }
+    )
+    expected_masks = np.zeros((72, 20, 20), np.uint8)
+    for i in range(70):
+        expected_masks[i] = (
+            cv2.resize(
+                cv2.imread(str(tmp_path / f"m{i}.png"), cv2.IMREAD_GRAYSCALE), (20, 20), interpolation=cv2.INTER_NEAREST
+            )
+            > 127
+        )
+    for workers in ("1", "3"):
+        monkeypatch.setenv(parallel.WORKERS_ENV, workers)
+        np.testing.assert_array_equal(segmentation.resize_masks(masks, 16), reference["down"])
+        np.testing.assert_array_equal(segmentation.resize_masks(masks, 50), reference["up"])
+        np.testing.assert_array_equal(segmentation.resize_images(images, 16), reference["images"])
+        np.testing.assert_array_equal(segmentation.dilate_masks(masks, 3), reference["dilated"])
+        with pytest.warns(UserWarning, match="10 lung mask\\(s\\) are not square"):
+            np.testing.assert_array_equal(dataset.load_masks(frame, 20, kind="lung"), expected_masks)

@@ -43,6 +43,12 @@ def test_dice_rejects_non_binary_and_mismatched_masks():
         segmentation.dice(rect * 255, rect)
     with pytest.raises(ValueError, match="same shape"):
         segmentation.iou(rect, rect[:10])
+    # every dtype: 0/1 only (a negative integer, a 2, a fraction, NaN are refused; 0.0/1.0 and int64 pass)
+    for bad in (rect.astype(np.int8) - 1, rect + 1, rect * 0.5, np.where(rect, np.nan, 0.0)):
+        with pytest.raises(ValueError, match="binary"):
+            segmentation.dice(bad, rect)
+    for good in (rect.astype(np.float32), rect.astype(np.int64), rect.astype(bool)):
+        assert segmentation.dice(good, rect)[0] == 1.0
 
 
 def test_soft_dice_loss_and_bce_dice_loss():
@@ -123,16 +129,19 @@ def _identity_model(size: int) -> keras.Model:
     return keras.Model(inputs, keras.layers.Identity()(inputs))
 
 
-def test_predict_masks_segments_at_a_lower_size_and_upsamples_by_nearest_neighbour():
+def test_predict_masks_segments_at_a_lower_size_and_upsamples_by_nearest_neighbour(monkeypatch):
     rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 2, (3, 8, 8)).astype(np.uint8)
+    coarse = rng.integers(0, 2, (5, 8, 8)).astype(np.uint8)
     images = (np.kron(coarse, np.ones((4, 4), np.uint8)) * 255)[..., None]  # 32 px, constant 4x4 blocks
     model = _identity_model(8)  # "probability" = the image in [0, 1]
     masks = segmentation.predict_masks(model, images, batch_size=2)
-    assert masks.shape == (3, 32, 32) and masks.dtype == np.uint8
+    assert masks.shape == (5, 32, 32) and masks.dtype == np.uint8
     np.testing.assert_array_equal(masks, images[..., 0] // 255)
     np.testing.assert_array_equal(segmentation.predict_masks(model, images, 2, output_size=8), coarse)
     np.testing.assert_array_equal(segmentation.predict_masks(model, images / 255.0, 2), masks)
+    for chunk in (1, 2, 5):  # thresholded a chunk of whole batches at a time: 2, 2 or 4 images
+        monkeypatch.setattr(segmentation, "_THRESHOLD_CHUNK", chunk)
+        np.testing.assert_array_equal(segmentation.predict_masks(model, images, 2, output_size=8), coarse)
 
 
 def test_resize_masks_down_by_majority_up_by_nearest():
@@ -306,19 +315,21 @@ def test_an_epoch_gives_the_weights_of_a_train_on_batch_loop():
     from helpers.segmentation import _train_epoch, bce_dice_loss, build_unet
 
     rng = np.random.default_rng(0)
-    x = to_unit_range(rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8))
-    y = (rng.random((40, 16, 16, 1)) > 0.5).astype(np.float32)
+    images = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)
+    masks = (rng.random((40, 16, 16)) > 0.5).astype(np.uint8)
+    x, y = to_unit_range(images), masks[..., None].astype(np.float32)  # the whole set scaled at once
     order = rng.permutation(40)[:32]
     weights = []
-    for use_epoch in (True, False):
+    for source in ("uint8", "float32", "loop"):
         model = build_unet(16, base_filters=2, depth=2, seed=1)
         twin = keras.Model(model.inputs, model.outputs)
         twin.compile(optimizer=keras.optimizers.Adam(1e-2), loss=bce_dice_loss)
-        if use_epoch:
-            _train_epoch(twin, x, y, order, 8)
-        else:
+        if source == "loop":
             for k in range(0, 32, 8):
                 twin.train_on_batch(x[order[k : k + 8]], y[order[k : k + 8]])
+        else:  # batches gathered and scaled one at a time, from uint8 images or from floats in [0, 1]
+            _train_epoch(twin, images if source == "uint8" else x, masks, order, 8)
         weights.append(model.get_weights())
-    for a, b in zip(*weights):
-        np.testing.assert_array_equal(a, b)
+    for other in weights[1:]:
+        for a, b in zip(weights[0], other):
+            np.testing.assert_array_equal(a, b)

@@ -71,8 +71,9 @@ def test_json_and_npz_round_trip(tmp_path):
         "arr": [1.0, None],
     }
     assert "NaN" not in (tmp_path / "m.json").read_text()  # strict JSON
-    study.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32))
+    study.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32), g=np.zeros(4))
     assert study.load_npz(tmp_path / "a.npz")["h"].shape == (2, 3)
+    assert list(study.load_npz(tmp_path / "a.npz", keys=("g", "absent"))) == ["g"]
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         study.load_npz(tmp_path / "missing.npz")
 

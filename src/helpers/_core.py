@@ -192,10 +192,10 @@ def save_npz(path: str | os.PathLike, **arrays) -> Path:
     return path
 
 
-def load_npz(path: str | os.PathLike) -> dict:
-    """Read every array of an ``.npz`` into a dict, naming the file when it is missing."""
+def load_npz(path: str | os.PathLike, keys=None) -> dict:
+    """Read the arrays of an ``.npz`` into a dict (all, or those of ``keys`` it holds), naming the file when it is missing."""
     with np.load(_existing(path), allow_pickle=False) as data:
-        return {key: data[key] for key in data.files}
+        return {key: data[key] for key in data.files if keys is None or key in keys}
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def load_lung_masks(paths, split: str, image_size: int, n_images: int) -> np.nda
             f"{path} does not exist: input_mask='lung' needs the lung masks of {SEGMENTATION_NOTEBOOK}; run it first"
         )
     lineage.check_input(paths, path, SEGMENTATION_NOTEBOOK)
-    arrays = load_npz(path)
+    arrays = load_npz(path, keys=(split,))  # the other splits are not decompressed
     if split not in arrays:
         raise ValueError(f"{path} has no {split!r} masks: rerun {SEGMENTATION_NOTEBOOK}")
     masks = arrays[split]

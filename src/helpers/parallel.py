@@ -84,6 +84,15 @@ def parallel_map(
     return [value for chunk in results for value in chunk]
 
 
+def each_range(fn: Callable[[int, int], None], n: int, workers: int | None = None, chunk: int = 64) -> None:
+    """Call ``fn(start, stop)`` for consecutive ranges covering ``range(n)`` on a thread pool.
+
+    For OpenCV work (which releases the GIL) that writes each image into its own slot of a preallocated array:
+    the result is the same whatever the number of threads.
+    """
+    parallel_map(fn, [(i, min(i + chunk, n)) for i in range(0, n, chunk)], workers, threads=True)
+
+
 @contextlib.contextmanager
 def progress_updates(total: int, enabled: bool, desc: str):
     """A progress bar's ``update`` callable for :func:`parallel_map` (None when disabled), closed on exit."""
