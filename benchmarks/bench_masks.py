@@ -9,7 +9,8 @@ data of the paper's sizes both ways, side by side in one run, and checks that bo
 - "study": :mod:`helpers.segmentation` and :func:`helpers.dataset.load_masks` (a vectorised min/max check; the
   per-image OpenCV calls spread over threads, ``STUDY_WORKERS`` caps them).
 
-The last row is an epoch of the U-Net's training data: the whole training set permuted as float32 images and
+Then notebook 06's mask energy (each heatmap's share inside its mask) of 540 test heatmaps: the whole stack at once
+vs a few images at a time (bitwise the same). The last row is an epoch of the U-Net's training data: the whole training set permuted as float32 images and
 masks before the epoch (the reference) vs each batch gathered from the uint8 arrays and scaled as training takes it.
 
 Usage::
@@ -31,7 +32,8 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from helpers import dataset, parallel, segmentation  # noqa: E402
+from helpers import dataset, localization, parallel, segmentation  # noqa: E402
+from helpers.heatmaps import upsample  # noqa: E402
 
 
 def _best(fn, repeats: int) -> tuple[float, object]:
@@ -114,6 +116,22 @@ def main(argv=None) -> dict:
             lambda: dataset.load_masks(frame, size, kind="lung"),
         ),
     }
+    # Notebook 06's mask energy of 540 test heatmaps (9x9, upsampled to the image size): the whole stack at once
+    # (the reference) vs the study's groups and chunks; bitwise the same shares.
+    n_test = min(540, args.n)
+    heat = rng.normal(size=(n_test, 9, 9)).astype(np.float32)
+
+    def energy_at_once():
+        inside = masks[:n_test] != 0
+        whole = np.maximum(upsample(heat, (size, size)), 0.0).astype(np.float64)
+        total, within = whole.sum(axis=(1, 2)), (whole * inside).sum(axis=(1, 2))
+        return np.where(total > 0, within / np.where(total > 0, total, 1.0), np.nan)
+
+    steps[f"mask energy of {n_test} heatmaps at {size} px"] = (
+        energy_at_once,
+        lambda: localization.mask_energy(heat, masks[:n_test]),
+    )
+
     # An epoch of U-Net training data: the permuted training set as float32 (images and masks) before the epoch,
     # vs each batch gathered from the uint8 arrays and scaled as fit takes it (:class:`segmentation._Batches`).
     x_small = segmentation.resize_images(images, seg)
@@ -136,7 +154,10 @@ def main(argv=None) -> dict:
     for name, (reference, study) in steps.items():
         t_ref, expected = _best(reference, args.repeats)
         t_new, got = _best(study, args.repeats)
-        np.testing.assert_array_equal(np.asarray(got, dtype=np.uint8), np.asarray(expected, dtype=np.uint8))
+        if np.asarray(expected).dtype == np.float64:
+            np.testing.assert_array_equal(got, expected)  # mask energies: bitwise
+        else:
+            np.testing.assert_array_equal(np.asarray(got, dtype=np.uint8), np.asarray(expected, dtype=np.uint8))
         results[name] = {"one_at_a_time_s": t_ref, "study_s": t_new, "ratio": t_ref / t_new}
         print(f"{name:<40} {t_ref:>12.3f} s {t_new:>7.3f} s {t_ref / t_new:>6.1f}x")
     total_ref = sum(r["one_at_a_time_s"] for r in results.values())

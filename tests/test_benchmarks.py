@@ -37,4 +37,4 @@ def test_bench_masks_checks_both_sides_at_toy_sizes():
     bench = _load("bench_masks")
     out = bench.main(["--n", "70", "--size", "40", "--segmentation-size", "32", "--margin", "2", "--decode", "20",
                       "--repeats", "1"])  # fmt: skip
-    assert len(out["steps"]) == 7 and all(row["ratio"] > 0 for row in out["steps"].values())
+    assert len(out["steps"]) == 8 and all(row["ratio"] > 0 for row in out["steps"].values())

@@ -28,6 +28,27 @@ def test_mask_energy_by_hand():
         localization.mask_energy(heat, np.zeros((2, 4, 4)))
 
 
+def test_mask_energy_in_chunks_equals_the_whole_stack_at_once():
+    """Groups of 128 images and chunks of 16: every share bitwise as one pass over the whole stack gives it."""
+    import cv2
+
+    from helpers.heatmaps import _resize_stack, upsample
+
+    rng = np.random.default_rng(3)
+    heat = rng.normal(size=(300, 5, 5)).astype(np.float32)  # three upsampling groups, the last partial
+    heat[7] = -1.0  # all zero after clipping: NaN
+    masks = rng.random((300, 24, 24)) > 0.6
+    for size in (None, 30):  # at the masks' size, and resampled (nearest) to another
+        target = (24, 24) if size is None else (30, 30)
+        inside = _resize_stack(masks.astype(np.uint8), target, cv2.INTER_NEAREST).astype(bool)
+        whole = np.maximum(upsample(heat, target), 0.0).astype(np.float64)
+        total, within = whole.sum(axis=(1, 2)), (whole * inside).sum(axis=(1, 2))
+        expected = np.where(total > 0, within / np.where(total > 0, total, 1.0), np.nan)
+        got = localization.mask_energy(heat, masks, size=size)
+        assert np.isnan(got[7]) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_mask_energy_summary_by_hand():
     summary = localization.mask_energy_summary([0.2, 0.8, np.nan, 1.0], [0, 0, 1, 2], ("a", "b", "c"))
     assert summary["a"]["n"] == 2 and summary["a"]["mean"] == pytest.approx(0.5)
