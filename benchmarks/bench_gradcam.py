@@ -20,18 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _timing import best_time  # noqa: E402
 
 from helpers import heatmaps as G  # noqa: E402
 from helpers import models  # noqa: E402
-
-
-def _best_time(fn, repeats):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main(argv=None) -> int:
@@ -69,8 +61,8 @@ def main(argv=None) -> int:
         G.gradcam(model, images[: args.batch_size], batch_size=args.batch_size, method=args.method)
         G.gradcam(model, images[:1], batch_size=1, method=args.method)
         warm = time.perf_counter() - start
-        t_batch, maps_batch = _best_time(batched, args.repeats)
-        t_single, maps_single = _best_time(one_by_one, args.repeats)
+        t_batch, maps_batch = best_time(batched, args.repeats)
+        t_single, maps_single = best_time(one_by_one, args.repeats)
         scale = max(float(maps_batch.max()), 1e-12)
         diff = float(np.abs(maps_batch - maps_single).max()) / scale
         agree = diff < 1e-4

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,19 +30,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _timing import best_time  # noqa: E402
 
 from helpers import dataset, localization, parallel, segmentation  # noqa: E402
 from helpers.heatmaps import upsample  # noqa: E402
-
-
-def _best(fn, repeats: int) -> tuple[float, object]:
-    """The best of ``repeats`` timings of ``fn()`` and its last result."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def _blobs(rng, n: int, size: int) -> np.ndarray:
@@ -152,8 +142,8 @@ def main(argv=None) -> dict:
     print(f"{'step':<40} {'one at a time':>14} {'study':>9} {'ratio':>7}")
     results = {}
     for name, (reference, study) in steps.items():
-        t_ref, expected = _best(reference, args.repeats)
-        t_new, got = _best(study, args.repeats)
+        t_ref, expected = best_time(reference, args.repeats)
+        t_new, got = best_time(study, args.repeats)
         if np.asarray(expected).dtype == np.float64:
             np.testing.assert_array_equal(got, expected)  # mask energies: bitwise
         else:
