@@ -1,6 +1,6 @@
 """Benchmark: the host-side mask work of notebooks 02-07 at the paper's sizes, one image at a time vs on threads.
 
-Notebook 02 checks that masks are binary, resizes 5,380 images and masks between the classifier's 299 px and the
+Notebook 02 checks that masks are binary, resizes the images and masks between the classifier's 299 px and the
 U-Net's 256 px (down by area, masks back up by nearest neighbour), decodes the lung masks, and the classifier
 notebooks with ``input_mask="lung"`` dilate the predicted masks. This script times each of those steps on random
 data of the paper's sizes both ways, side by side in one run, and checks that both give the same array:
@@ -10,8 +10,8 @@ data of the paper's sizes both ways, side by side in one run, and checks that bo
   per-image OpenCV calls spread over threads, ``STUDY_WORKERS`` caps them).
 
 Then notebook 06's mask energy (each heatmap's share inside its mask) of 540 test heatmaps: the whole stack at once
-vs a few images at a time (bitwise the same). The last row is an epoch of the U-Net's training data: the whole training set permuted as float32 images and
-masks before the epoch (the reference) vs each batch gathered from the uint8 arrays and scaled as training takes it.
+vs a few images at a time (bitwise the same). The last row is an epoch of the U-Net's training data on JAX: the whole training set permuted as float32 images
+and masks before the epoch (the reference, as ``fit`` took it before) vs each batch gathered from the uint8 arrays and scaled as training takes it.
 
 Usage::
 
@@ -63,7 +63,8 @@ def main(argv=None) -> dict:
     images = rng.integers(0, 256, (args.n, args.size, args.size, 1), dtype=np.uint8)
     small = segmentation.resize_masks(masks, args.segmentation_size)
     seg, size, kernel = args.segmentation_size, args.size, segmentation.disk(args.margin)
-    folder = Path(tempfile.mkdtemp(prefix="bench_masks_"))
+    workdir = tempfile.TemporaryDirectory(prefix="bench_masks_")  # removed at exit, also after a failed check
+    folder = Path(workdir.name)
     paths = []
     for i in range(min(args.decode, args.n)):
         paths.append(str(folder / f"{i}.png"))
@@ -153,9 +154,7 @@ def main(argv=None) -> dict:
     total_ref = sum(r["one_at_a_time_s"] for r in results.values())
     total_new = sum(r["study_s"] for r in results.values())
     print(f"{'all steps':<40} {total_ref:>12.3f} s {total_new:>7.3f} s {total_ref / total_new:>6.1f}x")
-    for path in paths:
-        os.unlink(path)
-    folder.rmdir()
+    workdir.cleanup()
     return {"threads": parallel.worker_count(), "steps": results}
 
 

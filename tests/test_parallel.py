@@ -45,15 +45,44 @@ def test_parallel_map_keeps_order_and_checks_workers(monkeypatch):
         parallel.worker_count(0)
 
 
-def test_each_range_covers_every_index_once():
+def test_each_index_covers_every_index_once_in_order():
     for n, chunk, workers in ((0, 4, 2), (1, 4, 2), (10, 3, 1), (10, 3, 3), (200, 7, 2)):
         seen = np.zeros(n, dtype=int)
 
-        def mark(start, stop, seen=seen):
-            seen[start:stop] += 1
+        def mark(i, seen=seen):
+            seen[i] += 1
+            return 2 * i
 
-        parallel.each_range(mark, n, workers=workers, chunk=chunk)
+        assert parallel.each_index(mark, n, workers=workers, chunk=chunk) == [2 * i for i in range(n)]
         assert (seen == 1).all(), (n, chunk, workers)
+
+
+def test_a_failure_on_threads_is_the_first_in_input_order_and_stops_the_rest():
+    """With several failing items, the error raised is the first one's, whatever the threads' timing."""
+    import threading
+    import time
+
+    started = []
+    lock = threading.Lock()
+
+    def work(i):
+        with lock:
+            started.append(i)
+        if i in (3, 40, 41):
+            time.sleep(0.05 if i == 3 else 0.0)  # the later failures finish first
+            raise ValueError(f"item {i} failed")
+        return i
+
+    with pytest.raises(ValueError, match="item 3 failed"):
+        parallel.each_index(work, 2000, workers=2, chunk=1)
+    assert len(started) < 2000  # the items not yet started when it failed were dropped
+
+
+def test_study_workers_must_be_a_positive_int(monkeypatch):
+    for value in ("0", "abc", "-2"):
+        monkeypatch.setenv(parallel.WORKERS_ENV, value)
+        with pytest.raises(ValueError, match=f"STUDY_WORKERS must be a positive int, got '{value}'"):
+            parallel.worker_count()
 
 
 def test_mask_work_on_threads_equals_a_one_image_loop(monkeypatch, tmp_path):

@@ -47,6 +47,8 @@ def test_dice_rejects_non_binary_and_mismatched_masks():
     for bad in (rect.astype(np.int8) - 1, rect + 1, rect * 0.5, np.where(rect, np.nan, 0.0)):
         with pytest.raises(ValueError, match="binary"):
             segmentation.dice(bad, rect)
+    with pytest.raises(ValueError, match="values from -1 to 0"):
+        segmentation.dice(rect.astype(np.int8) - 1, rect)
     for good in (rect.astype(np.float32), rect.astype(np.int64), rect.astype(bool)):
         assert segmentation.dice(good, rect)[0] == 1.0
 
@@ -142,6 +144,9 @@ def test_predict_masks_segments_at_a_lower_size_and_upsamples_by_nearest_neighbo
     for chunk in (1, 2, 5):  # thresholded a chunk of whole batches at a time: 2, 2 or 4 images
         monkeypatch.setattr(segmentation, "_THRESHOLD_CHUNK", chunk)
         np.testing.assert_array_equal(segmentation.predict_masks(model, images, 2, output_size=8), coarse)
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+            segmentation.predict_masks(model, images, bad)
 
 
 def test_resize_masks_down_by_majority_up_by_nearest():
@@ -191,6 +196,7 @@ def test_dilating_a_single_pixel_covers_the_disk_of_the_margin(radius):
     corner = np.zeros((1, 21, 21), np.uint8)
     corner[0, 0, 0] = 1  # at the border the disk is clipped, not wrapped or shifted
     np.testing.assert_array_equal(segmentation.dilate_masks(corner, radius)[0], (yy**2 + xx**2 <= radius**2))
+    assert segmentation.dilate_masks(np.zeros((0, 5, 5), np.uint8), radius).shape == (0, 5, 5)
     images = np.full((1, 21, 21, 1), 200, np.uint8)
     out = segmentation.apply_input_mask(images, mask, margin=radius, fill=0)[0, :, :, 0]
     np.testing.assert_array_equal(out, expected * 200)
@@ -333,3 +339,5 @@ def test_an_epoch_gives_the_weights_of_a_train_on_batch_loop():
     for other in weights[1:]:
         for a, b in zip(weights[0], other):
             np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="whole batches of 8"):
+        _train_epoch(twin, images, masks, order[:30], 8)

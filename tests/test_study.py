@@ -74,6 +74,7 @@ def test_json_and_npz_round_trip(tmp_path):
     study.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32), g=np.zeros(4))
     assert study.load_npz(tmp_path / "a.npz")["h"].shape == (2, 3)
     assert list(study.load_npz(tmp_path / "a.npz", keys=("g", "absent"))) == ["g"]
+    assert list(study.load_npz(tmp_path / "a.npz", keys="gh")) == []  # one key, not its letters
     with pytest.raises(FileNotFoundError, match="missing.npz"):
         study.load_npz(tmp_path / "missing.npz")
 

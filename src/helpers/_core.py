@@ -194,8 +194,9 @@ def save_npz(path: str | os.PathLike, **arrays) -> Path:
 
 def load_npz(path: str | os.PathLike, keys=None) -> dict:
     """Read the arrays of an ``.npz`` into a dict (all, or those of ``keys`` it holds), naming the file when it is missing."""
+    wanted = None if keys is None else ({keys} if isinstance(keys, str) else set(keys))
     with np.load(_existing(path), allow_pickle=False) as data:
-        return {key: data[key] for key in data.files if keys is None or key in keys}
+        return {key: data[key] for key in data.files if wanted is None or key in wanted}
 
 
 # ----------------------------------------------------------------------------------------------------

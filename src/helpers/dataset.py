@@ -35,7 +35,7 @@ import pandas as pd
 
 from ._core import atomic_path, check_int, find_project_root
 from .config import CLASS_NAMES, DATASET_DIRNAME
-from .parallel import parallel_map, progress_updates
+from .parallel import each_index, parallel_map, progress_updates
 
 # Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
 # ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
@@ -511,13 +511,6 @@ def masked_rows(frame: pd.DataFrame, kind: str = "lung", skip_missing: bool = Fa
     return kept
 
 
-def _decode_mask(path: str, image_size: int) -> tuple[np.ndarray, str]:
-    """One mask file as bool (image_size, image_size) (nearest neighbour, > 127), and "path (WxH)" if not square."""
-    mask = decode_gray(path)
-    note = f"{path} ({mask.shape[1]}x{mask.shape[0]})" if mask.shape[0] != mask.shape[1] else ""
-    return resize_square(mask, image_size, cv2.INTER_NEAREST) > 127, note
-
-
 def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", required: bool = False) -> np.ndarray:
     """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none.
 
@@ -531,11 +524,16 @@ def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", requi
     if required:
         masked_rows(frame, kind)  # raises, naming the images without a mask
     masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
-    rows = [i for i, path in enumerate(values) if path]
-    decoded = parallel_map(_decode_mask, [(values[i], image_size) for i in rows], threads=True)
-    stretched = [note for _, note in decoded if note]
-    for i, (mask, _) in zip(rows, decoded):
-        masks[i] = mask
+
+    def decode(i: int) -> str:
+        """Decode row i's mask into its slot (nearest neighbour, > 127); "path (WxH)" if it is not square."""
+        if not values[i]:
+            return ""
+        mask = decode_gray(values[i])
+        masks[i] = resize_square(mask, image_size, cv2.INTER_NEAREST) > 127
+        return f"{values[i]} ({mask.shape[1]}x{mask.shape[0]})" if mask.shape[0] != mask.shape[1] else ""
+
+    stretched = [note for note in each_index(decode, len(values)) if note]
     if stretched:
         warnings.warn(
             f"{len(stretched)} {kind} mask(s) are not square and were stretched to {image_size}x{image_size} "

@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-#: Images whose float64 heatmaps :func:`mask_energy` holds at once (a few MB at 299 px).
+#: Images whose float64 heatmaps :func:`mask_energy` holds at once (about 11 MB at 299 px, and a temporary as large).
 _ENERGY_CHUNK = 16
 
 

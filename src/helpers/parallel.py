@@ -24,7 +24,12 @@ def worker_count(workers: int | None = None) -> int:
     if workers is None:
         env = os.environ.get(WORKERS_ENV, "")
         if env.strip():
-            workers = int(env)
+            try:
+                workers = int(env)
+            except ValueError:
+                raise ValueError(f"${WORKERS_ENV} must be a positive int, got {env!r}") from None
+            if workers < 1:
+                raise ValueError(f"${WORKERS_ENV} must be a positive int, got {env!r}")
         else:
             try:
                 workers = len(os.sched_getaffinity(0))
@@ -74,23 +79,34 @@ def parallel_map(
     results: list = [None] * len(chunks)
     pool_type = ThreadPoolExecutor if threads else ProcessPoolExecutor
     options = {} if threads else {"mp_context": multiprocessing.get_context("spawn"), "initializer": _one_thread_each}
+    failed = False
     with pool_type(max_workers=workers, **options) as pool:
         futures = {pool.submit(_run_chunk, fn, chunk): i for i, chunk in enumerate(chunks)}
         for future in as_completed(futures):
             i = futures[future]
+            if future.exception() is not None:  # stop early: chunks not yet started are dropped
+                failed = True
+                for pending in futures:
+                    pending.cancel()
+                break
             results[i] = future.result()
             if progress is not None:
                 progress(len(chunks[i]))
+    if failed:  # chunks start in input order, so every chunk before a started one ran: raise the first failure
+        errors = {i: f.exception() for f, i in futures.items() if not f.cancelled() and f.exception() is not None}
+        raise errors[min(errors)]
     return [value for chunk in results for value in chunk]
 
 
-def each_range(fn: Callable[[int, int], None], n: int, workers: int | None = None, chunk: int = 64) -> None:
-    """Call ``fn(start, stop)`` for consecutive ranges covering ``range(n)`` on a thread pool.
+def each_index(fn: Callable[[int], object], n: int, workers: int | None = None, chunk: int = 64) -> list:
+    """``[fn(i) for i in range(n)]`` on a thread pool, in chunks of consecutive indices, in index order.
 
     For OpenCV work (which releases the GIL) that writes each image into its own slot of a preallocated array:
     the result is the same whatever the number of threads.
     """
-    parallel_map(fn, [(i, min(i + chunk, n)) for i in range(0, n, chunk)], workers, threads=True)
+    ranges = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    parts = parallel_map(lambda start, stop: [fn(i) for i in range(start, stop)], ranges, workers, threads=True)
+    return [value for part in parts for value in part]
 
 
 @contextlib.contextmanager

@@ -42,7 +42,7 @@ from .device import predict
 from .initializers import host_initializers, restore_initializers
 from .intervals import stratified_bootstrap_indices
 from .models import CUSTOM_OBJECTS, SeededUniform, _seed_stream, parameter_counts
-from .parallel import each_range
+from .parallel import each_index
 from .progress import tqdm
 
 __all__ = [
@@ -155,14 +155,17 @@ def _binary(masks, name: str) -> np.ndarray:
     if arr.dtype != bool:
         if arr.size and not _zeros_and_ones(arr):
             raise ValueError(
-                f"{name} must be binary (0/1 or bool), got values up to {arr.max()!r}: threshold or divide by 255 first"
+                f"{name} must be binary (0/1 or bool), got values from {arr.min()} to {arr.max()}: "
+                "threshold or divide by 255 first"
             )
         arr = arr.astype(bool)
     return arr
 
 
 def _zeros_and_ones(arr: np.ndarray) -> bool:
-    """Whether every value of a non-empty array is 0 or 1 (one vectorised pass for integers: min and max)."""
+    """Whether every value of a non-empty array is 0 or 1 (integers: vectorised max, and min when signed)."""
+    if np.issubdtype(arr.dtype, np.unsignedinteger):
+        return bool(arr.max() <= 1)
     if np.issubdtype(arr.dtype, np.integer):
         return bool(arr.min() >= 0 and arr.max() <= 1)
     if np.issubdtype(arr.dtype, np.floating):
@@ -238,11 +241,10 @@ def resize_images(images, size: int) -> np.ndarray:
         return arr
     out = np.empty((len(arr), size, size, 1), dtype=arr.dtype)
 
-    def resize(start: int, stop: int) -> None:
-        for i in range(start, stop):
-            out[i, :, :, 0] = cv2.resize(arr[i, :, :, 0], (size, size), interpolation=cv2.INTER_AREA)
+    def resize(i: int) -> None:
+        out[i, :, :, 0] = cv2.resize(arr[i, :, :, 0], (size, size), interpolation=cv2.INTER_AREA)
 
-    each_range(resize, len(arr))
+    each_index(resize, len(arr))
     return out
 
 
@@ -255,14 +257,13 @@ def resize_masks(masks, size: int) -> np.ndarray:
     out = np.empty((len(arr), size, size), dtype=np.uint8)
     down = size < max(arr.shape[1:])
 
-    def resize(start: int, stop: int) -> None:
-        for i in range(start, stop):
-            if down:
-                out[i] = cv2.resize(arr[i].astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
-            else:
-                out[i] = cv2.resize(arr[i], (size, size), interpolation=cv2.INTER_NEAREST)
+    def resize(i: int) -> None:
+        if down:
+            out[i] = cv2.resize(arr[i].astype(np.float32), (size, size), interpolation=cv2.INTER_AREA) >= 0.5
+        else:
+            out[i] = cv2.resize(arr[i], (size, size), interpolation=cv2.INTER_NEAREST)
 
-    each_range(resize, len(arr))
+    each_index(resize, len(arr))
     return out
 
 
@@ -327,6 +328,8 @@ class _Batches(keras.utils.PyDataset):
 
     def __init__(self, x, y, order, step: int):
         super().__init__()
+        if len(order) % step:
+            raise ValueError(f"the order's {len(order)} rows must be whole batches of {step}")
         self.x, self.y, self.order, self.step = x, y, order, step
 
     def __len__(self) -> int:
@@ -445,11 +448,12 @@ def predict_masks(model, images, batch_size: int = 64, threshold: float = 0.5, o
     if arr.ndim not in (3, 4):
         raise ValueError(f"images must have shape (N, H, W) or (N, H, W, 1), got {arr.shape}")
     out_size = int(arr.shape[1]) if output_size is None else check_int("output_size", output_size, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     x = resize_images(arr, _model_size(model))
     if x.dtype != np.uint8:
         x = to_unit_range(x)
     masks = np.empty(x.shape[:3], dtype=np.uint8)
-    step = int(batch_size) * max(1, _THRESHOLD_CHUNK // int(batch_size))  # whole batches: the same compiled forward
+    step = batch_size * max(1, _THRESHOLD_CHUNK // batch_size)  # whole batches: the same compiled forward
     for start in range(0, len(x), step):  # thresholded a chunk at a time: the probabilities are never all in memory
         probabilities = predict(model, x[start : start + step], batch_size=batch_size)
         masks[start : start + step] = probabilities[..., 0] >= float(threshold)
@@ -477,11 +481,10 @@ def dilate_masks(masks, margin: int) -> np.ndarray:
     kernel = disk(margin)
     out = np.empty_like(arr)
 
-    def dilate(start: int, stop: int) -> None:
-        for i in range(start, stop):
-            out[i] = cv2.dilate(arr[i], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    def dilate(i: int) -> None:
+        out[i] = cv2.dilate(arr[i], kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
 
-    each_range(dilate, len(arr))
+    each_index(dilate, len(arr))
     return out
 
 
