@@ -108,7 +108,7 @@ def main(argv=None) -> dict:
         ),
     }
     # Notebook 06's mask energy of 540 test heatmaps (9x9, upsampled to the image size): the whole stack at once
-    # (the reference) vs the study's groups and chunks; bitwise the same shares.
+    # (the reference) vs the study's chunks of a few images; bitwise the same shares.
     n_test = min(540, args.n)
     heat = rng.normal(size=(n_test, 9, 9)).astype(np.float32)
 

@@ -29,7 +29,7 @@ def test_mask_energy_by_hand():
 
 
 def test_mask_energy_in_chunks_equals_the_whole_stack_at_once():
-    """Groups of 128 images and chunks of 16: every share bitwise as one pass over the whole stack gives it."""
+    """Chunks of 16 images: every share bitwise as one pass over the whole stack gives it."""
     import cv2
 
     from helpers.heatmaps import _resize_stack, upsample

@@ -46,15 +46,15 @@ def test_parallel_map_keeps_order_and_checks_workers(monkeypatch):
 
 
 def test_each_index_covers_every_index_once_in_order():
-    for n, chunk, workers in ((0, 4, 2), (1, 4, 2), (10, 3, 1), (10, 3, 3), (200, 7, 2)):
+    for n, workers in ((0, 2), (1, 2), (10, 1), (10, 3), (200, 2)):
         seen = np.zeros(n, dtype=int)
 
         def mark(i, seen=seen):
             seen[i] += 1
             return 2 * i
 
-        assert parallel.each_index(mark, n, workers=workers, chunk=chunk) == [2 * i for i in range(n)]
-        assert (seen == 1).all(), (n, chunk, workers)
+        assert parallel.each_index(mark, n, workers=workers) == [2 * i for i in range(n)]
+        assert (seen == 1).all(), (n, workers)
 
 
 def test_a_failure_on_threads_is_the_first_in_input_order_and_stops_the_rest():
@@ -74,7 +74,7 @@ def test_a_failure_on_threads_is_the_first_in_input_order_and_stops_the_rest():
         return i
 
     with pytest.raises(ValueError, match="item 3 failed"):
-        parallel.each_index(work, 2000, workers=2, chunk=1)
+        parallel.each_index(work, 2000, workers=2)
     assert len(started) < 2000  # the items not yet started when it failed were dropped
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import config
 from ._core import check_pair
-from .heatmaps import _CV2_CHANNELS, _as_stack, _resize_stack, upsample
+from .heatmaps import _as_stack, _resize_stack, upsample
 from .intervals import comparison_pair, interval_sign
 
 __all__ = [
@@ -54,23 +54,17 @@ def mask_energy(heatmaps, masks, size=None):
             f"masks must have shape (N, H, W) or (H, W) with N = {stack.shape[0]} heatmaps, got {np.shape(masks)}"
         )
     target = check_pair(size, "size") if size is not None else tuple(m.shape[1:])
+    inside = _resize_stack((m != 0).astype(np.uint8), target, cv2.INTER_NEAREST)
+    heat_maps = upsample(stack, target)
     share = np.empty(stack.shape[0], dtype=np.float64)
-    # In the upsampling's own groups of images (the same values as one call for all), and the float64 arithmetic
-    # a few images at a time, while they are in cache: each image's sums are the same as over the whole stack.
-    for group in range(0, stack.shape[0], _CV2_CHANNELS):
-        heat_group = upsample(stack[group : group + _CV2_CHANNELS], target)
-        inside_group = _resize_stack(
-            (m[group : group + _CV2_CHANNELS] != 0).astype(np.uint8), target, cv2.INTER_NEAREST
-        )
-        for start in range(0, len(heat_group), _ENERGY_CHUNK):
-            rows = slice(start, start + _ENERGY_CHUNK)
-            heat = np.maximum(heat_group[rows], 0.0).astype(np.float64)
-            total = heat.sum(axis=(1, 2))
-            within = (heat * inside_group[rows].astype(bool)).sum(axis=(1, 2))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share[group + start : group + start + len(heat)] = np.where(
-                    total > 0, within / np.where(total > 0, total, 1.0), np.nan
-                )
+    # the float64 arithmetic a few images at a time, while they are in cache (each image's sums are unchanged)
+    for start in range(0, len(share), _ENERGY_CHUNK):
+        rows = slice(start, start + _ENERGY_CHUNK)
+        heat = np.maximum(heat_maps[rows], 0.0).astype(np.float64)
+        total = heat.sum(axis=(1, 2))
+        within = (heat * inside[rows].astype(bool)).sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share[rows] = np.where(total > 0, within / np.where(total > 0, total, 1.0), np.nan)
     return share
 
 

@@ -98,15 +98,13 @@ def parallel_map(
     return [value for chunk in results for value in chunk]
 
 
-def each_index(fn: Callable[[int], object], n: int, workers: int | None = None, chunk: int = 64) -> list:
-    """``[fn(i) for i in range(n)]`` on a thread pool, in chunks of consecutive indices, in index order.
+def each_index(fn: Callable[[int], object], n: int, workers: int | None = None) -> list:
+    """``[fn(i) for i in range(n)]`` on a thread pool (:func:`parallel_map`), in index order.
 
     For OpenCV work (which releases the GIL) that writes each image into its own slot of a preallocated array:
     the result is the same whatever the number of threads.
     """
-    ranges = [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-    parts = parallel_map(lambda start, stop: [fn(i) for i in range(start, stop)], ranges, workers, threads=True)
-    return [value for part in parts for value in part]
+    return parallel_map(fn, [(i,) for i in range(n)], workers, threads=True)
 
 
 @contextlib.contextmanager
