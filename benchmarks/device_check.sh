@@ -17,7 +17,9 @@
 #
 # PARTS picks the parts (default "gpu_study bench_float32 bench_bfloat16"), so that two calls of up to ten minutes
 # each can give the notebooks all of one call: PARTS=gpu_study STUDY_CAP=570 BUDGET=590, then PARTS="bench_float32
-# bench_bfloat16" in a second call. STUDY_PARAMS adds -p overrides to the notebook check.
+# bench_bfloat16" in a second call. STUDY_PARAMS adds -p overrides to the notebook check. BENCH_CACHE names a
+# persistent compilation cache folder for the benchmarks (default: none, every benchmark compiles afresh); on a warm
+# machine a second call with the same folder shows what the cache saves.
 set -u
 
 SMOKE=0
@@ -31,7 +33,8 @@ PY=${PYTHON:-python}
 START=$(date +%s)
 
 if ls .whl/*.whl > /dev/null 2>&1; then
-    pip install --quiet --no-index --no-deps --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1 \
+    "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl > "$OUT/pip.log" 2>&1 \
         || echo "pip install of .whl/ failed: see $OUT/pip.log"
 fi
 export PYTHONPATH="/tmp/site:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -49,6 +52,7 @@ else
     BENCH_ARGS=()
     STUDY_CAP=${STUDY_CAP:-390}; BENCH_CAP=${BENCH_CAP:-160}; BF16_MIN=100
 fi
+BENCH_ARGS+=(--compilation-cache "${BENCH_CACHE:-}")
 read -r -a EXTRA <<< "${STUDY_PARAMS:-}"  # e.g. STUDY_PARAMS="-p 02.mixed_precision=mixed_bfloat16"
 STUDY_ARGS+=("${EXTRA[@]}")
 PARTS=${PARTS:-gpu_study bench_float32 bench_bfloat16}
