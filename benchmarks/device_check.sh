@@ -79,7 +79,7 @@ part() {
     rc=$?
     printf '%s\t%s\t%s\t%s\n' "$name" "$rc" "$(($(date +%s) - t0))" "$limit" >> "$SUMMARY"
     echo "   rc $rc after $(($(date +%s) - t0)) s; log $OUT/$name.log"
-    grep -E '^\||^compilation:|ratio' "$OUT/$name.log" | tail -40
+    grep -E '^\||^compilation:|^the study|ratio' "$OUT/$name.log" | tail -40
 }
 
 "$PY" -c "from helpers import describe; print(describe.device_line())" > "$OUT/device.txt" 2>&1

@@ -6,13 +6,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
+def _load(name: str, as_name: str | None = None):
     if str(ROOT / "benchmarks") not in sys.path:  # as when run as a script: its folder's modules import
         sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(as_name or name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -26,6 +28,18 @@ def test_bench_paper_study_runs_every_stage_at_toy_sizes(tmp_path):
     row = results["models"]["small_vgg"]
     assert row["aopc_inputs"] == 4 * 5 and row["aopc_over_bare"] > 0  # 4 test images (1 per class) x (2x2 regions + 1)
     assert "small_vgg: build" in results["stages"]
+    stages = results["stages"]
+    once = [
+        k for k in stages if "reference" not in k and not (k.startswith("small_vgg: MoRF") and "first call" not in k)
+    ]
+    assert len(once) == len(stages) - 2 and results["study_seconds"] == pytest.approx(sum(stages[k] for k in once))
+    assert 0 <= results["study_compilation_seconds"] <= results["compilation_seconds"]
+
+
+def test_bench_paper_study_spares_spawned_workers_its_heavy_imports():
+    # a process pool's workers re-run the main script's top level as __mp_main__: it must not import Keras there
+    worker_view = _load("bench_paper_study", as_name="__mp_main__")
+    assert not hasattr(worker_view, "keras") and not hasattr(worker_view, "COMPILES")
 
 
 def test_bench_segmentation_runs_at_toy_sizes(tmp_path):

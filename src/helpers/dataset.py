@@ -24,7 +24,6 @@ import re
 import struct
 import warnings
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -35,7 +34,7 @@ import pandas as pd
 
 from ._core import atomic_path, check_int, find_project_root
 from .config import CLASS_NAMES, DATASET_DIRNAME
-from .parallel import each_index, parallel_map, progress_updates
+from .parallel import each_index, parallel_map, progress_updates, worker_count
 
 # Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
 # ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
@@ -137,11 +136,11 @@ def _decode_check(path: Path) -> tuple[str | None, tuple[int, ...] | None]:
 
 
 def _decode_all(files: list[Path]) -> list[tuple[str | None, tuple[int, ...] | None]]:
-    """:func:`_decode_check` of every file, in parallel threads."""
+    """:func:`_decode_check` of every file, in input order, on threads (a few more than cores: reads from a slow disk
+    or a mounted drive overlap the decoding)."""
     if len(files) < 16:
         return [_decode_check(f) for f in files]
-    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) + 4)) as pool:
-        return list(pool.map(_decode_check, files, chunksize=16))
+    return parallel_map(_decode_check, [(f,) for f in files], min(32, worker_count() + 4), threads=True)
 
 
 def resolve_dataset_dir(root: str | os.PathLike) -> Path:

@@ -63,7 +63,9 @@ def parallel_map(
 
     ``threads=True`` suits work that releases the GIL (OpenCV decoding and resizing) and starts no process.
     ``progress``, if given, is called with the number of items finished after each chunk. A process pool needs
-    the calling script to guard its entry point with ``if __name__ == "__main__":`` (notebooks need nothing).
+    the calling script to guard its entry point with ``if __name__ == "__main__":`` (notebooks need nothing); its
+    workers start by re-running the script's top level, so a script that imports Keras there pays that import in every
+    worker (seconds each): keep such imports out of the workers' way (``if __name__ != "__mp_main__":``).
     """
     items = list(items)
     workers = min(worker_count(workers), max(1, len(items)))
