@@ -3,6 +3,7 @@ device, host-drawn initializers, the persistent compilation cache, data-parallel
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -125,6 +126,24 @@ def test_the_persistent_cache_serves_a_second_process(tmp_path):
     second = _run(code, env).split()
     assert int(first[1]) == 0 and int(second[1]) == int(second[0]) >= 1  # the rerun compiles nothing itself
     assert any((tmp_path / "cache").iterdir())
+
+
+@JAX_ONLY
+def test_the_compile_log_holds_compilations_outside_the_compiled_forwards(tmp_path):
+    """$STUDY_COMPILE_LOG records from the first import on: a Keras `fit` (the U-Net's path) is logged too."""
+    code = """
+        import numpy as np
+        import keras
+        from helpers import segmentation
+        model = segmentation.build_unet(16, base_filters=2, depth=1)
+        model.compile(optimizer="adam", loss="mse")
+        model.fit(np.zeros((4, 16, 16, 1), np.float32), np.zeros((4, 16, 16, 1), np.float32), verbose=0)
+    """
+    log = tmp_path / "compile-log.jsonl"
+    _run(code, {"KERAS_BACKEND": "jax", "STUDY_COMPILE_LOG": str(log), "STUDY_NOTEBOOK": "02_lung_segmentation"})
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sum(r["kind"] == "compile" for r in records) >= 1  # the training step, at least
+    assert {r["notebook"] for r in records} == {"02_lung_segmentation"}
 
 
 @JAX_ONLY
