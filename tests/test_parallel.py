@@ -85,6 +85,13 @@ def test_study_workers_must_be_a_positive_int(monkeypatch):
             parallel.worker_count()
 
 
+def test_io_threads_follow_study_workers_else_a_few_more_than_cores(monkeypatch):
+    monkeypatch.setenv(parallel.WORKERS_ENV, "3")
+    assert parallel.io_thread_count() == 3  # the variable caps every pool, this one too
+    monkeypatch.delenv(parallel.WORKERS_ENV)
+    assert parallel.io_thread_count() == min(32, parallel.worker_count() + 4)
+
+
 def test_mask_work_on_threads_equals_a_one_image_loop(monkeypatch, tmp_path):
     """Resizing, dilating and decoding masks on threads: the same arrays as one image at a time, for any thread count."""
     rng = np.random.default_rng(5)

@@ -34,7 +34,7 @@ import pandas as pd
 
 from ._core import atomic_path, check_int, find_project_root
 from .config import CLASS_NAMES, DATASET_DIRNAME
-from .parallel import each_index, parallel_map, progress_updates, worker_count
+from .parallel import each_index, io_thread_count, parallel_map, progress_updates
 
 # Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
 # ``oversample`` (every image in the training split; the loss weighted, or minority classes resampled per epoch).
@@ -136,11 +136,10 @@ def _decode_check(path: Path) -> tuple[str | None, tuple[int, ...] | None]:
 
 
 def _decode_all(files: list[Path]) -> list[tuple[str | None, tuple[int, ...] | None]]:
-    """:func:`_decode_check` of every file, in input order, on threads (a few more than cores: reads from a slow disk
-    or a mounted drive overlap the decoding)."""
+    """:func:`_decode_check` of every file, in input order, on threads (:func:`helpers.parallel.io_thread_count`)."""
     if len(files) < 16:
         return [_decode_check(f) for f in files]
-    return parallel_map(_decode_check, [(f,) for f in files], min(32, worker_count() + 4), threads=True)
+    return parallel_map(_decode_check, [(f,) for f in files], io_thread_count(), threads=True)
 
 
 def resolve_dataset_dir(root: str | os.PathLike) -> Path:

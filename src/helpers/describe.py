@@ -123,13 +123,16 @@ def cpu_name() -> str:
 
 
 def device_line() -> str:
-    """One line on what runs the models: Keras version and backend, and the GPUs it sees or the CPU."""
+    """One line on what runs the models: Keras version, backend and its version, and the GPUs it sees or the CPU."""
     import keras
 
     backend = keras.backend.backend()
     gpus: list[str] = []
+    version = ""
     if backend == "tensorflow":
         import tensorflow as tf
+
+        version = f" {tf.__version__}"
 
         gpus = [
             tf.config.experimental.get_device_details(d).get("device_name", d.name)
@@ -138,10 +141,13 @@ def device_line() -> str:
     elif backend == "jax":
         import jax
 
+        version = f" {jax.__version__}"
         gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
     elif backend == "torch":
         import torch
 
+        version = f" {torch.__version__}"
+
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     where = f"GPU {', '.join(gpus)}" if gpus else f"CPU only ({cpu_name()}, {os.cpu_count()} cores)"
-    return f"Keras {keras.__version__}, {backend} backend; device: {where}"
+    return f"Keras {keras.__version__}, {backend}{version} backend; device: {where}"

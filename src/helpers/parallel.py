@@ -56,6 +56,14 @@ def _run_chunk(fn: Callable, chunk: Sequence) -> list:
     return [fn(*args) for args in chunk]
 
 
+def io_thread_count() -> int:
+    """Threads for reading and decoding files: ``$STUDY_WORKERS`` if set, else the cores + 4 (at most 32), so that
+    reads from a slow disk or a mounted drive overlap the decoding."""
+    if os.environ.get(WORKERS_ENV, "").strip():
+        return worker_count()
+    return min(32, worker_count() + 4)
+
+
 def parallel_map(
     fn: Callable, items: Iterable[tuple], workers: int | None = None, progress=None, threads: bool = False
 ) -> list:
