@@ -15,11 +15,12 @@
 #   bash benchmarks/device_check.sh            # on the GPU machine
 #   bash benchmarks/device_check.sh --smoke    # toy sizes on a CPU: checks the script itself in a few minutes
 #
-# PARTS picks the parts (default "gpu_study bench_float32 bench_bfloat16"), so that two calls of up to ten minutes
-# each can give the notebooks all of one call: PARTS=gpu_study STUDY_CAP=570 BUDGET=590, then PARTS="bench_float32
-# bench_bfloat16" in a second call. STUDY_PARAMS adds -p overrides to the notebook check. BENCH_CACHE names a
-# persistent compilation cache folder for the benchmarks (default: none, every benchmark compiles afresh); on a warm
-# machine a second call with the same folder shows what the cache saves.
+# PARTS picks the parts (default "gpu_study bench_float32 bench_bfloat16"); STUDY_CAP and BUDGET bound the notebooks
+# and the whole call. STUDY_PARAMS adds -p overrides to the notebook check. BENCH_CACHE names a persistent compilation
+# cache folder for the benchmarks (default: none, every benchmark compiles afresh; remove the folder first for an
+# empty-cache run); a second call on the same machine with the same folder shows what the cache saves. Within ten-
+# minute calls: PARTS="gpu_study bench_float32" STUDY_CAP=530 BUDGET=588 BENCH_CACHE=/tmp/benchcache, then
+# PARTS=bench_float32 BENCH_CACHE=/tmp/benchcache on the warm cache (README, "Measured on one GPU").
 set -u
 
 SMOKE=0
