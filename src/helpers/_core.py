@@ -228,9 +228,6 @@ def compiled(model, key, body: Callable, parts=None) -> Callable:
     cache = _model_cache(model)
     if key in cache:
         return cache[key]
-    from .device import log_compilations_to_file
-
-    log_compilations_to_file()  # when a benchmark asks for it ($STUDY_COMPILE_LOG)
     refs = [weakref.ref(part) for part in (parts if parts is not None else (model,))]
     del model, parts
     if backend() == "jax":

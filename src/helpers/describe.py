@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -128,11 +129,8 @@ def device_line() -> str:
 
     backend = keras.backend.backend()
     gpus: list[str] = []
-    version = ""
     if backend == "tensorflow":
         import tensorflow as tf
-
-        version = f" {tf.__version__}"
 
         gpus = [
             tf.config.experimental.get_device_details(d).get("device_name", d.name)
@@ -141,13 +139,11 @@ def device_line() -> str:
     elif backend == "jax":
         import jax
 
-        version = f" {jax.__version__}"
         gpus = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
     elif backend == "torch":
         import torch
 
-        version = f" {torch.__version__}"
-
         gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    version = getattr(sys.modules.get(backend), "__version__", "")  # the backend's module, imported by Keras
     where = f"GPU {', '.join(gpus)}" if gpus else f"CPU only ({cpu_name()}, {os.cpu_count()} cores)"
-    return f"Keras {keras.__version__}, {backend}{version} backend; device: {where}"
+    return f"Keras {keras.__version__}, {backend}{f' {version}' if version else ''} backend; device: {where}"

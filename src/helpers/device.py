@@ -293,8 +293,8 @@ class CompileLog:
         return out
 
 
-# A benchmark's compile log ($STUDY_COMPILE_LOG) starts when a notebook's kernel first imports this module, so it also
-# holds the compilations of code that never reaches `compiled` (the U-Net's `fit`, Keras' own steps). Only in kernels:
-# the runner's own process must not load Keras.
+# A benchmark's compile log ($STUDY_COMPILE_LOG) starts when a notebook's kernel first imports this module (every
+# compiled path imports it), so it holds Keras' own steps too (the U-Net's `fit`). Only in kernels: the runner's own
+# process must not load Keras.
 if os.environ.get(NOTEBOOK_ENV):
     log_compilations_to_file()
