@@ -10,6 +10,9 @@ On the same images and heatmaps, measured side by side in one run:
 (c) the bare forward passes of the same N*(L+1) inputs, pre-built and resident on the device, at the same
     batch size and through the same kind of compiled forward.
 
+(d) the host's perturbed copies g(x) at the paper's sizes (540 test images at 299 px): one thread vs one per
+    core (the curves make each group's copies while the device scores the previous group).
+
 Prints a/b (speed-up over the loop; goal >= 10x on two CPU cores) and a/c (overhead of building the
 perturbed inputs; goal <= 1.15) from the best of interleaved runs, both as wall-clock and as process CPU
 time (the latter is steadier on a machine shared with other work), and checks that (a), (b) and (c) agree.
@@ -82,6 +85,8 @@ def main():
         "--loop-images", type=int, default=8, help="images timed in (b) with model.predict (scaled to all)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--host-images", type=int, default=540, help="images of (d), the host's perturbed copies")
+    parser.add_argument("--host-size", type=int, default=299, help="image size of (d)")
     args = parser.parse_args()
 
     n, size, batch = args.images, args.image_size, args.batch_size
@@ -184,6 +189,33 @@ def main():
     print(f"max |a - b| = {err_ab:.2e}, max |a - c| = {err_ac:.2e}")
     if err_ab > 1e-4 or err_ac > 1e-4:
         raise SystemExit("batched curves disagree with the per-step loop or the pre-built inputs")
+    host_perturbed_copies(args)
+
+
+def host_perturbed_copies(args) -> None:
+    """(d): the host's perturbed copies g(x) at the paper's sizes, on one thread vs one per core (equal arrays checked)."""
+    from helpers.parallel import WORKERS_ENV, worker_count
+
+    size, n, cores = args.host_size, args.host_images, worker_count()
+    x = np.random.default_rng(args.seed).random((n, size, size, 1), dtype=np.float32)
+    saved, best, arrays = os.environ.get(WORKERS_ENV), {}, {}
+    try:
+        for _ in range(args.repeats):  # interleaved
+            for workers in (1, cores):
+                os.environ[WORKERS_ENV] = str(workers)  # the copies' threads follow $STUDY_WORKERS
+                t0 = time.perf_counter()
+                arrays[workers] = pt.perturbed_images(x, args.perturbation, seed=args.seed)
+                best[workers] = min(best.get(workers, float("inf")), time.perf_counter() - t0)
+    finally:
+        os.environ.pop(WORKERS_ENV, None)
+        if saved is not None:
+            os.environ[WORKERS_ENV] = saved
+    if not np.array_equal(arrays[1], arrays[cores]):
+        raise SystemExit("perturbed copies differ with the number of threads")
+    print(
+        f"(d) perturbed copies ({args.perturbation}) of {n} images at {size} px on the host: one thread "
+        f"{best[1]:.2f} s, {cores} threads {best[cores]:.2f} s ({best[1] / best[cores]:.1f}x; arrays equal)"
+    )
 
 
 if __name__ == "__main__":

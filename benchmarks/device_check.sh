@@ -5,9 +5,10 @@
 #   2. benchmarks/bench_paper_study.py at the paper's sizes, VGG16 and DenseNet201, float32 (stage times,
 #      compilations per stage, AOPC stage vs bare forward);
 #   3. the same in mixed_bfloat16 when enough time is left (AOPC stage vs bare forward in bfloat16);
-#   4. only when PARTS names it, bench_autotune0: the float32 benchmark with XLA's convolution autotuning off
-#      (XLA_FLAGS=--xla_gpu_autotune_level=0): what the backbone's first compile costs without it, and what the
-#      forward rate loses.
+#   4. only when PARTS names them, bench_autotune0 .. bench_autotune4: the float32 benchmark with XLA's
+#      convolution autotuning at that level (XLA_FLAGS=--xla_gpu_autotune_level=N; 0 = off, 4 = XLA's default, which
+#      also checks every candidate's results; levels 1-3 skip that check), always on an empty compilation cache:
+#      what the backbone's first compile costs at each level, and what the forward rate loses.
 # Each part runs under `timeout`, so one part cannot use the others' time. JSON files and logs go to $OUT
 # (default ./device-check), with a summary in $OUT/device_check.json. Wheels in .whl/ (if any) are installed into
 # /tmp/site first, without an index.
@@ -106,10 +107,13 @@ else
     printf '%s\t%s\t%s\t%s\n' bench_bfloat16 skipped 0 "$(left)" >> "$SUMMARY"
     echo "== bench_bfloat16: skipped ($(left) s left)"
 fi
-if wanted bench_autotune0; then
-    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0" part bench_autotune0 "$(cap "$BENCH_CAP")" "$PY" \
-        benchmarks/bench_paper_study.py --work-dir "$OUT/bench-work" --out "$OUT/bench_autotune0.json" "${BENCH_ARGS[@]}"
-fi
+for level in 0 1 2 3 4; do  # bench_autotuneN: XLA's autotuning at level N, on an empty cache (no BENCH_CACHE)
+    if wanted "bench_autotune$level"; then
+        XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=$level" part "bench_autotune$level" "$(cap "$BENCH_CAP")" \
+            "$PY" benchmarks/bench_paper_study.py --work-dir "$OUT/bench-work" --out "$OUT/bench_autotune$level.json" \
+            "${BENCH_ARGS[@]}" --compilation-cache ""
+    fi
+done
 rm -rf "$OUT/bench-work"
 
 "$PY" - "$OUT" "$(($(date +%s) - START))" "$SMOKE" << 'EOF'

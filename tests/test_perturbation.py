@@ -235,6 +235,22 @@ def test_perturbed_images_are_common_random_numbers():
     np.testing.assert_allclose(doubled, np.clip(x + 2 * noise, 0, 1), atol=1e-6)
 
 
+@pytest.mark.parametrize("perturbation", pt.PERTURBATIONS)
+def test_perturbed_images_are_the_same_bytes_on_any_number_of_threads(perturbation, monkeypatch):
+    from helpers.parallel import WORKERS_ENV
+
+    x = np.random.default_rng(3).uniform(0.0, 1.0, (20, 24, 24, 1)).astype(np.float32)
+    copies = {}
+    for workers in ("1", "3"):
+        monkeypatch.setenv(WORKERS_ENV, workers)
+        copies[workers] = pt.perturbed_images(x, perturbation, 0.3, seed=2, blur_sigma=2.0)
+    assert copies["1"].tobytes() == copies["3"].tobytes()
+    # each image is its own serial computation: the same as perturbing it alone
+    for i in (0, 7, 19):
+        alone = pt.perturbed_images(x[i : i + 1], perturbation, 0.3, seed=2, image_ids=[i], blur_sigma=2.0)
+        assert alone.tobytes() == copies["3"][i : i + 1].tobytes()
+
+
 def test_other_perturbations():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (3, 16, 16, 1)).astype(np.float32)

@@ -37,6 +37,7 @@ from ._core import (
     to_unit,
 )
 from .device import forward
+from .parallel import each_index
 
 # Built-in perturbations g (a callable works too) and region orders: one declaration, shared with the runner.
 from .parameters import ORDERS, PERTURBATIONS, REGION_SCORES
@@ -280,10 +281,11 @@ def perturbed_images(
     if callable(perturbation):
         return _custom_perturbed(perturbation, x, seed, ids)
     out = np.empty_like(x)
-    for i in range(len(x)):
+
+    def fill_one(i: int) -> None:  # one image, from its own generator: the same bytes on any number of threads
         if perturbation == "gaussian":
             noise = image_rng(seed, ids[i], _STREAM_NOISE).standard_normal(x.shape[1:], dtype=np.float32)
-            out[i] = x[i] + np.float32(sigma) * noise
+            np.add(x[i], np.float32(sigma) * noise, out=out[i])
         elif perturbation == "uniform":
             out[i] = image_rng(seed, ids[i], _STREAM_NOISE).random(x.shape[1:], dtype=np.float32)
         elif perturbation == "mean":
@@ -293,7 +295,10 @@ def perturbed_images(
 
             blurred = cv2.GaussianBlur(x[i], (0, 0), sigmaX=float(blur_sigma), borderType=cv2.BORDER_REFLECT)
             out[i] = blurred.reshape(x.shape[1:])
-    return np.clip(out, 0.0, 1.0, out=out)
+        np.clip(out[i], 0.0, 1.0, out=out[i])
+
+    each_index(fill_one, len(x))  # threads: numpy's generators and OpenCV release the GIL
+    return out
 
 
 def _custom_perturbed(perturbation, x: np.ndarray, seed: int, ids: np.ndarray) -> np.ndarray:
