@@ -240,6 +240,7 @@ def test_perturbed_images_are_the_same_bytes_on_any_number_of_threads(perturbati
     from helpers.parallel import WORKERS_ENV
 
     x = np.random.default_rng(3).uniform(0.0, 1.0, (20, 24, 24, 1)).astype(np.float32)
+    monkeypatch.setattr(pt, "_THREADED_PIXELS", 0)  # threads even for these few pixels
     copies = {}
     for workers in ("1", "3"):
         monkeypatch.setenv(WORKERS_ENV, workers)

@@ -64,6 +64,9 @@ DEVICE_BUDGET_BYTES = 512 * 2**20
 #: Images per device-resident group (rounded up to whole batches of (image, step) pairs; see :func:`_group_size`).
 GROUP_IMAGES = 96
 
+#: Pixels from which :func:`perturbed_images` uses threads (below, starting them costs more than they save).
+_THREADED_PIXELS = 2**20
+
 # Independent random streams derived from (seed, image id, stream).
 _STREAM_NOISE = 1
 _STREAM_TIES = 2
@@ -297,7 +300,8 @@ def perturbed_images(
             out[i] = blurred.reshape(x.shape[1:])
         np.clip(out[i], 0.0, 1.0, out=out[i])
 
-    each_index(fill_one, len(x))  # threads: numpy's generators and OpenCV release the GIL
+    # threads (numpy's generators and OpenCV release the GIL), unless the work is too small to pay their start
+    each_index(fill_one, len(x), workers=1 if x.size < _THREADED_PIXELS else None)
     return out
 
 
