@@ -8,12 +8,13 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: gpu-study help setup study sweep docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+.PHONY: gpu-study paper-bench help setup study sweep docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "the pinned packages (constraints.txt) need Python >= 3.11; $(PYTHON) is " + sys.version.split()[0] + ": run make PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[test,jax,ray]"
@@ -63,8 +64,13 @@ notebooks-check: $(STAMP) ## Check notebooks: outputs stripped, Colab cell curre
 notebooks-fix: $(STAMP) ## Strip notebook outputs and refresh the Colab set-up cell
 	$(PY) -m helpers.nbtools notebooks --fix
 
-bench: $(STAMP) ## Run the speed benchmarks in benchmarks/
-	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+bench: $(STAMP) ## Run the CPU-sized speed benchmarks in benchmarks/ (not the paper-size one: make paper-bench)
+	@for script in benchmarks/bench_*.py; do \
+		if [ "$$script" = benchmarks/bench_paper_study.py ]; then continue; fi; \
+		echo "== $$script"; $(PY) $$script || exit 1; done
+
+paper-bench: $(STAMP) ## On a GPU: every stage of the study at the paper's sizes on phantoms, without notebooks (JAX)
+	KERAS_BACKEND=jax $(PY) benchmarks/bench_paper_study.py --out reports/paper-bench.json
 
 gpu-study: $(STAMP) ## On a GPU: the paper profile's models and sizes on phantoms through the notebooks, twice (JAX)
 	KERAS_BACKEND=jax $(PY) benchmarks/gpu_study.py --out reports/gpu-study.json

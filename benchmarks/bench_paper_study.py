@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -173,15 +174,24 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     device.configure_compilation_cache(args.compilation_cache or None)
     COMPILES.install()
-
-    weights = None if args.weights.lower() == "none" else args.weights
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="paper-bench-"))
+    try:
+        return run(args, work)
+    finally:
+        if not args.work_dir:  # phantoms and cached arrays: gigabytes at the paper's sizes
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path) -> dict:
+    """The study's stages in ``work``, timed (``args``: :func:`main`'s options)."""
+    weights = None if args.weights.lower() == "none" else args.weights
     paths = study.study_paths("paper-bench", work)
     watch = Stopwatch()
     print(describe.device_line())
     print(
         f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
         f"precision {args.mixed_precision}, work folder {work}"
+        + ("" if args.work_dir else " (temporary, removed at the end; --work-dir keeps one)")
     )
 
     with watch("synthesize phantoms"):

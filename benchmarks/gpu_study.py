@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -128,13 +129,18 @@ def main(argv=None) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT / "src"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu-study-")).resolve()
-    print(f"work folder {work}; backend {os.environ['KERAS_BACKEND']}", flush=True)
+    kept = "kept" if args.work_dir else "temporary, removed at the end (--work-dir keeps one)"
+    print(f"work folder {work} ({kept}); backend {os.environ['KERAS_BACKEND']}", flush=True)
     results = []
-    for i in range(args.runs):
-        print(f"== run {i + 1} of {args.runs}", flush=True)
-        results.append(run_once(work, args, f"run{i + 1}"))
-        if args.out:  # keep what finished even if a later run is cut short
-            Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": results}, indent=2))
+    try:
+        for i in range(args.runs):
+            print(f"== run {i + 1} of {args.runs}", flush=True)
+            results.append(run_once(work, args, f"run{i + 1}"))
+            if args.out:  # keep what finished even if a later run is cut short
+                Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": results}, indent=2))
+    finally:
+        if not args.work_dir:  # phantoms, caches and models: gigabytes at the paper's sizes
+            shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(results))
     if len(results) > 1:

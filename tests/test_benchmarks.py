@@ -37,6 +37,19 @@ def test_bench_paper_study_runs_every_stage_at_toy_sizes(tmp_path):
     assert 0 <= results["study_compilation_seconds"] <= results["compilation_seconds"]
 
 
+def test_bench_paper_study_removes_its_temporary_work_folder(tmp_path, monkeypatch):
+    bench = _load("bench_paper_study")
+    work = tmp_path / "made-by-mkdtemp"
+    work.mkdir()
+    real = bench.tempfile.mkdtemp
+    monkeypatch.setattr(
+        bench.tempfile, "mkdtemp", lambda *a, **k: str(work) if k.get("prefix") == "paper-bench-" else real(*a, **k)
+    )
+    sizes = "--per-class 10 --image-size 32 --epochs 1 --region-size 16 --aopc-batch 10 --batch-size 8"
+    bench.main([*sizes.split(), "--backbones", "small_vgg", "--workers", "1"])
+    assert not work.exists()
+
+
 def test_bench_paper_study_spares_spawned_workers_its_heavy_imports():
     # a process pool's workers re-run the main script's top level as __mp_main__: it must not import Keras there
     worker_view = _load("bench_paper_study", as_name="__mp_main__")
