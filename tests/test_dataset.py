@@ -179,7 +179,7 @@ def test_scan_bad_inputs_name_the_path(tmp_path):
         ds.scan_dataset(tmp_path / "missing")
     dataset = _real_layout(tmp_path / "r")
     (dataset / "Viral Pneumonia").rename(dataset / "Viral_Pneumonia")
-    with pytest.raises(DatasetError, match="Viral Pneumonia is missing.*found 'Viral_Pneumonia'"):
+    with pytest.raises(DatasetError, match="Viral Pneumonia is missing.*rename 'Viral_Pneumonia' to 'Viral Pneumonia'"):
         ds.scan_dataset(dataset)
     (dataset / "Viral_Pneumonia").rename(dataset / "Viral Pneumonia")
     for image in (dataset / "Normal" / "images").iterdir():

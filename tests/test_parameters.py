@@ -120,7 +120,7 @@ def test_check_accepts_good_values_and_unknown_names():
         ),
         ({"03_train_vgg16": {"weights": "imagenet"}}, "'small_vgg' has no ImageNet weights"),
         ({"07_aopc": {"orders": ["random"]}}, "orders must include 'morf'"),
-        ({"01_data": {"synthetic_per_class": 5}}, "leave a split empty"),
+        ({"01_data": {"synthetic_per_class": 5}}, r"01_data\.synthetic_per_class: 5 images .* leave a split empty"),
         ({"01_data": {"per_class": 600}}, "per_class=600 exceeds the smallest class of synthetic_per_class=500"),
         ({"01_data": {"synthetic_per_class": [36, 60, 102, 5]}}, "5 images per class .* leave a split empty"),
         ({"03_train_vgg16": {"sampling": "class_weight"}}, "sampling must be the same in every notebook"),

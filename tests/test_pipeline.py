@@ -139,6 +139,22 @@ def test_kaggle_source_data_dir_is_checked_before_running(project, monkeypatch):
     # a folder that does not exist is an error either way
     with pytest.raises(ProfileError, match="data_dir /no/such/folder does not exist"):
         pipeline.resolve_parameters({}, notebooks, ["source=kaggle", "data_dir=/no/such/folder"])
+    # so is a folder that is not the dataset: named with its first folders and what it should hold
+    wrong = project / "downloads"
+    for i in range(12):
+        (wrong / f"folder{i:02d}").mkdir(parents=True)
+    with pytest.raises(
+        ProfileError,
+        match=r"03_third\.data_dir: class folder .*COVID is missing: .* should be the "
+        r"COVID-19_Radiography_Dataset folder .*folder00, .*folder07, \.\.\. \(4 more\)",
+    ):
+        pipeline.resolve_parameters({}, notebooks, ["source=kaggle", f"data_dir={wrong}"])
+    for name in ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"):  # the layout itself is all it checks
+        (wrong / "COVID-19_Radiography_Dataset" / name).mkdir(parents=True)
+    assert (
+        pipeline.resolve_parameters({}, notebooks, ["source=kaggle", f"data_dir={wrong}"])["03_third"]["source"]
+        == "kaggle"
+    )
 
 
 def test_clean_outputs_drops_tensorflow_start_up_lines(tmp_path):
@@ -214,6 +230,10 @@ def test_run_writes_report_and_failure_keeps_previous(project):
     assert (report / "01_first.ipynb").is_file() and (report / "index.html").is_file()
     run = json.loads((report / "run.json").read_text())
     assert run["parameters"]["01_first"]["report_dir"] == str(report)  # the final folder, not the staging one
+    # every value each notebook ran with: the profile's, the runner's and the notebook's own defaults
+    assert run["parameters"]["02_second"] == {
+        "profile": "tiny", "report_dir": str(report), "seed": 3, "value": 5, "fail": False, "rate": 0.5,
+    }  # fmt: skip
     assert run["total_seconds"] == pytest.approx(sum(run["seconds"].values()), abs=0.05)
     assert any("[2/2] 02_second done" in line for line in logs)
 
@@ -569,3 +589,10 @@ def test_the_failing_line_is_the_one_that_raised_even_when_chained():
     assert pipeline._failing_line_number(traceback) == 4
     assert pipeline._failing_line_number(traceback[:3]) == 2
     assert pipeline._failing_line_number([]) is None and pipeline._failing_line_number(["no cell here"]) is None
+
+
+def test_failure_message_shows_the_whole_statement_that_raised():
+    cell = "%matplotlib inline\nfor i in range(2):\n    folder = study.dataset_from_parameters(\n        source,\n        data_dir)\n"
+    assert pipeline._statement_at(cell, 3) == "folder = study.dataset_from_parameters(source, data_dir)"
+    assert pipeline._statement_at(cell, 1) == "%matplotlib inline"
+    assert pipeline._statement_at("x = " + "y + " * 40 + "1", 1).endswith("…")

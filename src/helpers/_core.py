@@ -116,12 +116,13 @@ def progress_bar(iterable, enabled: bool, desc: str, total: int | None = None, u
 
 
 def find_project_root(start: str | os.PathLike | None = None) -> Path:
-    """Return the study's root: ``$STUDY_WORK_DIR``, else the nearest parent holding ``params/`` and ``pyproject.toml``, else the start folder."""  # noqa: E501
+    """The study's root: ``$STUDY_WORK_DIR``, else the nearest parent of ``start`` (default: the working folder) holding ``params/`` and ``pyproject.toml``, else the checkout this package runs from, else ``start``."""  # noqa: E501
     env = os.environ.get(ROOT_ENV)
     if env:
         return Path(env).expanduser().resolve()
     here = Path(start or Path.cwd()).resolve()
-    for candidate in (here, *here.parents):
+    checkout = Path(__file__).resolve().parents[2]  # <root>/src/helpers/_core.py when installed from a checkout
+    for candidate in (here, *here.parents, checkout):
         if (candidate / "params").is_dir() and (candidate / "pyproject.toml").is_file():
             return candidate
     return here

@@ -34,6 +34,7 @@ import pandas as pd
 
 from ._core import atomic_path, check_int, find_project_root
 from .config import CLASS_NAMES, DATASET_DIRNAME
+from .download import layout_problem
 from .parallel import each_index, io_thread_count, parallel_map, progress_updates
 
 # Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
@@ -87,10 +88,6 @@ _check_int = partial(check_int, error=DatasetError)
 
 def _natural_key(text: str):
     return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text))
-
-
-def _canonical(name: str) -> str:
-    return re.sub(r"[\s_\-]+", "", name).lower()
 
 
 def _image_header_problem(path: Path) -> str | None:
@@ -166,17 +163,12 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
     line up). Rows are sorted by class, then image number.
     """
     dataset = resolve_dataset_dir(root)
-    found = sorted(p.name for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
+    problem = layout_problem(dataset)
+    if problem:
+        raise DatasetError(problem)
     candidates, class_dirs = [], {}
     for label_index, name in enumerate(CLASS_NAMES):
         folder = dataset / name
-        if not folder.is_dir():
-            near = [f for f in found if _canonical(f) == _canonical(name)]
-            hint = f"; found {near[0]!r}, rename it to {name!r}" if near else ""
-            raise DatasetError(
-                f"class folder {folder} is missing (expected the folders {list(CLASS_NAMES)} in "
-                f"{dataset}, found {found}){hint}"
-            )
         image_dir = folder / "images" if (folder / "images").is_dir() else folder
         class_dirs[name] = image_dir
         files = sorted(

@@ -1,7 +1,7 @@
 """Where the real dataset is: a folder the user names, or the Kaggle download that ``kagglehub`` keeps in its cache.
 
 ``source="kaggle"`` with an empty ``data_dir`` downloads the COVID-19 Radiography Database with ``kagglehub``
-(the optional extra ``pip install -e ".[kaggle]"``) into kagglehub's cache (``~/.cache/kagglehub`` or
+(the optional extra: ``.venv/bin/pip install -c constraints.txt -e ".[kaggle]"``) into kagglehub's cache (``~/.cache/kagglehub`` or
 ``$KAGGLEHUB_CACHE``; a second call reuses it) and uses it. kagglehub lays the download out as::
 
     <cache>/datasets/tawsifurrahman/covid19-radiography-database/versions/<n>/COVID-19_Radiography_Dataset/...
@@ -15,11 +15,19 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import re
 from pathlib import Path
 
-from .config import DATASET_DIRNAME
+from .config import CLASS_NAMES, DATASET_DIRNAME
 
-__all__ = ["KAGGLE_HANDLE", "KAGGLE_URL", "MANUAL_STEPS", "kagglehub_available", "resolve_kaggle_dir"]
+__all__ = [
+    "KAGGLE_HANDLE",
+    "KAGGLE_URL",
+    "MANUAL_STEPS",
+    "kagglehub_available",
+    "layout_problem",
+    "resolve_kaggle_dir",
+]
 
 #: The dataset's Kaggle handle (owner/slug) and page.
 KAGGLE_HANDLE = "tawsifurrahman/covid19-radiography-database"
@@ -28,7 +36,8 @@ KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
 MANUAL_STEPS = (
     f"download the COVID-19 Radiography Database from {KAGGLE_URL} (about 800 MB), unzip it, and pass the folder "
     f"holding {DATASET_DIRNAME} with -p data_dir=/path/to/it (or set data_dir in notebook 01's parameters cell); "
-    'or install the optional extra (pip install -e ".[kaggle]") and, if Kaggle asks for them, credentials '
+    'or install the optional extra (from the study\'s folder: .venv/bin/pip install -c constraints.txt -e ".[kaggle]") '
+    "and, if Kaggle asks for them, credentials "
     "(~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"
 )
 
@@ -36,6 +45,38 @@ MANUAL_STEPS = (
 def kagglehub_available() -> bool:
     """Whether ``kagglehub`` can be imported (without importing it)."""
     return importlib.util.find_spec("kagglehub") is not None
+
+
+def _canonical(name: str) -> str:
+    """A folder name without case, spaces, underscores and hyphens (``viral_pneumonia`` ~ ``Viral Pneumonia``)."""
+    return re.sub(r"[\s_\-]+", "", name).lower()
+
+
+def layout_problem(root: str | os.PathLike) -> str | None:
+    """Why ``root`` is not the dataset in the Kaggle layout (a missing folder, a missing class folder), or None.
+
+    ``root`` is the ``COVID-19_Radiography_Dataset`` folder or the folder holding it. Only lists folders (no file is
+    read), so the runner checks ``data_dir`` with it before any kernel starts.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        return f"dataset root {root} does not exist"
+    if not root.is_dir():
+        return f"dataset root {root} is not a folder"
+    dataset = root / DATASET_DIRNAME if (root / DATASET_DIRNAME).is_dir() else root
+    found = sorted(p.name for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
+    missing = [name for name in CLASS_NAMES if not (dataset / name).is_dir()]
+    if not missing:
+        return None
+    near = {name: [f for f in found if _canonical(f) == _canonical(name)] for name in missing}
+    if all(near.values()):
+        renames = ", ".join(f"{near[name][0]!r} to {name!r}" for name in missing)
+        return f"class folder {dataset / missing[0]} is missing in {dataset}: rename {renames}"
+    listed = ", ".join(found[:8]) + (f", ... ({len(found) - 8} more)" if len(found) > 8 else "") if found else "none"
+    return (
+        f"class folder {dataset / missing[0]} is missing: {dataset} should be the {DATASET_DIRNAME} folder (or the "
+        f"folder holding it), with the class folders {list(CLASS_NAMES)}; its folders: {listed}"
+    )
 
 
 def _dataset_error(message: str):

@@ -292,7 +292,7 @@ PARAMETERS: dict[str, Parameter] = _declare(
         "'grid': heatmap cells as regions; 'upsample': bilinear, mean per region",
         one_of(REGION_SCORES),
     ),
-    Parameter("sigma", "noise level in [0, 1] pixel space", number(0)),
+    Parameter("sigma", "std of the Gaussian noise, in units of the [0, 1] pixel range", number(0)),
     Parameter("n_bootstrap", "bootstrap resamples", integer(1)),
     Parameter("orders", "region orders ('morf' required)", list_of(one_of(ORDERS), min_items=1, unique=True)),
     Parameter(
@@ -363,7 +363,7 @@ def _unet_levels(p):
 class Relation:
     """A check over several parameters of one notebook; runs only when all of them are declared and valid."""
 
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # the first is the one an error names
     check: Callable[[Mapping], str | None]
 
 
@@ -373,7 +373,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation(("region_size", "image_size"), _region_fits),
     Relation(("orders",), _morf_order),
     Relation(("segmentation_size", "unet_depth"), _unet_levels),
-    Relation(("source", "synthetic_per_class", "per_class", "split_fractions"), _synthetic_split),
+    Relation(("synthetic_per_class", "source", "per_class", "split_fractions"), _synthetic_split),
 )
 
 

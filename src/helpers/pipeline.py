@@ -102,13 +102,38 @@ def _failure_message(nb: Path, exc: Exception) -> str:
         lines = source.splitlines()
         number = _failing_line_number(getattr(exc, "traceback", None))
         if number is not None and 1 <= number <= len(lines) and lines[number - 1].strip():
-            shown = f"line {number}: {lines[number - 1].strip()[:90]}"
+            shown = f"line {number}: {_statement_at(source, number)}"
         else:
             shown = next((line.strip()[:70] for line in lines if line.strip() and not line.startswith("#")), "")
         where = f"code cell {index} of {len(code)}" if index is not None else "a cell"
         if shown:
             where += f" ({shown})"
     return f"notebook {nb.name} failed in {where}: {ename}: {evalue}"
+
+
+def _statement_at(source: str, number: int, width: int = 90) -> str:
+    """The whole statement of a cell that holds line ``number`` (a call over several lines as one), shortened to ``width``."""
+    import ast
+
+    lines = source.splitlines()
+    first = last = number
+    # IPython's magics and shell escapes become ``pass`` at the same indentation, so the rest still parses
+    python = "\n".join(
+        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
+        for line in lines
+    )
+    try:
+        spans = [
+            (node.end_lineno - node.lineno, node.lineno, node.end_lineno)
+            for node in ast.walk(ast.parse(python))
+            if isinstance(node, ast.stmt) and node.lineno <= number <= (node.end_lineno or node.lineno)
+        ]
+        if spans:
+            _, first, last = min(spans)  # the innermost statement: a loop's body line, not the whole loop
+    except SyntaxError:  # other IPython syntax: the line alone
+        pass
+    text = " ".join(" ".join(line.split()) for line in lines[first - 1 : last]).replace("( ", "(").replace(" )", ")")
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _failing_line_number(traceback) -> int | None:
@@ -310,13 +335,14 @@ def _run_locked(
             declared = notebook_parameters(nb)
             runner_values = {"profile": name, "work_dir": str(work), "report_dir": str(staging)}
             params.update({k: v for k, v in runner_values.items() if k in declared})
-            result.parameters[nb.stem] = {**params, **({"report_dir": str(final)} if "report_dir" in params else {})}
+            effective = effective_parameters({nb.stem: params}, {nb.stem: declared})[nb.stem]
+            # run.json: every value the notebook ran with (its defaults too), with the report's final folder
+            result.parameters[nb.stem] = {**effective, **({"report_dir": str(final)} if "report_dir" in params else {})}
             log(f"[{position}/{len(selected)}] {nb.stem} ...")
             os.environ[NOTEBOOK_ENV] = nb.stem  # the kernel's compile log names its notebook
             step = f"executing {nb.name} into {staging}"
             lineage.start_notebook(staging, nb.stem, run_id)
             os.environ[lineage.NOTEBOOK_ENV] = nb.stem
-            effective = effective_parameters({nb.stem: params}, {nb.stem: declared})[nb.stem]
             recorded = {k: v for k, v in effective.items() if k not in ("work_dir", "report_dir")}
             os.environ[lineage.PARAMETERS_ENV] = json.dumps(recorded, default=str)  # every value, defaults too
             t0 = time.perf_counter()

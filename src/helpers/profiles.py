@@ -14,6 +14,7 @@ import yaml
 
 from . import download
 from . import parameters as declared_parameters
+from .config import ROOT_ENV
 
 #: Parameters that the runner sets itself in every notebook that declares them.
 RUNNER_KEYS = ("profile", "work_dir", "report_dir")
@@ -30,7 +31,10 @@ def discover_notebooks(notebooks_dir: str | os.PathLike) -> list[Path]:
     """Return the numbered notebooks (``NN_name.ipynb``) of a folder in order."""
     folder = Path(notebooks_dir)
     if not folder.is_dir():
-        raise FileNotFoundError(f"notebook folder {folder} does not exist")
+        raise FileNotFoundError(
+            f"notebook folder {folder} does not exist: run from the study's folder (the one holding params/ and "
+            f"notebooks/), or set ${ROOT_ENV} to it"
+        )
     found = sorted(p for p in folder.iterdir() if _NOTEBOOK_RE.match(p.name))
     if not found:
         raise FileNotFoundError(f"no numbered notebooks (NN_name.ipynb) in {folder}")
@@ -309,6 +313,8 @@ def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[
         if params.get("source") == "kaggle" and isinstance(data_dir, str):
             if data_dir and not Path(data_dir).exists():
                 problems.append(f"{stem}.data_dir: data_dir {data_dir} does not exist")
+            elif data_dir and download.layout_problem(data_dir):
+                problems.append(f"{stem}.data_dir: {download.layout_problem(data_dir)}")
             elif not data_dir and not download.kagglehub_available():
                 problems.append(
                     f"{stem}.data_dir: source 'kaggle' with an empty data_dir downloads the dataset with kagglehub, "
