@@ -126,9 +126,12 @@ def test_readme_example_scores_any_keras_model():
 
 
 def test_the_runner_and_the_html_export_load_neither_keras_nor_matplotlib():
-    """The runner's own process (notebooks run in kernels) and the report export stay light and quiet."""
+    """The runner's own process (notebooks run in kernels), the report export and ``make docs`` stay light and quiet."""
     code = (
-        "import sys, helpers.pipeline, helpers._report_html, helpers.figure_names\n"
+        "import json, pathlib, sys, tempfile, helpers.pipeline, helpers._report_html, helpers.figure_names, helpers.docs\n"
+        "summary = pathlib.Path(tempfile.mkdtemp()) / 'summary.json'\n"
+        "summary.write_text(json.dumps({'rows': [{'model': 'vgg16', 'images': 3}]}))\n"
+        "assert '| vgg16 | 3 |' in helpers.docs.summary_table(summary)\n"
         "print(sorted({'keras', 'tensorflow', 'jax', 'matplotlib'} & set(sys.modules)))"
     )
     out = subprocess.run(

@@ -101,6 +101,22 @@ def format_value(value) -> str:
     return "0.000" if text == "-0.000" else text
 
 
+def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.3f}") -> str:
+    """Render a list of dicts as a GitHub-flavoured markdown table."""
+    if not rows:
+        return ""
+    columns = columns or list(rows[0].keys())
+
+    def cell(value):
+        if isinstance(value, float):
+            return floatfmt.format(value)
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(cell(row.get(col, "")) for col in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def progress_bar(iterable, enabled: bool, desc: str, total: int | None = None, unit: str = "img"):
     """``iterable`` wrapped in the package's progress bar when ``enabled``."""
     if not enabled:

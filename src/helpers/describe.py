@@ -50,7 +50,10 @@ def read_run_files(metrics_dir) -> tuple[dict | None, dict[str, dict]]:
 def describe_data(data: Mapping | None) -> str:
     """One sentence on the data a run used: source, dataset folder, images per split and class counts."""
     if not data:
-        return "Data: unknown (no metrics/data.json in this report; run notebook 01)."
+        return (
+            "Data: unknown (this report has no metrics/data.json: notebook 01 writes it into the report it runs for, "
+            "and notebooks run by hand write into reports/<profile>-interactive/, not the runner's reports/<profile>/)."
+        )
     source = _SOURCES.get(data.get("source"), f"source {data.get('source')!r}")
     counts = data.get("counts", {})
     total = counts.get("Total", {})

@@ -91,6 +91,10 @@ def forward(model, batch_size: int, dtype: str = "uint8"):
     return _scaled(lambda x: head(backbone(x)), dtype)
 
 
+#: Batches :func:`predict` keeps queued on the device while it reads back the oldest one.
+_IN_FLIGHT = 4
+
+
 def predict(model, images, batch_size: int = 64, desc: str | None = None, output: str = "outputs") -> np.ndarray:
     """Model outputs (float32) of ``images`` (uint8 0-255 or float in [0, 1]), one compiled forward for every batch.
 
@@ -114,13 +118,16 @@ def predict(model, images, batch_size: int = 64, desc: str | None = None, output
         shape = model.output_shape if output == "outputs" else _backbone_and_head(model)[0].output_shape
         return np.zeros((0, *shape[1:]), dtype=np.float32)
     batches = [(start, min(n, start + size)) for start in range(0, n, size)]
-    outputs = []
-    for start, stop in tqdm(batches, desc=desc, leave=False, disable=not desc):
-        batch = np.asarray(x[start:stop])
-        batch = batch if dtype == "uint8" else batch.astype(np.float32, copy=False)
-        outputs.append(fn(pad_rows(batch, size)))  # dispatched asynchronously; read back below
-    out = np.concatenate([np.asarray(ops.convert_to_numpy(o), dtype=np.float32) for o in outputs])
-    return out[:n]
+    in_flight, done = [], []  # a few batches queued on the device while the oldest is read back
+    with tqdm(total=len(batches), desc=desc, unit="batch", disable=not desc) as bar:
+        for start, stop in batches:
+            batch = np.asarray(x[start:stop])
+            batch = batch if dtype == "uint8" else batch.astype(np.float32, copy=False)
+            in_flight.append(fn(pad_rows(batch, size)))  # dispatched asynchronously
+            while len(in_flight) > _IN_FLIGHT or (in_flight and stop == n):
+                done.append(np.asarray(ops.convert_to_numpy(in_flight.pop(0)), dtype=np.float32))
+                bar.update(1)  # the bar counts finished batches, not dispatched ones
+    return np.concatenate(done)[:n]
 
 
 def predict_batches(

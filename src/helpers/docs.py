@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ._core import atomic_path, find_project_root
+from ._core import atomic_path, find_project_root, markdown_table
 
 __all__ = [
     "START_MARKER",
@@ -70,8 +70,6 @@ def replace_summary(readme: str, table: str) -> str:
 
 def summary_table(summary_json: str | os.PathLike) -> str:
     """The study's final table (``rows`` of ``summary.json``, written by notebook 07) as markdown."""
-    from .reporting import markdown_table  # lazily: reading the README needs no plotting
-
     path = Path(summary_json)
     if not path.is_file():
         raise DocsError(f"{path} does not exist: run the study first (make study)")

@@ -221,7 +221,7 @@ def gradcam(
     if progress:
         from .progress import tqdm
 
-        bar = tqdm(total=n, desc=f"{method} ({layer_name})", unit="img")
+        bar = tqdm(total=n, desc=f"{model.name}: {method} ({layer_name})", unit="img")
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         x = images[start:stop].astype(np.float32) / np.float32(scale)

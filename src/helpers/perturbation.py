@@ -476,7 +476,8 @@ def perturbation_curves(
     if progress:
         from .progress import tqdm
 
-        bar = tqdm(total=total_batches, desc=f"{order} curves ({_perturbation_name(perturbation)})", unit="batch")
+        name = f"{getattr(model, 'name', 'model')}: {order} curves ({_perturbation_name(perturbation)})"
+        bar = tqdm(total=total_batches, desc=name, unit="batch")
     pending = []  # every group is dispatched before any is read back: the host prepares the next group meanwhile
     for first in range(0, n, group):
         last = min(n, first + group)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from . import config, figures, study
-from ._core import format_value
+from ._core import format_value, markdown_table
 from ._report_html import export_report, markdown_to_html, notebook_to_html, write_index
 from .config import PAPER_PROFILE
 from .describe import comparison_caveat, describe_data, describe_models, device_line, read_run_files
@@ -55,22 +55,6 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
     "vgg16": {"recall": 0.86, "f1": 0.86},
     "densenet201": {"recall": 0.88, "f1": 0.88},
 }
-
-
-def markdown_table(rows: list[dict], columns: list[str] | None = None, floatfmt: str = "{:.3f}") -> str:
-    """Render a list of dicts as a GitHub-flavoured markdown table."""
-    if not rows:
-        return ""
-    columns = columns or list(rows[0].keys())
-
-    def cell(value):
-        if isinstance(value, float):
-            return floatfmt.format(value)
-        return str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(cell(row.get(col, "")) for col in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------

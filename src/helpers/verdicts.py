@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Mapping
 
 from . import study
-from ._core import format_value
+from ._core import format_value, markdown_table
 from .intervals import MIN_IMAGES, format_interval, interval_sign
 
 __all__ = [
@@ -37,6 +37,11 @@ _AOPC_LABELS: dict[str, str] = {
     "morf_minus_random": "MoRF − random",
     "morf_minus_lerf": "MoRF − LeRF",
 }
+
+
+def _test_images(n) -> str:
+    """``"1 test image"`` or ``"N test images"``."""
+    return f"{n} test image" if n == 1 else f"{n} test images"
 
 
 def _entry_interval(entry: Mapping) -> str:
@@ -105,7 +110,7 @@ def paired_sentences(report: Mapping) -> list[str]:
     a, b = p["models"]
     orders = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
     lines = [
-        f"Paired comparison of {a} and {b} on the {p['n_images']} test images both classify correctly. "
+        f"Paired comparison of {a} and {b} on the {_test_images(p['n_images'])} both classify correctly. "
         f"AOPC (MoRF): {a} {p[a]['final']:.3f}, {b} {p[b]['final']:.3f}, "
         f"difference {a} − {b} = {_entry_interval(p['difference'])}."
     ]
@@ -133,12 +138,12 @@ def _verdict(a, b, recall_diff, n_test, morf_diff, where) -> tuple[str, str | No
     if morf_diff is not None:
         better_aopc = {1: a, -1: b, 0: None}[_ci_sign(morf_diff)]
     if n_test < MIN_IMAGES:
-        reason = f"{recall_text} rests on only {n_test} test images (fewer than {MIN_IMAGES}), too few for an interval"
+        reason = (
+            f"{recall_text} rests on only {_test_images(n_test)} (fewer than {MIN_IMAGES}), too few for an interval"
+        )
         return "cannot be judged", None, better_aopc, reason
     if sign == 0:
-        reason = (
-            f"{recall_text} on the {n_test} test images includes 0, so neither model generalizes distinguishably better"
-        )
+        reason = f"{recall_text} on the {_test_images(n_test)} includes 0, so neither model generalizes distinguishably better"
         return "cannot be judged", None, better_aopc, reason
     better_gen = a if sign > 0 else b
     if morf_diff is None:
@@ -195,7 +200,7 @@ def aopc_conclusions(report: Mapping, classification: Mapping) -> dict:
     if "paired" in report:
         p = report["paired"]
         src = p.get("orders", {a: {"morf": p[a]}, b: {"morf": p[b]}})
-        where = f"on the {p['n_images']} test images both models classify correctly"
+        where = f"on the {_test_images(p['n_images'])} both models classify correctly"
         morf_diff, heat_diff = p["difference"], p.get("morf_minus_random_difference")
         rand_diff = p.get("order_differences", {}).get("random")
     else:
@@ -280,13 +285,12 @@ def write_summary(
     ``notes``, and the sentences of ``conclusions`` (:func:`aopc_conclusions`) when given. ``title`` defaults to
     "Study summary (<profile> profile)".
     """
-    from .reporting import markdown_table
 
     title = title or f"Study summary ({paths.profile} profile)"
     lines = [f"# {title}", "", markdown_table(rows)]
     if classification is not None:
         lines += [
-            f"Test recall per class on the {classification['n_images']} test images; intervals: "
+            f"Test recall per class on the {_test_images(classification['n_images'])}; intervals: "
             f"{classification['method']} ({classification['n_boot']} resamples).",
             "",
             markdown_table(classification_rows(classification)),
