@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import parameters, pipeline
+from helpers import config, parameters, pipeline
 from helpers.parameters import ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +30,8 @@ def test_every_notebook_parameter_is_declared_and_its_default_valid():
 @pytest.mark.parametrize("profile", ["demo", "demo-imbalanced", "smoke", "paper"])
 def test_the_profiles_pass(profile, tmp_path):
     notebooks = NOTEBOOKS
+    for name in config.CLASS_NAMES:  # the paper's data_dir must hold the dataset's class folders
+        (tmp_path / name).mkdir()
     extra = [f"data_dir={tmp_path}"] if profile == "paper" else []
     pipeline.resolve_parameters(pipeline.load_profile(profile, ROOT / "params"), notebooks, extra)
 

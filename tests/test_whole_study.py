@@ -148,9 +148,10 @@ def test_missing_data_dir_stops_with_a_clear_message(tmp_path):
     assert not (tmp_path / "reports").exists()  # stopped before any kernel started
     empty = tmp_path / "empty-download"
     empty.mkdir()
-    with pytest.raises(NotebookFailed, match=r"01_data\.ipynb failed in code cell \d+ of \d+ .*empty-download"):
+    # a folder that is not the dataset: named before any kernel starts, with the layout it should have
+    with pytest.raises(ProfileError, match=r"01_data\.data_dir: class folder .*empty-download.*COVID-19_Radiography"):
         _run(tmp_path, profile="paper", only="01", export_html=False, overrides=[f"data_dir={empty}"])
-    assert not (tmp_path / "reports" / "paper").exists()
+    assert not (tmp_path / "reports").exists()
 
 
 def test_corrupt_image_stops_naming_the_file(tmp_path):
