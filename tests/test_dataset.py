@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config
+from helpers import config, download
 from helpers import dataset as ds
 from helpers.config import CLASS_NAMES, DATASET_DIRNAME
 from helpers.dataset import DatasetError
@@ -182,6 +182,14 @@ def test_scan_bad_inputs_name_the_path(tmp_path):
     with pytest.raises(DatasetError, match="Viral Pneumonia is missing.*rename 'Viral_Pneumonia' to 'Viral Pneumonia'"):
         ds.scan_dataset(dataset)
     (dataset / "Viral_Pneumonia").rename(dataset / "Viral Pneumonia")
+    # an unzip that nests the dataset folder twice is read from its inner folder, by the scan and the runner alike
+    twice = tmp_path / "twice" / DATASET_DIRNAME / DATASET_DIRNAME
+    twice.parent.mkdir(parents=True)
+    dataset.rename(twice)
+    assert download.layout_problem(tmp_path / "twice") is None
+    assert ds.resolve_dataset_dir(tmp_path / "twice") == twice
+    assert len(ds.scan_dataset(tmp_path / "twice")) > 0
+    twice.rename(dataset)
     for image in (dataset / "Normal" / "images").iterdir():
         image.unlink()
     with pytest.raises(DatasetError, match=f"{dataset / 'Normal' / 'images'} holds no readable images"):

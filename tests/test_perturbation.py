@@ -252,6 +252,12 @@ def test_perturbed_images_are_the_same_bytes_on_any_number_of_threads(perturbati
         assert alone.tobytes() == copies["3"][i : i + 1].tobytes()
 
 
+@pytest.mark.parametrize("sigma", [-0.1, float("nan"), float("inf"), "0.1", True])
+def test_bad_sigma_is_refused(sigma):
+    with pytest.raises(ValueError, match="sigma must be a non-negative number"):
+        pt.perturbed_images(np.zeros((1, 8, 8, 1), np.float32), "gaussian", sigma)
+
+
 def test_other_perturbations():
     rng = np.random.default_rng(0)
     x = rng.uniform(0.0, 1.0, (3, 16, 16, 1)).astype(np.float32)

@@ -139,6 +139,9 @@ def test_kaggle_source_data_dir_is_checked_before_running(project, monkeypatch):
     # a folder that does not exist is an error either way
     with pytest.raises(ProfileError, match="data_dir /no/such/folder does not exist"):
         pipeline.resolve_parameters({}, notebooks, ["source=kaggle", "data_dir=/no/such/folder"])
+    # ... unless the notebook that reads it does not run (--only / --from)
+    bad_folder = ["source=kaggle", "data_dir=/no/such/folder"]
+    assert pipeline.resolve_parameters({}, notebooks, bad_folder, run={"01_first"})["03_third"]["source"] == "kaggle"
     # so is a folder that is not the dataset: named with its first folders and what it should hold
     wrong = project / "downloads"
     for i in range(12):
@@ -596,3 +599,16 @@ def test_failure_message_shows_the_whole_statement_that_raised():
     assert pipeline._statement_at(cell, 3) == "folder = study.dataset_from_parameters(source, data_dir)"
     assert pipeline._statement_at(cell, 1) == "%matplotlib inline"
     assert pipeline._statement_at("x = " + "y + " * 40 + "1", 1).endswith("…")
+
+
+def test_runner_started_outside_a_study_folder_uses_the_package_checkout(tmp_path, monkeypatch, capsys):
+    from helpers import config, study
+
+    monkeypatch.delenv(config.ROOT_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert study.find_project_root() == tmp_path.resolve()  # library code: the working folder, as before
+    assert study.find_project_root(checkout=True) == ROOT
+    assert pipeline.main(["--only", "09"]) == 2  # fails at once, but after finding the notebooks
+    out, err = capsys.readouterr()
+    assert f"study folder {ROOT}" in out and "matches no notebook (notebooks: 01_data" in err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "data").exists()

@@ -60,6 +60,8 @@ def test_json_and_npz_round_trip(tmp_path):
         "np_nan": np.float64("nan"),
         "inf": np.float32("inf"),
         "arr": np.array([1.0, np.nan]),
+        "set": {"b", "a"},  # e.g. a notebook default recorded in run.json
+        "complex": 1 + 2j,
     }
     study.save_json(values, tmp_path / "m.json")
     assert study.load_json(tmp_path / "m.json") == {
@@ -69,6 +71,8 @@ def test_json_and_npz_round_trip(tmp_path):
         "np_nan": None,
         "inf": None,
         "arr": [1.0, None],
+        "set": ["a", "b"],
+        "complex": "(1+2j)",
     }
     assert "NaN" not in (tmp_path / "m.json").read_text()  # strict JSON
     study.save_npz(tmp_path / "a.npz", h=np.ones((2, 3), np.float32), g=np.zeros(4))

@@ -131,17 +131,22 @@ def progress_bar(iterable, enabled: bool, desc: str, total: int | None = None, u
 # ----------------------------------------------------------------------------------------------------
 
 
-def find_project_root(start: str | os.PathLike | None = None) -> Path:
-    """The study's root: ``$STUDY_WORK_DIR``, else the nearest parent of ``start`` (default: the working folder) holding ``params/`` and ``pyproject.toml``, else the checkout this package runs from, else ``start``."""  # noqa: E501
+def find_project_root(start: str | os.PathLike | None = None, checkout: bool = False) -> Path:
+    """The study's root: ``$STUDY_WORK_DIR``, else the nearest parent of ``start`` (default: the working folder) holding ``params/`` and ``pyproject.toml``, else (with ``checkout``) the checkout this package runs from, else ``start``."""  # noqa: E501
     env = os.environ.get(ROOT_ENV)
     if env:
         return Path(env).expanduser().resolve()
     here = Path(start or Path.cwd()).resolve()
-    checkout = Path(__file__).resolve().parents[2]  # <root>/src/helpers/_core.py when installed from a checkout
-    for candidate in (here, *here.parents, checkout):
+    candidates = [here, *here.parents] + ([package_checkout()] if checkout else [])
+    for candidate in candidates:
         if (candidate / "params").is_dir() and (candidate / "pyproject.toml").is_file():
             return candidate
     return here
+
+
+def package_checkout() -> Path:
+    """The folder this package's source tree sits in (``<root>/src/helpers``): the study's folder for a checkout install."""
+    return Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -178,7 +183,11 @@ def _to_jsonable(obj):
         return str(obj)
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
-    return obj
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_to_jsonable(v) for v in obj), key=str)
+    if obj is None or isinstance(obj, (str, int, float)):
+        return obj
+    return str(obj)  # anything else (e.g. a complex number, bytes): its text rather than a failed save
 
 
 def save_json(obj, path: str | os.PathLike) -> Path:

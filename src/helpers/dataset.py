@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from ._core import atomic_path, check_int, find_project_root
-from .config import CLASS_NAMES, DATASET_DIRNAME
-from .download import layout_problem
+from .config import CLASS_NAMES
+from .download import dataset_folder, layout_problem
 from .parallel import each_index, io_thread_count, parallel_map, progress_updates
 
 # Sampling strategies: ``downsample`` (the paper: every class cut to the smallest), ``class_weight`` and
@@ -146,8 +146,7 @@ def resolve_dataset_dir(root: str | os.PathLike) -> Path:
         raise DatasetError(f"dataset root {root} does not exist")
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} is not a folder")
-    nested = root / DATASET_DIRNAME
-    return nested if nested.is_dir() else root
+    return dataset_folder(root)
 
 
 def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.DataFrame:
@@ -163,7 +162,7 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
     line up). Rows are sorted by class, then image number.
     """
     dataset = resolve_dataset_dir(root)
-    problem = layout_problem(dataset)
+    problem = layout_problem(root)
     if problem:
         raise DatasetError(problem)
     candidates, class_dirs = [], {}

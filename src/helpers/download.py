@@ -24,6 +24,7 @@ __all__ = [
     "KAGGLE_HANDLE",
     "KAGGLE_URL",
     "MANUAL_STEPS",
+    "dataset_folder",
     "kagglehub_available",
     "layout_problem",
     "resolve_kaggle_dir",
@@ -52,6 +53,14 @@ def _canonical(name: str) -> str:
     return re.sub(r"[\s_\-]+", "", name).lower()
 
 
+def dataset_folder(root: str | os.PathLike) -> Path:
+    """The innermost ``COVID-19_Radiography_Dataset`` folder under ``root`` (an unzip may nest it twice), or ``root``."""
+    folder = Path(root).expanduser()
+    while (folder / DATASET_DIRNAME).is_dir():
+        folder = folder / DATASET_DIRNAME
+    return folder
+
+
 def layout_problem(root: str | os.PathLike) -> str | None:
     """Why ``root`` is not the dataset in the Kaggle layout (a missing folder, a missing class folder), or None.
 
@@ -63,7 +72,7 @@ def layout_problem(root: str | os.PathLike) -> str | None:
         return f"dataset root {root} does not exist"
     if not root.is_dir():
         return f"dataset root {root} is not a folder"
-    dataset = root / DATASET_DIRNAME if (root / DATASET_DIRNAME).is_dir() else root
+    dataset = dataset_folder(root)
     found = sorted(p.name for p in dataset.iterdir() if p.is_dir() and not p.name.startswith("."))
     missing = [name for name in CLASS_NAMES if not (dataset / name).is_dir()]
     if not missing:

@@ -252,6 +252,8 @@ def _perturbation_name(perturbation) -> str:
 def _check_perturbation(perturbation, sigma: float, fill, blur_sigma) -> None:
     if not callable(perturbation) and perturbation not in PERTURBATIONS:
         raise ValueError(f"perturbation must be one of {PERTURBATIONS} or a callable, got {perturbation!r}")
+    number = isinstance(sigma, (int, float, np.integer, np.floating)) and not isinstance(sigma, bool)
+    if not (number and math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma must be a non-negative number, got {sigma!r}")
     if fill is not None and not 0.0 <= float(fill) <= 1.0:
         raise ValueError(f"fill must be None (the image mean) or a value in [0, 1], got {fill!r}")

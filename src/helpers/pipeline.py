@@ -247,7 +247,7 @@ def run_study(
     problem = declared_parameters.PARAMETERS["profile"].check(name)
     if problem:
         raise ProfileError(f"profile name {name!r} {problem}")
-    parameters = resolve_parameters(profile_dict, notebooks, overrides)
+    parameters = resolve_parameters(profile_dict, notebooks, overrides, run={nb.stem for nb in selected})
 
     reports = work / "reports"
     if len(selected) < len(notebooks):
@@ -474,8 +474,9 @@ def _keep_failed(nb: Path, exc: Exception, staging: Path, failed: Path, final: P
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point of ``python -m helpers.pipeline``."""
     parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n\n")[0])
+    project = find_project_root(checkout=True)  # run from elsewhere: the checkout this package is installed from
     try:
-        names = ", ".join(available_profiles(find_project_root() / "params"))
+        names = ", ".join(available_profiles(project / "params"))
     except (FileNotFoundError, OSError):  # outside the project: the error of run_study says more
         names = ""
     parser.add_argument(
@@ -512,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         help="with --wait: give up after this many seconds (default: wait as long as it takes)",
     )
     args = parser.parse_args(argv)
+    if project != find_project_root():
+        print(f"study folder {project} (this package's checkout; the working folder is not in a study folder)")
     # a terminated run unwinds like Ctrl-C, so papermill shuts its kernel down and the report stays as it was
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -520,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
             only=args.only,
             start=args.start,
             overrides=args.param,
+            project_dir=project,
             work_dir=args.work_dir,
             progress=not args.no_progress and sys.stderr.isatty(),
             export_html=not args.no_html,

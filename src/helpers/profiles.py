@@ -9,6 +9,7 @@ import difflib
 import os
 import re
 from pathlib import Path
+from typing import Collection
 
 import yaml
 
@@ -188,9 +189,16 @@ def _section_for(name: str, stems) -> str | None:
 
 
 def resolve_parameters(
-    profile: dict, notebooks: list[Path], overrides: list[str] = (), base_dir: str | os.PathLike | None = None
+    profile: dict,
+    notebooks: list[Path],
+    overrides: list[str] = (),
+    base_dir: str | os.PathLike | None = None,
+    run: Collection[str] | None = None,
 ) -> dict[str, dict]:
-    """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys."""
+    """Combine a profile and ``-p`` overrides into each notebook's parameters, rejecting unknown keys.
+
+    ``run``: the notebooks (stems) about to run, whose files (``data_dir``, ``weights``) are checked; default all.
+    """
     source = profile.get("_path", "profile")
     declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
     stems = set(declared)
@@ -253,7 +261,7 @@ def resolve_parameters(
             key: _coerce(value, declared[stem].get(key), f"{stem}.{key}", problems) for key, value in params.items()
         }
         per_notebook[stem] = _absolute_paths({k: v for k, v in coerced.items() if v is not _INVALID}, base)
-    problems += preflight(per_notebook, declared)
+    problems += preflight(per_notebook, declared, run)
     if problems:
         raise ProfileError("invalid parameters:\n  " + "\n  ".join(_merged(problems)))
     return per_notebook
@@ -299,22 +307,27 @@ def effective_parameters(per_notebook: dict[str, dict], declared: dict[str, dict
     return effective
 
 
-def preflight(per_notebook: dict[str, dict], declared: dict[str, dict]) -> list[str]:
+def preflight(
+    per_notebook: dict[str, dict], declared: dict[str, dict], run: Collection[str] | None = None
+) -> list[str]:
     """Problems that would only surface inside a kernel, found before anything runs.
 
     Every value and relation is checked against :mod:`helpers.parameters` (ranges, choices, region size vs
-    image size, the backbone's minimum size ...), then the files the values name (``data_dir``, ``weights``) and,
-    for ``source="kaggle"`` with an empty ``data_dir`` (a kagglehub download), that kagglehub is installed.
+    image size, the backbone's minimum size ...), then, for the notebooks in ``run`` (default all), the files the
+    values name (``data_dir``, ``weights``) and, for ``source="kaggle"`` with an empty ``data_dir`` (a kagglehub
+    download), that kagglehub is installed.
     """
     effective = effective_parameters(per_notebook, declared)
     problems = declared_parameters.validate(effective)
     for stem, params in effective.items():
+        if run is not None and stem not in run:  # a notebook that does not run reads no file
+            continue
         data_dir, weights = params.get("data_dir"), params.get("weights")
         if params.get("source") == "kaggle" and isinstance(data_dir, str):
-            if data_dir and not Path(data_dir).exists():
+            if data_dir and not Path(data_dir).expanduser().exists():
                 problems.append(f"{stem}.data_dir: data_dir {data_dir} does not exist")
-            elif data_dir and download.layout_problem(data_dir):
-                problems.append(f"{stem}.data_dir: {download.layout_problem(data_dir)}")
+            elif data_dir and (layout := download.layout_problem(data_dir)):
+                problems.append(f"{stem}.data_dir: {layout}")
             elif not data_dir and not download.kagglehub_available():
                 problems.append(
                     f"{stem}.data_dir: source 'kaggle' with an empty data_dir downloads the dataset with kagglehub, "
