@@ -133,7 +133,7 @@ def curve_inputs_seconds(images, steps_of_regions, image_size: int, region_size:
     pairs, calls = group * n_steps, max(1, -(-n_inputs // batch_size))
     starts = [to_device(np.int32((c * batch_size) % pairs)) for c in range(calls)]
     n_steps_t = to_device(np.int32(n_steps))
-    _wait(build(*resident, starts[0], n_steps_t))  # compiled by the stage already; warm
+    _wait(build(*resident, starts[0], n_steps_t))  # warm (compiles only where the stage's group shape differs)
     t0 = time.perf_counter()
     for start in starts:
         out = build(*resident, start, n_steps_t)
@@ -174,12 +174,18 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     device.configure_compilation_cache(args.compilation_cache or None)
     COMPILES.install()
+    if args.aopc_repeats < 1:
+        parser.error(f"--aopc-repeats must be at least 1, got {args.aopc_repeats}")
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="paper-bench-"))
     try:
-        return run(args, work)
-    finally:
-        if not args.work_dir:  # phantoms and cached arrays: gigabytes at the paper's sizes
-            shutil.rmtree(work, ignore_errors=True)
+        results = run(args, work)
+    except BaseException:
+        if not args.work_dir:
+            print(f"work folder kept for inspection: {work}", flush=True)
+        raise
+    if not args.work_dir:  # phantoms and cached arrays: gigabytes at the paper's sizes
+        shutil.rmtree(work, ignore_errors=True)
+    return results
 
 
 def run(args, work: Path) -> dict:
@@ -191,7 +197,7 @@ def run(args, work: Path) -> dict:
     print(
         f"{4 * args.per_class} phantoms at {args.image_size} px, backbones {args.backbones}, weights {weights}, "
         f"precision {args.mixed_precision}, work folder {work}"
-        + ("" if args.work_dir else " (temporary, removed at the end; --work-dir keeps one)")
+        + ("" if args.work_dir else " (temporary, removed after a run that finishes; --work-dir keeps one)")
     )
 
     with watch("synthesize phantoms"):
@@ -294,6 +300,8 @@ def run(args, work: Path) -> dict:
             f"device alone takes {inputs_s:.2f} s, the host's perturbed copies {host_s:.2f} s",
             flush=True,
         )
+        if args.out:  # what finished so far, in case a time cap stops the next model
+            study.save_json({**results, "stages": watch.times, "compilations": COMPILES.stats}, args.out)
         training.configure_precision("float32")
         keras.backend.clear_session()
 

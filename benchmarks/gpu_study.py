@@ -129,7 +129,7 @@ def main(argv=None) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT / "src"))
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu-study-")).resolve()
-    kept = "kept" if args.work_dir else "temporary, removed at the end (--work-dir keeps one)"
+    kept = "kept" if args.work_dir else "temporary, removed after runs that finish (--work-dir keeps one)"
     print(f"work folder {work} ({kept}); backend {os.environ['KERAS_BACKEND']}", flush=True)
     results = []
     try:
@@ -138,9 +138,12 @@ def main(argv=None) -> dict:
             results.append(run_once(work, args, f"run{i + 1}"))
             if args.out:  # keep what finished even if a later run is cut short
                 Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": results}, indent=2))
-    finally:
-        if not args.work_dir:  # phantoms, caches and models: gigabytes at the paper's sizes
-            shutil.rmtree(work, ignore_errors=True)
+    except BaseException:
+        if not args.work_dir:
+            print(f"work folder kept for inspection (the failed report is in reports/): {work}", flush=True)
+        raise
+    if not args.work_dir:  # phantoms, caches and models: gigabytes at the paper's sizes
+        shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(results))
     if len(results) > 1:

@@ -599,6 +599,10 @@ def test_failure_message_shows_the_whole_statement_that_raised():
     assert pipeline._statement_at(cell, 3) == "folder = study.dataset_from_parameters(source, data_dir)"
     assert pipeline._statement_at(cell, 1) == "%matplotlib inline"
     assert pipeline._statement_at("x = " + "y + " * 40 + "1", 1).endswith("…")
+    assert pipeline._statement_at("if f(x) > 0:\n    a = 1\nelse:\n    b = 2\n", 1) == "if f(x) > 0:"  # the header only
+    assert pipeline._statement_at("ok = (a\n    != b)\n", 1) == "ok = (a != b)"  # '!=' is not a shell escape
+    assert pipeline._statement_at("@cache(\n    size=3)\ndef g():\n    pass\n", 1) == "@cache(size=3)"
+    assert pipeline._statement_at("a = 1; b = f(\n    x)\n", 1) == "a = 1; b = f(x)"
 
 
 def test_runner_started_outside_a_study_folder_uses_the_package_checkout(tmp_path, monkeypatch, capsys):

@@ -91,7 +91,7 @@ def forward(model, batch_size: int, dtype: str = "uint8"):
     return _scaled(lambda x: head(backbone(x)), dtype)
 
 
-#: Batches :func:`predict` keeps queued on the device while it reads back the oldest one.
+#: Batches :func:`predict` dispatches ahead of the one it is reading back (at most this many + 1 on the device).
 _IN_FLIGHT = 4
 
 
@@ -119,7 +119,7 @@ def predict(model, images, batch_size: int = 64, desc: str | None = None, output
         return np.zeros((0, *shape[1:]), dtype=np.float32)
     batches = [(start, min(n, start + size)) for start in range(0, n, size)]
     in_flight, done = [], []  # a few batches queued on the device while the oldest is read back
-    with tqdm(total=len(batches), desc=desc, unit="batch", disable=not desc) as bar:
+    with tqdm(total=len(batches), desc=desc, unit="batch", leave=False, disable=not desc) as bar:
         for start, stop in batches:
             batch = np.asarray(x[start:stop])
             batch = batch if dtype == "uint8" else batch.astype(np.float32, copy=False)

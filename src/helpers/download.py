@@ -37,8 +37,8 @@ KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"
 MANUAL_STEPS = (
     f"download the COVID-19 Radiography Database from {KAGGLE_URL} (about 800 MB), unzip it, and pass the folder "
     f"holding {DATASET_DIRNAME} with -p data_dir=/path/to/it (or set data_dir in notebook 01's parameters cell); "
-    'or install the optional extra (from the study\'s folder: .venv/bin/pip install -c constraints.txt -e ".[kaggle]") '
-    "and, if Kaggle asks for them, credentials "
+    'or install kagglehub (in a checkout\'s .venv: .venv/bin/pip install -c constraints.txt -e ".[kaggle]"; '
+    "elsewhere, e.g. on Colab: pip install kagglehub) and, if Kaggle asks for them, credentials "
     "(~/.kaggle/kaggle.json or KAGGLE_USERNAME/KAGGLE_KEY)"
 )
 

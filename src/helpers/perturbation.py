@@ -302,8 +302,10 @@ def perturbed_images(
             out[i] = blurred.reshape(x.shape[1:])
         np.clip(out[i], 0.0, 1.0, out=out[i])
 
-    # threads (numpy's generators and OpenCV release the GIL), unless the work is too small to pay their start
-    each_index(fill_one, len(x), workers=1 if x.size < _THREADED_PIXELS else None)
+    # noise on threads (numpy's generators release the GIL) unless too few pixels pay their start; the mean is
+    # trivial, and OpenCV's blur has threads of its own
+    threaded = perturbation in ("gaussian", "uniform") and x.size >= _THREADED_PIXELS
+    each_index(fill_one, len(x), workers=None if threaded else 1)
     return out
 
 

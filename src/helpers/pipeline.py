@@ -116,24 +116,34 @@ def _statement_at(source: str, number: int, width: int = 90) -> str:
     import ast
 
     lines = source.splitlines()
-    first = last = number
     # IPython's magics and shell escapes become ``pass`` at the same indentation, so the rest still parses
     python = "\n".join(
-        line[: len(line) - len(line.lstrip())] + "pass" if line.lstrip().startswith(("%", "!")) else line
-        for line in lines
+        line[: len(line) - len(line.lstrip())] + "pass" if _is_magic(line.lstrip()) else line for line in lines
     )
+    spans = []  # (first, last) line of each simple statement, compound statement's header or decorator
     try:
-        spans = [
-            (node.end_lineno - node.lineno, node.lineno, node.end_lineno)
-            for node in ast.walk(ast.parse(python))
-            if isinstance(node, ast.stmt) and node.lineno <= number <= (node.end_lineno or node.lineno)
-        ]
-        if spans:
-            _, first, last = min(spans)  # the innermost statement: a loop's body line, not the whole loop
+        for node in ast.walk(ast.parse(python)):
+            if isinstance(node, ast.stmt):
+                body = getattr(node, "body", None)
+                first = node.lineno
+                last = body[0].lineno - 1 if body and body[0].lineno > first else node.end_lineno or first
+                spans.append((first, max(first, last)))
+                spans += [(d.lineno, d.end_lineno or d.lineno) for d in getattr(node, "decorator_list", ())]
     except SyntaxError:  # other IPython syntax: the line alone
-        pass
+        spans = []
+    covering = [(first, last) for first, last in spans if first <= number <= last]
+    if covering:  # the statements that start last (the innermost; several when joined by ';'), whole
+        first = max(f for f, _ in covering)
+        last = max(x for f, x in covering if f == first)
+    else:
+        first = last = number
     text = " ".join(" ".join(line.split()) for line in lines[first - 1 : last]).replace("( ", "(").replace(" )", ")")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _is_magic(line: str) -> bool:
+    """Whether a (left-stripped) cell line is an IPython magic or shell escape rather than Python."""
+    return line.startswith("%") or (line.startswith("!") and not line.startswith("!="))
 
 
 def _failing_line_number(traceback) -> int | None:

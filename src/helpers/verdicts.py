@@ -285,7 +285,6 @@ def write_summary(
     ``notes``, and the sentences of ``conclusions`` (:func:`aopc_conclusions`) when given. ``title`` defaults to
     "Study summary (<profile> profile)".
     """
-
     title = title or f"Study summary ({paths.profile} profile)"
     lines = [f"# {title}", "", markdown_table(rows)]
     if classification is not None:
