@@ -194,22 +194,16 @@ def main():
 
 def host_perturbed_copies(args) -> None:
     """(d): the host's perturbed copies g(x) at the paper's sizes, on one thread vs one per core (equal arrays checked)."""
-    from helpers.parallel import WORKERS_ENV, worker_count
+    from helpers.parallel import worker_count
 
     size, n, cores = args.host_size, args.host_images, worker_count()
     x = np.random.default_rng(args.seed).random((n, size, size, 1), dtype=np.float32)
-    saved, best, arrays = os.environ.get(WORKERS_ENV), {}, {}
-    try:
-        for _ in range(args.repeats):  # interleaved
-            for workers in (1, cores):
-                os.environ[WORKERS_ENV] = str(workers)  # the copies' threads follow $STUDY_WORKERS
-                t0 = time.perf_counter()
-                arrays[workers] = pt.perturbed_images(x, args.perturbation, seed=args.seed)
-                best[workers] = min(best.get(workers, float("inf")), time.perf_counter() - t0)
-    finally:
-        os.environ.pop(WORKERS_ENV, None)
-        if saved is not None:
-            os.environ[WORKERS_ENV] = saved
+    best, arrays = {}, {}
+    for _ in range(args.repeats):  # interleaved
+        for workers in (1, cores):
+            t0 = time.perf_counter()
+            arrays[workers] = pt.perturbed_images(x, args.perturbation, seed=args.seed, workers=workers)
+            best[workers] = min(best.get(workers, float("inf")), time.perf_counter() - t0)
     if not np.array_equal(arrays[1], arrays[cores]):
         raise SystemExit("perturbed copies differ with the number of threads")
     print(

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from _timing import work_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -128,22 +128,15 @@ def main(argv=None) -> dict:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     sys.path.insert(0, str(ROOT / "src"))
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="gpu-study-")).resolve()
-    kept = "kept" if args.work_dir else "temporary, removed after runs that finish (--work-dir keeps one)"
-    print(f"work folder {work} ({kept}); backend {os.environ['KERAS_BACKEND']}", flush=True)
     results = []
-    try:
+    with work_folder(args.work_dir, "gpu-study-") as work:
+        kept = "kept" if args.work_dir else "temporary, removed after runs that finish (--work-dir keeps one)"
+        print(f"work folder {work} ({kept}); backend {os.environ['KERAS_BACKEND']}", flush=True)
         for i in range(args.runs):
             print(f"== run {i + 1} of {args.runs}", flush=True)
             results.append(run_once(work, args, f"run{i + 1}"))
             if args.out:  # keep what finished even if a later run is cut short
                 Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": results}, indent=2))
-    except BaseException:
-        if not args.work_dir:
-            print(f"work folder kept for inspection (the failed report is in reports/): {work}", flush=True)
-        raise
-    if not args.work_dir:  # phantoms, caches and models: gigabytes at the paper's sizes
-        shutil.rmtree(work, ignore_errors=True)
     print()
     print(table(results))
     if len(results) > 1:

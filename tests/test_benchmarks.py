@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -41,9 +42,9 @@ def test_bench_paper_study_removes_its_temporary_work_folder(tmp_path, monkeypat
     bench = _load("bench_paper_study")
     work = tmp_path / "made-by-mkdtemp"
     work.mkdir()
-    real = bench.tempfile.mkdtemp
+    real = tempfile.mkdtemp
     monkeypatch.setattr(
-        bench.tempfile, "mkdtemp", lambda *a, **k: str(work) if k.get("prefix") == "paper-bench-" else real(*a, **k)
+        tempfile, "mkdtemp", lambda *a, **k: str(work) if k.get("prefix") == "paper-bench-" else real(*a, **k)
     )
     sizes = "--per-class 10 --image-size 32 --epochs 1 --region-size 16 --aopc-batch 10 --batch-size 8"
     bench.main([*sizes.split(), "--backbones", "small_vgg", "--workers", "1"])

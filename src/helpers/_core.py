@@ -137,16 +137,11 @@ def find_project_root(start: str | os.PathLike | None = None, checkout: bool = F
     if env:
         return Path(env).expanduser().resolve()
     here = Path(start or Path.cwd()).resolve()
-    candidates = [here, *here.parents] + ([package_checkout()] if checkout else [])
-    for candidate in candidates:
+    package_checkout = Path(__file__).resolve().parents[2]  # <root>/src/helpers/_core.py in a checkout install
+    for candidate in [here, *here.parents] + ([package_checkout] if checkout else []):
         if (candidate / "params").is_dir() and (candidate / "pyproject.toml").is_file():
             return candidate
     return here
-
-
-def package_checkout() -> Path:
-    """The folder this package's source tree sits in (``<root>/src/helpers``): the study's folder for a checkout install."""
-    return Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager

@@ -161,10 +161,10 @@ def scan_dataset(root: str | os.PathLike, skip_unreadable: bool = False) -> pd.D
     aspect ratio differs from its image's is warned about (both are stretched to a square later, so they would not
     line up). Rows are sorted by class, then image number.
     """
-    dataset = resolve_dataset_dir(root)
-    problem = layout_problem(root)
+    problem = layout_problem(root)  # a missing folder or class folder, named before any file is read
     if problem:
         raise DatasetError(problem)
+    dataset = dataset_folder(root)
     candidates, class_dirs = [], {}
     for label_index, name in enumerate(CLASS_NAMES):
         folder = dataset / name

@@ -269,6 +269,7 @@ def perturbed_images(
     image_ids=None,
     fill: float | None = None,
     blur_sigma: float = 4.0,
+    workers: int | None = None,
 ) -> np.ndarray:
     """The fixed perturbed copy g(x) of every image, float32 (N, H, W, C) in [0, 1].
 
@@ -276,7 +277,8 @@ def perturbed_images(
     ``"mean"``: the image mean, or ``fill``; ``"blur"``: a Gaussian blur of the image (``blur_sigma`` px).
     A callable (:data:`Perturbation`) gets the images and one generator per image; its output is checked
     (shape, values in [0, 1]). Noise comes from a generator seeded by (seed, image id) only: the same image
-    gets the same noise whichever model, order or batch size is used (common random numbers).
+    gets the same noise whichever model, order or batch size is used (common random numbers), and the same bytes
+    on any number of threads: noise is drawn on ``workers`` threads (default :func:`helpers.parallel.worker_count`).
     References: Samek et al., IEEE TNNLS 2017; Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images".
     """
     _check_perturbation(perturbation, sigma, fill, blur_sigma)
@@ -305,7 +307,7 @@ def perturbed_images(
     # noise on threads (numpy's generators release the GIL) unless too few pixels pay their start; the mean is
     # trivial, and OpenCV's blur has threads of its own
     threaded = perturbation in ("gaussian", "uniform") and x.size >= _THREADED_PIXELS
-    each_index(fill_one, len(x), workers=None if threaded else 1)
+    each_index(fill_one, len(x), workers=workers if threaded else 1)
     return out
 
 
@@ -480,7 +482,7 @@ def perturbation_curves(
     if progress:
         from .progress import tqdm
 
-        name = f"{getattr(model, 'name', 'model')}: {order} curves ({_perturbation_name(perturbation)})"
+        name = f"{model.name}: {order} curves ({_perturbation_name(perturbation)})"
         bar = tqdm(total=total_batches, desc=name, unit="batch")
     pending = []  # every group is dispatched before any is read back: the host prepares the next group meanwhile
     for first in range(0, n, group):
