@@ -30,12 +30,19 @@ SWEEP_ARGS ?=
 sweep: $(STAMP) ## Run the parameter sweep GRID on PROFILE into reports/PROFILE/sweeps/ (SWEEP_ARGS="--executor ray")
 	$(PY) -m helpers.sweep --profile $(PROFILE) --grid $(GRID) $(SWEEP_ARGS)
 
-docs: $(STAMP) ## Copy the demo report's figures to docs/figures/ and its summary table into README.md and docs/demo_summary.md
-	$(PY) -m helpers.docs --report-dir reports/demo
+SEEDS ?=
+docs: $(STAMP) ## Copy the demo report's figures and tables into README.md and docs/; add the seed sweep's runs (SEEDS="folder ...") to docs/reference/demo.json
+	$(PY) -m helpers.docs --report-dir reports/demo $(foreach folder,$(SEEDS),--seeds $(folder))
+
+# The unit suite runs twice along two numeric paths, so a test that compares two computations with == fails here and
+# not only on a user's CPU: TensorFlow with Eigen's kernels (oneDNN off, whose results change with the batch size) and
+# one thread per operation, then JAX (XLA's kernels, one thread per core); the notebook tests use TensorFlow's defaults.
+UNIT_TF_ENV := KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 STUDY_THREADS=1
+UNIT_JAX_ENV := KERAS_BACKEND=jax
 
 test: $(STAMP) notebooks-check lint ## Run the whole test suite: checks, unit tests on TensorFlow and on JAX, then the notebook tests
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	$(UNIT_JAX_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
 
 lint: $(STAMP) ## Lint and check the formatting of the code (ruff)
@@ -46,11 +53,11 @@ format: $(STAMP) ## Format the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
-test-unit-tf: $(STAMP) ## Unit tests on the TensorFlow backend only
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+test-unit-tf: $(STAMP) ## Unit tests on the TensorFlow backend only (Eigen kernels, one thread per operation)
+	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 
 test-unit-jax: $(STAMP) ## Unit tests on the JAX backend only
-	KERAS_BACKEND=jax $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	$(UNIT_JAX_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP) ## Notebook tests only (nbval over the smoke profile, the runner)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 
+from .config import pin_threads as _pin_threads
+
 __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
@@ -51,6 +53,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+# The same thread split on every machine, before Keras starts TensorFlow (see helpers.config.pin_threads).
+_pin_threads()
 
 
 def __getattr__(name: str):

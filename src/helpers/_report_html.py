@@ -117,6 +117,9 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
     if summary.is_file():
         parts.append("<section>" + markdown_to_html(summary.read_text()) + "</section>")
         parts.append("<p><a href='summary.md'>summary.md</a></p>")
+    compared = report / "reference.md"  # the runner's comparison with the published runs (helpers.reference)
+    if compared.is_file():
+        parts.append("<section>" + markdown_to_html(compared.read_text()) + "</section>")
     sweeps = report / "sweeps.md"  # the sweeps' quote (helpers.sweep_report.quote_sweeps)
     if sweeps.is_file():
         parts.append("<section>" + markdown_to_html(sweeps.read_text()) + "</section>")

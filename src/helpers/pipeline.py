@@ -44,7 +44,7 @@ from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
 )
 from .runlock import RunLock, RunLocked, describe
 from .staging import SWEEPS, carry_sweeps, clean_leftovers, discard, kept, os_text, without_sweeps
-from .study import StudyPaths, find_project_root, save_json
+from .study import StudyPaths, atomic_path, find_project_root, save_json
 
 
 class NotebookFailed(RuntimeError):
@@ -273,7 +273,18 @@ def run_study(
     saved = {key: os.environ.get(key) for key in (lineage.RUN_ENV, lineage.NOTEBOOK_ENV, lineage.PARAMETERS_ENV)}
     try:
         return _run_locked(
-            name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log
+            name,
+            profile_dict,
+            notebooks,
+            selected,
+            parameters,
+            work,
+            reports,
+            progress,
+            export_html,
+            kernel_name,
+            log,
+            project,
         )
     finally:
         lock.release()
@@ -308,7 +319,7 @@ def _check_partial_run(paths: StudyPaths, notebooks: list[Path], selected: list[
 
 
 def _run_locked(
-    name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log
+    name, profile_dict, notebooks, selected, parameters, work, reports, progress, export_html, kernel_name, log, project
 ) -> RunResult:
     import papermill as pm
 
@@ -383,6 +394,8 @@ def _run_locked(
         step = f"writing {staging / 'run.json'}"
         _write_run_info(staging, final, name, result, partial, sorted(stale), run_id)
         stale = json.loads((staging / "run.json").read_text())["stale"]
+        step = f"comparing the run with the published runs in {staging}"
+        compared = _compare_with_reference(staging, name, project, stale)
         step = f"quoting the sweeps of {final / SWEEPS} in {staging}"
         from .sweep_report import quote_sweeps
 
@@ -434,7 +447,39 @@ def _run_locked(
             f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
             f"metrics in the report come from an earlier run; rerun them with --from {min(stale)[:2]}"
         )
+    if compared is not None:
+        log(compared["line"] + (f" (see {final / REFERENCE_PAGE})" if compared["applies"] else ""))
     return result
+
+
+#: The runner's page comparing a run with the published runs of its profile (:mod:`helpers.reference`).
+REFERENCE_PAGE = "reference.md"
+
+
+def _compare_with_reference(staging: Path, name: str, project: Path, stale: list[str]) -> dict | None:
+    """Write ``reference.md`` and ``reference.json`` into the staged report; None when it holds no current summary."""
+    from . import reference
+
+    summary_path = staging / "metrics" / "summary.json"
+    if not summary_path.is_file() or "07_aopc" in stale:
+        for leftover in (REFERENCE_PAGE, "reference.json"):
+            (staging / leftover).unlink(missing_ok=True)  # a partial run must not keep an earlier comparison
+        return None
+    run = json.loads((staging / "run.json").read_text())
+    summary = json.loads(summary_path.read_text())
+    try:
+        published = reference.load_reference(name, project)
+    except ValueError as exc:
+        published, note = None, str(exc)
+    else:
+        note = None
+    compared = reference.compare(summary, run["parameters"], run["environment"].get("keras_backend"), published, name)
+    if note:
+        compared = {**compared, "line": note, "reason": note}
+    save_json(compared, staging / "reference.json")
+    with atomic_path(staging / REFERENCE_PAGE) as tmp:
+        tmp.write_text(reference.comparison_markdown(compared))
+    return compared
 
 
 def _write_run_info(

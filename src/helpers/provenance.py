@@ -14,9 +14,21 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
+from .config import TF_THREAD_VARIABLES, THREADS_ENV
 from .describe import cpu_name
 
-__all__ = ["LIBRARIES", "library_versions", "git_state", "device", "keras_backend", "environment"]
+__all__ = [
+    "LIBRARIES",
+    "CPU_FEATURES",
+    "library_versions",
+    "git_state",
+    "cpu_features",
+    "usable_cores",
+    "thread_settings",
+    "device",
+    "keras_backend",
+    "environment",
+]
 
 #: Libraries that shape a number of the study, by the name recorded; each with its distribution names.
 LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -64,14 +76,53 @@ def git_state(project_dir) -> dict:
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
+#: CPU features that change which float kernels run (SIMD width, fused multiply-add), as ``/proc/cpuinfo`` names them.
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "asimd", "sve")
+
+
+def cpu_features() -> list[str]:
+    """The entries of :data:`CPU_FEATURES` this CPU has (``/proc/cpuinfo`` flags; empty where it cannot be read)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.lower().startswith(("flags", "features")):
+            have = set(line.split(":", 1)[1].split())
+            return [name for name in CPU_FEATURES if name in have]
+    return []
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def thread_settings() -> dict:
+    """The environment variables that set the kernels' thread counts (``$STUDY_THREADS``, TensorFlow's, OpenMP's), as set."""
+    names = (THREADS_ENV, *TF_THREAD_VARIABLES, "OMP_NUM_THREADS", "XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS")
+    return {name: os.environ[name] for name in names if name in os.environ}
+
+
 def device() -> dict:
-    """``cpu`` (model name), ``cpu_count`` and ``gpus`` (names from ``nvidia-smi``, empty when there is none)."""
+    """``cpu`` (model name), ``cpu_features``, ``cpu_count``, ``usable_cores``, ``threads`` and ``gpus`` (``nvidia-smi``)."""
     cpu = cpu_name()
     gpus: list[str] = []
     if shutil.which("nvidia-smi"):
         listed = _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
         gpus = [line.strip() for line in (listed or "").splitlines() if line.strip()]
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus}
+    return {
+        "cpu": cpu,
+        "cpu_features": cpu_features(),
+        "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "threads": thread_settings(),
+        "gpus": gpus,
+    }
 
 
 def keras_backend() -> str:
