@@ -55,7 +55,9 @@ __all__ = [
     "decode_gray",
     "resize_square",
     "load_images",
+    "decode_mask",
     "load_masks",
+    "rows_without_mask",
     "masked_rows",
     "cache_path",
 ]
@@ -472,7 +474,7 @@ def _mask_paths(frame: pd.DataFrame, kind: str) -> list[str]:
     return list(frame[column].fillna("").astype(str)) if column in frame.columns else [""] * len(frame)
 
 
-def _without_mask(frame: pd.DataFrame, kind: str) -> list[str]:
+def rows_without_mask(frame: pd.DataFrame, kind: str = "lung") -> list[str]:
     """Image paths of the rows whose ``kind`` mask is absent or no longer a file."""
     return [str(p) for p, m in zip(frame["path"], _mask_paths(frame, kind)) if not m or not os.path.isfile(m)]
 
@@ -480,33 +482,56 @@ def _without_mask(frame: pd.DataFrame, kind: str) -> list[str]:
 def masked_rows(frame: pd.DataFrame, kind: str = "lung", skip_missing: bool = False) -> pd.DataFrame:
     """The rows of ``frame`` that have a ``kind`` mask file; rows without one raise :class:`DatasetError` naming them.
 
-    With ``skip_missing=True`` those rows are dropped instead, warned about, and their image paths listed in
-    ``frame.attrs["skipped_masks"]`` of the result (an unreadable mask is already left out, or an error, in
-    :func:`scan_dataset`, depending on its ``skip_unreadable``).
+    With ``skip_missing=True`` (the runner's ``-p skip_missing_masks=true``) those rows are dropped instead, counted
+    in a printed note, and their image paths listed in ``frame.attrs["skipped_masks"]`` of the result (an unreadable
+    mask is already left out, or an error, in :func:`scan_dataset`, depending on its ``skip_unreadable``).
     """
-    missing = _without_mask(frame, kind)
+    missing = rows_without_mask(frame, kind)
+    if missing and len(missing) == len(frame):
+        raise DatasetError(
+            f"no image of the dataset has a {kind} mask ({len(missing)} image(s) without one, e.g. {missing[0]})"
+        )
     if missing and not skip_missing:
         raise DatasetError(
-            f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {_listed(missing)}"
-            + " (pass skip_missing=True to leave them out)"
+            f"{len(missing)} image(s) have no {kind} mask (or it is no longer on disk): {_listed(missing)}; "
+            f"leave them out with -p skip_missing_masks=true"
         )
     kept = frame[~frame["path"].astype(str).isin(set(missing))].copy()
     kept.attrs = {**frame.attrs, "skipped_masks": missing}
     if missing:
-        warnings.warn(
-            f"left out {len(missing)} image(s) without a {kind} mask: {_listed(missing)}",
-            stacklevel=2,
-        )
+        print(f"note: left out {len(missing)} image(s) without a {kind} mask: {_listed(missing)}")
     return kept
+
+
+def decode_mask(path: str) -> np.ndarray:
+    """A mask file as bool (H, W) by one rule for every common encoding: channels reduced by their maximum, then a
+    pixel is set when its value is above half the file's largest value.
+
+    So 0/1 and 0/255 masks (8 bit), 0/1 and 0/65535 (16 bit), grey, RGB, RGBA (alpha ignored) and palette PNGs read
+    alike, a coloured mask (e.g. red lungs) is not lost to a grey conversion, and soft (anti-aliased) edges are cut
+    at half height. A file whose pixels are all equal (all 0, or all 255) has no set pixel or only set pixels.
+    """
+    image = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise DatasetError(f"{path} cannot be decoded as an image (missing, corrupt or not an image)")
+    if not (np.issubdtype(image.dtype, np.integer) or np.issubdtype(image.dtype, np.floating)):
+        raise DatasetError(f"{path} has unsupported pixel type {image.dtype}")
+    if image.ndim == 3:
+        if image.shape[2] not in (1, 3, 4):
+            raise DatasetError(f"{path} has {image.shape[2]} channels; expected 1, 3 or 4")
+        image = image[:, :, : min(image.shape[2], 3)].max(axis=2)
+    return image > image.max() / 2
 
 
 def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", required: bool = False) -> np.ndarray:
     """Masks of the frame's rows as 0/1 uint8 (N, H, W): ``kind`` ``"lesion"`` or ``"lung"``; zeros where a row has none.
 
-    Masks are resized with nearest neighbour and binarised (> 127). ``required=True`` (segmentation) raises
-    :class:`DatasetError` naming the images without a mask instead of giving them zeros (:func:`masked_rows` drops
-    them first); an unreadable mask file always raises, naming it. Non-square masks are stretched to the square
-    size like the images, with a warning naming them.
+    Each file is read by :func:`decode_mask` (any bit depth, grey or colour, 0/1 or 0/255) and resized with nearest
+    neighbour; an unreadable mask file raises :class:`DatasetError` naming it. ``required=True`` (segmentation, where
+    a lung must be) raises naming the images without a mask instead of giving them zeros (:func:`masked_rows` drops
+    them first), and naming the lung masks whose pixels all read alike (no lung, or nothing but lung: e.g. a mask
+    set misread, or broken files). Non-square masks are stretched to the square size like the images, with a
+    warning naming them.
     """
     image_size = _check_int("image_size", image_size, 1)
     values = _mask_paths(frame, kind)
@@ -514,15 +539,25 @@ def load_masks(frame: pd.DataFrame, image_size: int, kind: str = "lesion", requi
         masked_rows(frame, kind)  # raises, naming the images without a mask
     masks = np.zeros((len(frame), image_size, image_size), dtype=np.uint8)
 
-    def decode(i: int) -> str:
-        """Decode row i's mask into its slot (nearest neighbour, > 127); "path (WxH)" if it is not square."""
+    def decode(i: int) -> tuple[str, str]:
+        """Decode row i's mask into its slot: ("path (WxH)" if it is not square, the path if a lung mask is constant)."""
         if not values[i]:
-            return ""
-        mask = decode_gray(values[i])
-        masks[i] = resize_square(mask, image_size, cv2.INTER_NEAREST) > 127
-        return f"{values[i]} ({mask.shape[1]}x{mask.shape[0]})" if mask.shape[0] != mask.shape[1] else ""
+            return "", ""
+        mask = decode_mask(values[i])
+        masks[i] = resize_square(mask.view(np.uint8), image_size, cv2.INTER_NEAREST)
+        stretched = f"{values[i]} ({mask.shape[1]}x{mask.shape[0]})" if mask.shape[0] != mask.shape[1] else ""
+        return stretched, values[i] if required and kind == "lung" and (mask.all() or not mask.any()) else ""
 
-    stretched = [note for note in each_index(decode, len(values)) if note]
+    notes = each_index(decode, len(values))
+    constant = [path for _, path in notes if path]
+    if constant:
+        raise DatasetError(
+            f"{len(constant)} of {sum(map(bool, values))} lung mask(s) show no lung, or nothing but lung (every "
+            f"pixel reads alike: set above half the file's largest value, channels reduced by their maximum): "
+            f"{_listed(constant)}; fix or remove these files (images without a mask file are left out of the lung "
+            "segmentation)"
+        )
+    stretched = [note for note, _ in notes if note]
     if stretched:
         warnings.warn(
             f"{len(stretched)} {kind} mask(s) are not square and were stretched to {image_size}x{image_size} "

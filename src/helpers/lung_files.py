@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from . import lineage
-from ._core import atomic_path, load_npz, save_json, save_npz
+from ._core import atomic_path, save_json, save_npz
 from .dataset import SPLITS
-from .study import verified_model_info
+from .study import load_verified_npz, verified_model_info
 
 __all__ = [
     "SEGMENTATION_NOTEBOOK",
@@ -95,8 +95,7 @@ def load_lung_masks(paths, split: str, image_size: int, n_images: int) -> np.nda
         raise FileNotFoundError(
             f"{path} does not exist: input_mask='lung' needs the lung masks of {SEGMENTATION_NOTEBOOK}; run it first"
         )
-    lineage.check_input(paths, path, SEGMENTATION_NOTEBOOK)
-    arrays = load_npz(path, keys=(split,))  # the other splits are not decompressed
+    arrays = load_verified_npz(paths, path, SEGMENTATION_NOTEBOOK, keys=(split,))  # the others stay compressed
     if split not in arrays:
         raise ValueError(f"{path} has no {split!r} masks: rerun {SEGMENTATION_NOTEBOOK}")
     masks = arrays[split]

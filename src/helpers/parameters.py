@@ -266,8 +266,12 @@ PARAMETERS: dict[str, Parameter] = _declare(
     Parameter("unet_epochs", "U-Net training epochs", integer(1)),
     Parameter("unet_batch_size", "U-Net images per batch", integer(1)),
     Parameter("unet_learning_rate", "U-Net Adam learning rate", number(0, exclusive=True)),
-    Parameter("skip_missing_masks", "leave images without a lung mask out of segmentation (counted)", boolean()),
-    # 03-07: what the classifiers see
+    Parameter(
+        "skip_missing_masks",
+        "with input_mask='lung': train the U-Net on the images that have a lung mask (the others counted)",
+        boolean(),
+    ),
+    # 02-07: what the classifiers see (02: stops when 'lung' needs lung masks the dataset lacks)
     Parameter("input_mask", "'none': the whole image; 'lung': only the predicted lungs of 02", one_of(INPUT_MASKS)),
     Parameter("mask_margin", "input_mask='lung': dilate the predicted lung mask by this many pixels", integer(0)),
     # 03, 04 training

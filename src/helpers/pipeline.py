@@ -261,7 +261,7 @@ def run_study(
 
     reports = work / "reports"
     if len(selected) < len(notebooks):
-        _check_partial_run(StudyPaths(work, name, reports / name), notebooks, selected)
+        _check_partial_run(StudyPaths(work, name, reports / name), notebooks, selected, parameters)
     lock = RunLock(reports / f".{name}.lock")
     try:
         reports.mkdir(parents=True, exist_ok=True)
@@ -295,8 +295,11 @@ def run_study(
                 os.environ[key] = value
 
 
-def _check_partial_run(paths: StudyPaths, notebooks: list[Path], selected: list[Path]) -> None:
-    """Refuse a partial run whose notebooks would read files that a stale notebook, or another run, wrote (lineage)."""
+def _check_partial_run(
+    paths: StudyPaths, notebooks: list[Path], selected: list[Path], parameters: dict | None = None
+) -> None:
+    """Refuse a partial run whose notebooks would read files that a stale notebook, or another run, wrote (lineage),
+    that changed since they were written, or that were made for other parameters than the run's (``parameters``)."""
     stems = [nb.stem for nb in notebooks]
     chosen = [nb.stem for nb in selected]
     sections = lineage.load_report_lineage(paths.report)["notebooks"]
@@ -316,6 +319,13 @@ def _check_partial_run(paths: StudyPaths, notebooks: list[Path], selected: list[
                     f"({problems[origin]}): its inputs would mix two runs; rerun from {first} "
                     f"(--from {first[:2]}) or add the stale notebooks to --only"
                 )
+    requested = {}
+    if parameters is not None:  # each rerun notebook's values as its kernel will see them, defaults included
+        declared = {nb.stem: notebook_parameters(nb) for nb in selected}
+        requested = effective_parameters({stem: dict(parameters.get(stem, {})) for stem in declared}, declared)
+    problem = lineage.saved_input_problem(paths, chosen, requested)
+    if problem:
+        raise StaleInputs(problem)
 
 
 def _run_locked(

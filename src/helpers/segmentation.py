@@ -52,6 +52,7 @@ __all__ = [
     "load_unet",
     "dice",
     "iou",
+    "defined_mean",
     "soft_dice_loss",
     "bce_dice_loss",
     "resize_images",
@@ -182,20 +183,27 @@ def _overlaps(pred, true) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def dice(pred, true) -> np.ndarray:
-    """Dice coefficient 2|P∩T| / (|P| + |T|) of each pair of binary masks (N, H, W) -> (N,); two empty masks score 1.
+    """Dice coefficient 2|P∩T| / (|P| + |T|) of each pair of binary masks (N, H, W) -> (N,); NaN (undefined) for two empty masks.
 
     References: Dice, "Measures of the amount of ecologic association between species", Ecology 26, 1945.
     """
     inter, p, t = _overlaps(pred, true)
     total = p + t
-    return np.where(total > 0, 2.0 * inter / np.maximum(total, 1.0), 1.0)
+    return np.where(total > 0, 2.0 * inter / np.maximum(total, 1.0), np.nan)
 
 
 def iou(pred, true) -> np.ndarray:
-    """Intersection over union |P∩T| / |P∪T| (Jaccard index) of each pair of binary masks (N, H, W) -> (N,); two empty masks score 1."""
+    """Intersection over union |P∩T| / |P∪T| (Jaccard index) of each pair of binary masks (N, H, W) -> (N,); NaN for two empty masks."""
     inter, p, t = _overlaps(pred, true)
     union = p + t - inter
-    return np.where(union > 0, inter / np.maximum(union, 1.0), 1.0)
+    return np.where(union > 0, inter / np.maximum(union, 1.0), np.nan)
+
+
+def defined_mean(values) -> float:
+    """Mean of the defined (non-NaN) values, NaN when there are none (Dice and IoU of two empty masks are undefined)."""
+    values = np.asarray(values, np.float64)
+    defined = values[~np.isnan(values)]
+    return float(defined.mean()) if defined.size else float("nan")
 
 
 def soft_dice_loss(y_true, y_pred, smooth: float = 1.0):
@@ -401,17 +409,17 @@ def train_segmentation(
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         losses = _train_epoch(fit_model, x_fit, m_train, perm[: (n // step) * step], step)
         val = predict(model, x_val, batch_size=step)[..., 0] >= 0.5
-        val_dice = dice(val, m_val)
         row = {
             "epoch": epoch,
             "loss": float(np.mean(losses)),
-            "val_dice": float(val_dice.mean()),
-            "val_iou": float(iou(val, m_val).mean()),
+            "val_dice": defined_mean(dice(val, m_val)),
+            "val_iou": defined_mean(iou(val, m_val)),
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
-        if row["val_dice"] > best:
-            best, best_epoch = row["val_dice"], epoch
+        score = -1.0 if np.isnan(row["val_dice"]) else row["val_dice"]  # undefined: every mask empty
+        if score > best:
+            best, best_epoch = score, epoch
             best_weights = [np.array(w) for w in model.get_weights()]
         bar.set_postfix(loss=f"{row['loss']:.3f}", val_dice=f"{row['val_dice']:.3f}", best=best_epoch)
     model.set_weights(best_weights)
@@ -537,6 +545,8 @@ def segmentation_summary(
     within each class (:func:`helpers.intervals.stratified_bootstrap_indices`), the same draws for Dice and IoU; a
     class's interval resamples its own images. Returns ``{"classes": {name: {"n", "dice", "iou"}}, "all": {...},
     "n_boot", "seed", "level", "method"}`` with ``{"estimate", "low", "high"}`` entries (None for an absent class).
+    Images whose Dice or IoU is undefined (NaN: both masks empty) are left out and counted as ``"undefined"`` in
+    their entries (a key present only when there are any); ``n`` counts the images scored.
     References: Efron & Tibshirani, "An Introduction to the Bootstrap", 1993 (percentile interval).
     """
     values = {"dice": np.asarray(dice_values, np.float64), "iou": np.asarray(iou_values, np.float64)}
@@ -549,25 +559,29 @@ def segmentation_summary(
         raise ValueError(f"level must lie in (0, 1), got {level!r}")
     if labels.min() < 0 or labels.max() >= len(class_names):
         raise ValueError(f"labels must be class indices in [0, {len(class_names)}), got {np.unique(labels)}")
-    draws = stratified_bootstrap_indices(labels, n_boot, seed)
+    undefined = np.isnan(values["dice"]) | np.isnan(values["iou"])
+    values, scored = {k: v[~undefined] for k, v in values.items()}, labels[~undefined]
+    draws = stratified_bootstrap_indices(scored, n_boot, seed) if scored.size else None
     alpha = (1.0 - level) / 2.0
 
-    def entry(v: np.ndarray, members: np.ndarray) -> dict:
+    def entry(v: np.ndarray, members: np.ndarray) -> dict | None:
+        if not members.size:
+            return None
         boot = v[draws[:, members]].mean(axis=1)
         low, high = np.quantile(boot, [alpha, 1.0 - alpha])
         return {"estimate": float(v[members].mean()), "low": float(low), "high": float(high)}
 
-    everyone = np.arange(labels.size)
-    classes = {}
-    for c, name in enumerate(class_names):
-        members = np.flatnonzero(labels == c)
-        classes[name] = {
-            "n": int(members.size),
-            **{k: entry(v, members) if members.size else None for k, v in values.items()},
-        }
+    def counted(members: np.ndarray, left_out: int) -> dict:
+        entries = {k: entry(v, members) for k, v in values.items()}
+        return {"n": int(members.size), **entries, **({"undefined": left_out} if left_out else {})}
+
+    classes = {
+        name: counted(np.flatnonzero(scored == c), int(undefined[labels == c].sum()))
+        for c, name in enumerate(class_names)
+    }
     return {
         "classes": classes,
-        "all": {"n": int(labels.size), **{k: entry(v, everyone) for k, v in values.items()}},
+        "all": counted(np.arange(scored.size), int(undefined.sum())),
         "n_boot": int(n_boot),
         "seed": int(seed),
         "level": level,

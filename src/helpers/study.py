@@ -7,6 +7,8 @@ or writes files only through the returned :class:`StudyPaths` and the functions 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ __all__ = [
     "load_json",
     "save_npz",
     "load_npz",
+    "load_verified_npz",
     "dataset_from_parameters",
     "write_manifest",
     "read_manifest",
@@ -228,12 +231,15 @@ def write_manifest(frames, path: str | os.PathLike, paths=None) -> Path:
 
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read the split manifest CSV, checking its columns, labels and split names."""
+    """Read the split manifest CSV, checking its bytes against its lineage record's SHA-256, its columns, labels and splits."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split manifest {path} does not exist: run notebook 01 (01_data) first")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    lineage.refuse_modified(path, "01_data", digest)  # when it has a lineage record
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"split manifest {path} is not a readable CSV: {exc}") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
@@ -252,7 +258,9 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     ):
         raise DatasetError(f"split manifest {path} has label_index values that do not match its labels")
     frame["label_index"] = frame["label_index"].astype(np.int64)
-    return frame[list(MANIFEST_COLUMNS)]
+    frame = frame[list(MANIFEST_COLUMNS)]
+    frame.attrs["sha256"] = digest
+    return frame
 
 
 def load_split(
@@ -262,27 +270,32 @@ def load_split(
 
     ``input_mask="lung"``: everything outside the split's predicted lung mask (notebook 02), dilated by
     ``mask_margin`` pixels, is set to the neutral fill of :func:`helpers.segmentation.apply_input_mask`; what the
-    classifiers see in training and in every later stage.
+    classifiers see in training and in every later stage. The manifest and the cached images are checked against
+    their recorded SHA-256 (a cache that no longer matches is decoded again), and a model, predictions or heatmaps
+    this notebook read before for another ``image_size``, ``input_mask`` or ``mask_margin`` is refused
+    (:func:`helpers.lineage.request_view`).
     """
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if input_mask not in INPUT_MASKS:
         raise ValueError(f"input_mask must be one of {INPUT_MASKS}, got {input_mask!r}")
+    lineage.request_view(image_size, input_mask, mask_margin)  # refused when a model read before saw otherwise
     frame = read_manifest(paths.split_manifest)
-    split_record = lineage.check_input(paths, paths.split_manifest, "01_data")
+    split_record = lineage.check_input(paths, paths.split_manifest, "01_data", digest=frame.attrs["sha256"])
     part = frame[frame["split"] == split].reset_index(drop=True)
     if part.empty:
         raise DatasetError(f"split manifest {paths.split_manifest} has no {split!r} rows")
     images = load_images(part, image_size, cache_dir=paths.cache, progress=progress)
     cached = cache_path(part, image_size, paths.cache)
-    if cached.is_file():  # content-addressed: its name is its fingerprint
-        if not lineage.side_file(cached).is_file():
-            save_json(
-                {"fingerprint": cached.stem, "image_size": image_size, "images": len(part), "split": split,
-                 "split_manifest": split_record["fingerprint"]},
-                lineage.side_file(cached),
-            )  # fmt: skip
-        lineage.note_read(paths, cached, cached.stem)
+    facts = {
+        "image_size": image_size,
+        "images": len(part),
+        "split": split,
+        "split_manifest": split_record["fingerprint"],
+    }
+    if cached.is_file() and not lineage.note_cache_read(paths, cached, images, **facts):  # its name: its fingerprint
+        images = load_images(part, image_size, cache_dir=paths.cache, progress=progress)  # decoded and cached again
+        lineage.note_cache_read(paths, cached, images, **facts)
     if input_mask == "lung":
         from .lung_files import load_lung_masks
         from .segmentation import apply_input_mask
@@ -295,6 +308,14 @@ def load_split(
 # ----------------------------------------------------------------------------------------------------
 # Metrics files
 # ----------------------------------------------------------------------------------------------------
+
+
+def load_verified_npz(paths, path, producer: str, keys=None) -> dict:
+    """The arrays (all, or ``keys``) of an ``.npz`` under data/, read once and checked against its lineage
+    (:func:`helpers.lineage.read_verified`: SHA-256, inputs, parameters) before they are parsed."""
+    data = lineage.read_verified(paths, path, producer)
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files if keys is None or key in keys}
 
 
 def metrics_file(paths, kind: str, model_name: str | None = None) -> Path:
@@ -390,12 +411,13 @@ def verified_model_info(paths, files: Mapping[str, Path], notebook: str, expect:
         raise ModelIntegrityError(
             f"{files['info']} records no SHA-256 of {files['model'].name} (saved by an older version): rerun {notebook}"
         )
-    if lineage.file_digest(files["model"]) != recorded:
+    digest = lineage.file_digest(files["model"])
+    if digest != recorded:
         raise ModelIntegrityError(
             f"{files['model']} does not match the SHA-256 recorded in {files['info'].name} when it was saved "
             f"(the file is truncated or was modified): rerun {notebook}"
         )
-    lineage.check_input(paths, files["model"], notebook, expect=expect)
+    lineage.check_input(paths, files["model"], notebook, expect=expect, digest=digest)
     return info
 
 
@@ -423,7 +445,12 @@ def load_training(paths, model_name: str, load_model: bool = True, image_size: i
         if not files[key].is_file():
             raise FileNotFoundError(f"{files[key]} does not exist: run {_training_notebook(model_name)} first")
     info = load_json(files["info"])
-    history = pd.read_csv(files["history"])
+    data, recorded = files["history"].read_bytes(), (info.get("sha256") or {}).get("history")
+    if recorded and hashlib.sha256(data).hexdigest() != recorded:
+        raise ModelIntegrityError(
+            f"{files['history']} was modified after it was saved: rerun {_training_notebook(model_name)}"
+        )
+    history = pd.read_csv(io.BytesIO(data))
     model = load_classifier(_verified_model(paths, model_name, image_size)[0]) if load_model else None
     return TrainingResult(
         model=model,
@@ -473,8 +500,7 @@ def load_predictions(paths, model_name: str) -> dict:
     path = predictions_path(paths, model_name)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run notebook 05_report first")
-    lineage.check_input(paths, path, "05_report")
-    arrays = load_npz(path)
+    arrays = load_verified_npz(paths, path, "05_report")
     missing = {"probabilities", "labels", "predicted"} - set(arrays)
     if missing:
         raise ValueError(f"{path} lacks {sorted(missing)}")
@@ -519,9 +545,7 @@ def save_heatmaps(paths, model_name: str, heatmaps, classes, method: str = "grad
 def load_heatmaps(paths, model_name: str) -> dict:
     """Read ``heatmaps_<model_name>.npz``: ``heatmaps`` (N, h, w) float32, ``classes`` (N,), ``method`` str."""
     path = heatmaps_path(paths, model_name)
-    if path.is_file():
-        lineage.check_input(paths, path, "06_gradcam")
-    data = load_npz(path)
+    data = load_verified_npz(paths, path, "06_gradcam") if path.is_file() else load_npz(path)
     data["method"] = str(data["method"])
     return data
 
