@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import socket
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
 
-from helpers import executors
+from helpers import executors, kernels
 from helpers.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
 
 
@@ -24,6 +27,12 @@ def _where(x):
 
 def _die():
     os._exit(3)
+
+
+def _sleep_marked(path: str):
+    """A long call that says when it has started."""
+    Path(path).write_text("")
+    time.sleep(60)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +84,33 @@ def test_a_dead_worker_is_yielded_as_a_failure():
     assert len(results) == 1 and isinstance(results[0][1], BrokenProcessPool)
 
 
+def test_sigterm_to_the_sweep_interrupts_the_worker_processes_calls(tmp_path, monkeypatch):
+    """SIGTERM reaches the sweep's process alone: the workers' calls are interrupted too, not waited for."""
+    monkeypatch.setattr(kernels, "signal_received", None)
+    marks = [tmp_path / "a", tmp_path / "b"]
+
+    def terminate_when_both_run():
+        deadline = time.monotonic() + 60
+        while not all(m.exists() for m in marks) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, executors.interrupt_on_signal)
+    threading.Thread(target=terminate_when_both_run, daemon=True).start()
+    results = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for item in LocalExecutor(workers=2, gpus=[]).run(_sleep_marked, [(str(m),) for m in marks]):
+                results.append(item)
+        stopped = time.time()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        logging.getLogger("asyncio").disabled = False
+    assert all(m.exists() for m in marks) and results == []
+    assert kernels.signal_received == signal.SIGTERM
+    assert stopped - max(m.stat().st_mtime for m in marks) < 30  # the 60 s calls were not waited for
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,6 +138,7 @@ def test_ray_runs_each_call_as_a_task_on_a_local_instance(monkeypatch):
     runner.start(log=logs.append)
     try:
         assert ray.is_initialized() and "a local instance started for this sweep" in logs[0]
+        executors.check_reachable(ray.get_runtime_context().gcs_address)  # a real GCS passes the handshake
         # functions Ray workers can import: the task sees the driver's backend and helpers, a failure comes back
         results = dict(runner.run(os.getenv, [("KERAS_BACKEND",), ("PYTHONPATH",)]))
         failed = dict(runner.run(int, [("12",), ("x",)]))

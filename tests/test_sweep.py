@@ -260,20 +260,29 @@ def test_a_real_two_trial_smoke_sweep_locally_and_through_ray(tmp_path, monkeypa
 
 @pytest.mark.notebook
 def test_failed_trials_through_ray_are_recorded_and_tried_again(tmp_path, monkeypatch):
-    """Notebook 03 alone in a fresh folder fails (no split to read): each Ray task records its failure, the sweep goes on."""
+    """A dataset whose images do not decode fails in notebook 01 (the layout passes the checks before any kernel):
+    each Ray task records its failure, the sweep goes on."""
     import ray
 
+    from helpers.config import CLASS_NAMES, DATASET_DIRNAME
+
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    grid = _grid(tmp_path, "name: broken\nnotebooks: ['03']\nparameters:\n  shared:\n    seed: [0, 1]\n")
+    broken = tmp_path / "broken" / DATASET_DIRNAME
+    for name in CLASS_NAMES:
+        (broken / name / "images").mkdir(parents=True)
+        (broken / name / "images" / f"{name}-1.png").write_bytes(b"not a png")
+    grid = _grid(
+        tmp_path,
+        f"name: broken\nnotebooks: ['01']\nparameters:\n  01:\n    source: [kaggle]\n    data_dir: ['{broken}']\n"
+        "  shared:\n    seed: [0, 1]\n",
+    )
     out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None, executor="ray")
     assert not ray.is_initialized()
     table = pd.read_csv(out / "results.csv")
     assert table["status"].tolist() == ["failed", "failed"]
     for trial in table["trial"]:
         record = json.loads((out / trial / "trial.json").read_text())
-        assert (
-            record["status"] == "failed" and "NotebookFailed" in record["error"] and "03_train_vgg16" in record["error"]
-        )
+        assert record["status"] == "failed" and "NotebookFailed" in record["error"] and "01_data" in record["error"]
     logs = []
     sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=logs.append, executor="ray")
     assert not any("done before" in line for line in logs) and any("submitted" in line for line in logs)

@@ -12,25 +12,44 @@ records it and goes on. Every option is checked, and a Ray cluster reached, in :
   ``ray.init(address=...)``: an existing cluster (``host:port``, ``ray://host:port``, ``auto``) or, without an
   address, a local instance started on the spot and stopped by :meth:`close`. The tasks see the driver's
   ``KERAS_BACKEND`` and import the driver's ``helpers``; on a cluster every node needs the project at the same path
-  and the work folder on a shared file system. Ray is the optional extra ``pip install -e ".[ray]"``.
+  and the work folder on a shared file system. Ray is the optional extra ``pip install -e ".[ray]"``. An address is
+  asked for a gRPC handshake first (:func:`check_reachable`), so one where anything else listens is refused in
+  seconds rather than retried for minutes.
+
+SIGTERM, like SIGINT, unwinds a running call as Ctrl-C does (:func:`interrupt_on_signal`); worker processes of the
+local executor are passed the signal, so each runner removes its staging folder and shuts its kernel down.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["EXECUTORS", "ExecutorError", "gpu_ids", "make_executor", "LocalExecutor", "RayExecutor"]
+__all__ = [
+    "EXECUTORS",
+    "ExecutorError",
+    "gpu_ids",
+    "make_executor",
+    "interrupt_on_signal",
+    "check_reachable",
+    "LocalExecutor",
+    "RayExecutor",
+]
 
 EXECUTORS = ("local", "ray")
-#: Seconds to wait for a TCP connection to a Ray address before calling it unreachable.
+#: Seconds to wait for a Ray address to accept a TCP connection, and then to answer as a gRPC server does.
 CONNECT_TIMEOUT = 5.0
+#: The HTTP/2 connection preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client) answers both
+#: with a SETTINGS frame of its own (frame type 4 in the fourth byte of the first frame's header).
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
 
 
 class ExecutorError(ValueError):
@@ -78,16 +97,55 @@ def make_executor(name: str = "local", workers: int = 1, ray_address: str | None
     return RayExecutor(ray_address)
 
 
+def interrupt_on_signal(signum, frame) -> None:
+    """Signal handler: SIGTERM (or SIGINT) unwinds like Ctrl-C, after telling the kernels (:mod:`helpers.kernels`)."""
+    from . import kernels
+
+    kernels.mark_interrupted(signum)
+    raise KeyboardInterrupt
+
+
 # ----------------------------------------------------------------------------------------------------
 # Local: in this process, or in worker processes pinned to GPUs
 # ----------------------------------------------------------------------------------------------------
 
+#: In a worker process: whether it is running a call (a signal then interrupts it), and whether a signal came.
+_busy = False
+_stopped: int | None = None
 
-def _pin_worker(slots) -> None:
-    """Process-pool initializer: take one GPU id from the queue and make it the only one this worker sees."""
+
+def _worker_signal(signum, frame) -> None:
+    """A worker's handler: interrupt the running call; an idle worker starts no call after it (and then ends)."""
+    global _stopped
+    _stopped = signum
+    if _busy:
+        interrupt_on_signal(signum, frame)
+
+
+def _pin_worker(slots, pids) -> None:
+    """Process-pool initializer: take one GPU id from the queue and make it the only one this worker sees.
+
+    The worker also reports its pid (so an interrupted sweep can pass the signal on) and unwinds its running call on
+    SIGINT and SIGTERM as the sweep's own process does.
+    """
     gpu = slots.get()
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    pids.put(os.getpid())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _worker_signal)
+
+
+def _in_worker(function: Callable, *args):
+    """``function(*args)`` in a pool worker, marked as running so that a signal interrupts it."""
+    global _busy
+    _busy = True
+    try:
+        if _stopped is not None:  # the signal came before this call started
+            interrupt_on_signal(_stopped, None)
+        return function(*args)
+    finally:
+        _busy = False
 
 
 class LocalExecutor:
@@ -125,12 +183,12 @@ class LocalExecutor:
         import multiprocessing
 
         context = multiprocessing.get_context("spawn")
-        slots = context.Queue()
+        slots, pids = context.Queue(), context.Queue()
         for i in range(self.workers):
             slots.put(self.gpus[i % len(self.gpus)] if self.gpus else None)
-        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_pin_worker, initargs=(slots,))
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_pin_worker, initargs=(slots, pids))
         try:
-            pending = {pool.submit(function, *args): index for index, args in enumerate(calls)}
+            pending = {pool.submit(_in_worker, function, *args): index for index, args in enumerate(calls)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
@@ -139,11 +197,29 @@ class LocalExecutor:
                         yield index, future.result()
                     except Exception as exc:  # the call raised, or its worker died (BrokenProcessPool)
                         yield index, exc
+        except (KeyboardInterrupt, GeneratorExit):  # SIGTERM reaches this process alone: the workers unwind too
+            _signal_workers(pids)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         """Nothing to stop: the pool ends with :meth:`run`."""
+
+
+def _signal_workers(pids) -> None:
+    """Send SIGTERM to every worker that reported its pid (a worker that has ended already is skipped)."""
+    import queue
+
+    while True:
+        try:
+            pid = pids.get(timeout=0.1)
+        except queue.Empty:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -165,20 +241,59 @@ def _host_port(address: str) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
-def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT) -> None:
-    """Raise :class:`ExecutorError` unless something accepts TCP connections at a Ray ``address`` (host:port)."""
+def check_reachable(address: str, timeout: float | None = None) -> None:
+    """Raise :class:`ExecutorError` unless a gRPC server (as Ray's are) answers at a Ray ``address`` within ``timeout`` s.
+
+    ``ray.init`` retries for minutes at an address where something else listens (a web server, say), so the address
+    is first asked for an HTTP/2 handshake, which every gRPC server answers at once (not with ``RAY_USE_TLS``).
+    """
     target = _host_port(address)
     if target is None:
         return
+    timeout = CONNECT_TIMEOUT if timeout is None else timeout
+    where = f"{target[0]}:{target[1]}"
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection(target, timeout=timeout):
-            pass
+        conn = socket.create_connection(target, timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise ExecutorError(
-            f"--ray-address {address}: no Ray cluster reachable at {target[0]}:{target[1]} ({reason}); "
+            f"--ray-address {address}: no Ray cluster reachable at {where} ({reason}); "
             "start one with `ray start --head`, or leave --ray-address out to start a local instance"
         ) from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return
+        answer = _first_bytes(conn, deadline)
+    if len(answer) >= 4 and answer[3] == 4:  # an HTTP/2 SETTINGS frame
+        return
+    if not answer:
+        heard = f"it sent nothing back within {timeout:g} s"
+    else:
+        line = answer.decode("latin-1").strip().splitlines()[0][:40] if answer.strip() else ""
+        heard = f"it answered {line!r}" if line.isprintable() and line else "it answered in another protocol"
+    raise ExecutorError(
+        f"--ray-address {address}: {where} accepts connections but is not a Ray cluster ({heard}); give the "
+        "head node's GCS address (port 6379 unless `ray start --head --port` chose another) or ray://host:10001 "
+        "for Ray Client"
+    )
+
+
+def _first_bytes(conn: socket.socket, deadline: float, size: int = 64) -> bytes:
+    """Send the HTTP/2 handshake and return what comes back before ``deadline`` (b"" when nothing does)."""
+    received = b""
+    try:
+        conn.settimeout(max(deadline - time.monotonic(), 0.01))
+        conn.sendall(_HTTP2_HELLO)
+        while len(received) < 9:
+            conn.settimeout(max(deadline - time.monotonic(), 0.01))
+            chunk = conn.recv(size)
+            if not chunk:
+                break
+            received += chunk
+    except OSError:  # a time-out, or the peer reset the connection
+        pass
+    return received
 
 
 def _call(function: Callable, *args):
@@ -219,7 +334,7 @@ class RayExecutor:
             context = ray.init(
                 address=address, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="warning"
             )
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+        except Exception as exc:  # Ray raises bare Exceptions too (e.g. "the current node timed out during startup")
             where = f"--ray-address {address}" if address else "a local Ray instance"
             raise ExecutorError(f"{where}: Ray could not start or connect: {exc}") from None
         self._ray = ray

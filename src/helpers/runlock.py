@@ -1,5 +1,7 @@
 """One run per work folder and profile: an exclusive ``flock`` on ``reports/.<profile>.lock``.
 
+A sweep takes one of its own beside it, ``reports/.<profile>.sweep-<name>.lock`` (:mod:`helpers.sweep`).
+
 The lock file holds the holder's pid, host, start time and command (JSON) so a refused run can name it.
 The operating system releases a ``flock`` when its process dies, however it dies (``kill -9`` included), so a
 lock left by a killed run never blocks: the file may still name the dead run, but nobody holds the lock.
@@ -59,9 +61,10 @@ def pid_alive(pid) -> bool:
 class RunLock:
     """An exclusive lock on a file, held from :meth:`acquire` to :meth:`release` (or the process's end)."""
 
-    def __init__(self, path: str | os.PathLike, command: str | None = None):
+    def __init__(self, path: str | os.PathLike, command: str | None = None, what: str = "this work folder and profile"):
         self.path = Path(path)
         self.command = command if command is not None else " ".join(sys.argv)
+        self.what = what  # what the holder is using, for the message of a refused run
         self._fd: int | None = None
 
     def read_holder(self) -> dict:
@@ -95,9 +98,7 @@ class RunLock:
             while not self._try():
                 holder = self.read_holder()
                 if not wait:
-                    raise RunLocked(
-                        f"{describe(holder)} is using this work folder and profile (lock {self.path})", holder
-                    )
+                    raise RunLocked(f"{describe(holder)} is using {self.what} (lock {self.path})", holder)
                 if deadline is not None and time.monotonic() >= deadline:
                     raise RunLocked(f"{describe(holder)} still holds {self.path} after waiting {timeout:g} s", holder)
                 if not waited and on_wait is not None:

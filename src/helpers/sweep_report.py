@@ -3,7 +3,8 @@
 One row per trial: its values, status (and error), the validation criterion (mean over the model slots of the
 kept epoch's mean disease recall, the checkpoint criterion of :mod:`helpers.training`), and per model the test macro
 recall and F1 and the AOPC (MoRF) and MoRF - random from the trial's ``metrics/summary.json``. The chosen trial has
-the best validation criterion (ties: the first).
+the best validation criterion (ties: the first). A number a trial did not produce is missing (NaN), never a value:
+the seed summary counts it as missing and states no conclusion it does not have the numbers for.
 
 The parent report ``reports/<profile>/`` quotes its sweeps in ``sweeps.md`` (:func:`quote_sweeps`): a link to each
 sweep's page and, for a grid with a seed axis, the seed-robustness table. The study runner writes it on every run (so
@@ -246,42 +247,95 @@ def _interval(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+#: The measures of the seed table, per model.
+SEED_MEASURES = ("test_recall", "aopc", "morf_minus_random")
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as floats (NaN where missing; all NaN when the table has no such column)."""
+    if name not in frame:
+        return np.full(len(frame), math.nan)
+    return pd.to_numeric(frame[name], errors="coerce").astype(float).to_numpy()
+
+
 def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
-    """Per model: mean and 95% interval over the done trials (seeds) of test recall, AOPC and MoRF - random.
+    """Per model: mean, 95% interval and count (``_n``) over the done trials (seeds) that have each measure.
 
     ``attrs["claim"]`` says in how many seeds the model with the better test recall also has the larger
-    MoRF - random (the better heatmaps by the study's measure).
+    MoRF - random (the better heatmaps by the study's measure). A seed without both models' test recall and
+    MoRF - random (a trial that stopped before the metrics) is counted as missing and decides nothing; with no seed
+    left the claim says so instead of counting.
     """
     done = table[table["status"] == "done"]
     rows = {}
     for model in MODELS:
         row = {}
-        for measure in ("test_recall", "aopc", "morf_minus_random"):
-            mean, low, high = _interval(done[f"{model}_{measure}"].astype(float).to_numpy())
-            row.update({f"{measure}_mean": mean, f"{measure}_low": low, f"{measure}_high": high})
+        for measure in SEED_MEASURES:
+            values = _column(done, f"{model}_{measure}")
+            mean, low, high = _interval(values)
+            row.update(
+                {
+                    f"{measure}_mean": mean,
+                    f"{measure}_low": low,
+                    f"{measure}_high": high,
+                    f"{measure}_n": int(np.isfinite(values).sum()),
+                }
+            )
         rows[model] = row
-    summary = pd.DataFrame(rows).T
+    summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.index.name = "model"
-    recall = done[[f"{m}_test_recall" for m in MODELS]].astype(float).to_numpy()
-    heat = done[[f"{m}_morf_minus_random" for m in MODELS]].astype(float).to_numpy()
-    decided = recall[:, 0] != recall[:, 1]
-    agree = int(np.sum(decided & (np.argmax(recall, axis=1) == np.argmax(heat, axis=1))))
-    summary.attrs["claim"] = (
-        f"In {agree} of {int(decided.sum())} seeds with a better-generalizing model (higher test recall; "
-        f"{len(done) - int(decided.sum())} ties of {len(done)}), that model also has the larger MoRF - random."
+    recall = np.stack([_column(done, f"{m}_test_recall") for m in MODELS], axis=1)
+    heat = np.stack([_column(done, f"{m}_morf_minus_random") for m in MODELS], axis=1)
+    complete = np.isfinite(recall).all(axis=1) & np.isfinite(heat).all(axis=1)
+    decided = complete & (recall[:, 0] != recall[:, 1])
+    heat_decided = decided & (heat[:, 0] != heat[:, 1])
+    agree = int(np.sum(heat_decided & (np.argmax(recall, axis=1) == np.argmax(heat, axis=1))))
+    seeds, counted, missing = len(done), int(complete.sum()), int((~complete).sum())
+    ties, level = counted - int(decided.sum()), int(decided.sum() - heat_decided.sum())
+    lacking = (
+        f" {missing} of {seeds} seeds lack a model's test recall or MoRF - random (notebook 07 writes both) and "
+        "are not counted."
+        if missing
+        else ""
     )
-    summary.attrs["agree"], summary.attrs["decided"] = agree, int(decided.sum())
+    if not counted:
+        claim = (
+            f"No seed has both models' test recall and MoRF - random ({missing} of {seeds} without them; notebook 07 "
+            "writes both), so nothing can be said about whether the better-generalizing model has the better "
+            "heatmaps."
+        )
+    elif not decided.any():
+        claim = (
+            f"No seed has a better-generalizing model: test recall is equal in all {counted} seeds with the numbers, "
+            f"so nothing can be said about its heatmaps.{lacking}"
+        )
+    else:
+        claim = (
+            f"In {agree} of {int(decided.sum())} seeds with a better-generalizing model (higher test recall; "
+            f"{ties} ties of {counted}), that model also has the larger MoRF - random"
+            + (f" ({level} with equal MoRF - random)" if level else "")
+            + f".{lacking}"
+        )
+    summary.attrs.update(claim=claim, agree=agree, decided=int(decided.sum()), ties=ties, missing=missing, seeds=seeds)
     return summary
 
 
 def seed_rows(summary: pd.DataFrame) -> list[dict]:
-    """The seed table compactly: per model, ``mean [low, high]`` of test recall, AOPC and MoRF - random."""
+    """The seed table compactly: per model, ``mean [low, high]`` of test recall, AOPC and MoRF - random.
+
+    A measure some seeds lack says how many (``(1 of 3 missing)``); one that all lack reads ``missing``.
+    """
+    seeds = summary.attrs.get("seeds")
 
     def cell(row, measure: str) -> str:
         mean, low, high = (float(row[f"{measure}_{part}"]) for part in ("mean", "low", "high"))
         if math.isnan(mean):
-            return ""
-        return f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+            return "missing" if seeds else ""
+        text = f"{mean:.3f}" if math.isnan(low) else f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+        n = row.get(f"{measure}_n")
+        if seeds and n is not None and not pd.isna(n) and int(n) < seeds:
+            text += f" ({seeds - int(n)} of {seeds} missing)"
+        return text
 
     return [
         {
