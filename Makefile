@@ -8,7 +8,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: gpu-study paper-bench help setup study sweep docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
+.PHONY: browser gpu-study paper-bench help setup study sweep docs test lint format test-unit-tf test-unit-jax test-notebooks lab notebooks-check notebooks-fix bench clean-reports
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,10 +40,17 @@ docs: $(STAMP) ## Copy the demo report's figures and tables into README.md and d
 UNIT_TF_ENV := KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 STUDY_THREADS=1
 UNIT_JAX_ENV := KERAS_BACKEND=jax
 
-test: $(STAMP) notebooks-check lint ## Run the whole test suite: checks, unit tests on TensorFlow and on JAX, then the notebook tests
+test: $(STAMP) browser notebooks-check lint ## Run the whole test suite: checks, unit tests on TensorFlow and on JAX, then the notebook tests
 	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 	$(UNIT_JAX_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+
+browser: ## Install headless Chromium and its driver for the explorer's browser test, when missing (Debian/Ubuntu, as root)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium and chromium-driver (apt-get) for the explorer's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: no chromium/chromedriver: the explorer's browser test will be skipped (install them: sudo apt-get install chromium chromium-driver)"; fi
 
 lint: $(STAMP) ## Lint and check the formatting of the code (ruff)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,15 +19,16 @@ LAYERS = {
     "computation": {
         "_core", "config", "progress", "dataset", "phantoms", "models", "training", "evaluation",
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
-        "device", "parallel", "initializers", "segmentation",
+        "device", "parallel", "initializers", "segmentation", "explain", "metrics",
     },
     "study": {"study", "lineage", "lung_files"},
     "reports": {
         "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
-        "docs", "segmentation_report", "comparison", "figure_names",
+        "docs", "segmentation_report", "comparison", "figure_names", "reference", "explorer", "explorer_widget",
     },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",
+        "executed_notebooks",
         "executors",
     },
 }  # fmt: skip
@@ -41,15 +41,18 @@ def _layer(module: str) -> int:
 
 
 def _imports(path: Path) -> set[str]:
-    """Top-level names of every module ``path`` imports (``helpers.x`` for the package's own modules)."""
+    """Every module ``path`` imports, the package's own as ``helpers.<top-level module or subpackage>``."""
+    inside = path.relative_to(PACKAGE).parent.parts  # () for a top-level module, ("explain",) in a subpackage
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: "from . import x" or "from .x import y"
-                if node.module:
-                    found.add(f"helpers.{node.module.split('.')[0]}")
+            if node.level:  # relative: resolve against the file's own package
+                base = list(inside[: len(inside) - (node.level - 1)])
+                target = base + (node.module.split(".") if node.module else [])
+                if target:
+                    found.add(f"helpers.{target[0]}")
                 else:
                     found.update(f"helpers.{alias.name}" for alias in node.names)
             elif node.module:
@@ -57,25 +60,33 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+#: Top-level modules, and every module of the subpackages (each subpackage is one unit of its layer).
 MODULES = sorted(p for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+SUBPACKAGE_FILES = sorted(p for p in PACKAGE.glob("*/*.py"))
+
+
+def _unit(path: Path) -> str:
+    """The module's layer unit: its stem at the top level, its subpackage's name inside one."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else path.stem
 
 
 def test_every_module_has_a_layer():
-    assert {p.stem for p in MODULES} == set().union(*LAYERS.values())
+    assert {_unit(p) for p in MODULES + SUBPACKAGE_FILES} == set().union(*LAYERS.values())
 
 
-@pytest.mark.parametrize("path", MODULES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", MODULES + SUBPACKAGE_FILES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_dependencies_point_one_way(path):
     imported = _imports(path)
-    own = {name.split(".")[1] for name in imported if name.startswith("helpers.")}
-    upward = sorted(m for m in own if m in set().union(*LAYERS.values()) and _layer(m) > _layer(path.stem))
-    assert not upward, f"{path.stem} imports {upward} from a layer above it"
-    if path.stem in LAYERS["computation"] | LAYERS["study"]:
+    own = {name.split(".")[1] for name in imported if name.startswith("helpers.")} - {_unit(path)}
+    upward = sorted(m for m in own if m in set().union(*LAYERS.values()) and _layer(m) > _layer(_unit(path)))
+    assert not upward, f"{path.relative_to(PACKAGE)} imports {upward} from a layer above it"
+    if _unit(path) in LAYERS["computation"] | LAYERS["study"]:
         plotting = sorted(name for name in imported if name.split(".")[0] in PLOTTING)
         assert not plotting, f"{path.stem} imports {plotting}"
 
 
-@pytest.mark.parametrize("path", sorted(PACKAGE.glob("*.py")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_no_module_is_longer_than_600_lines(path):
     assert len(path.read_text().splitlines()) <= 600
 
@@ -113,16 +124,6 @@ def test_training_notebooks_differ_only_in_title_and_parameters():
     assert differing == [0, 2]  # the title and the parameters cell
     calls = [source for kind, source in vgg[3:] if kind == "code" and "train_and_report(" in source]
     assert len(calls) == 1
-
-
-def test_readme_example_scores_any_keras_model():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Use the metrics on any Keras model", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
-    summary = namespace["summary"]
-    assert summary["n_images"] == 8 and summary["final_low"] <= summary["final"] <= summary["final_high"]
 
 
 def test_the_runner_and_the_html_export_load_neither_keras_nor_matplotlib():

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import pipeline
+from helpers import executed_notebooks, pipeline
 from helpers.pipeline import ProfileError
 from helpers.runlock import RunLock, RunLocked
 
@@ -589,20 +589,25 @@ def test_the_failing_line_is_the_one_that_raised_even_when_chained():
         "\nThe above exception was the direct cause of the following exception:\n",
         "Cell \x1b[0;32mIn[3], line 4\x1b[0m\n----> 4     raise RuntimeError('bad') from e",
     ]
-    assert pipeline._failing_line_number(traceback) == 4
-    assert pipeline._failing_line_number(traceback[:3]) == 2
-    assert pipeline._failing_line_number([]) is None and pipeline._failing_line_number(["no cell here"]) is None
+    assert executed_notebooks.failing_line_number(traceback) == 4
+    assert executed_notebooks.failing_line_number(traceback[:3]) == 2
+    assert (
+        executed_notebooks.failing_line_number([]) is None
+        and executed_notebooks.failing_line_number(["no cell here"]) is None
+    )
 
 
 def test_failure_message_shows_the_whole_statement_that_raised():
     cell = "%matplotlib inline\nfor i in range(2):\n    folder = study.dataset_from_parameters(\n        source,\n        data_dir)\n"
-    assert pipeline._statement_at(cell, 3) == "folder = study.dataset_from_parameters(source, data_dir)"
-    assert pipeline._statement_at(cell, 1) == "%matplotlib inline"
-    assert pipeline._statement_at("x = " + "y + " * 40 + "1", 1).endswith("…")
-    assert pipeline._statement_at("if f(x) > 0:\n    a = 1\nelse:\n    b = 2\n", 1) == "if f(x) > 0:"  # the header only
-    assert pipeline._statement_at("ok = (a\n    != b)\n", 1) == "ok = (a != b)"  # '!=' is not a shell escape
-    assert pipeline._statement_at("@cache(\n    size=3)\ndef g():\n    pass\n", 1) == "@cache(size=3)"
-    assert pipeline._statement_at("a = 1; b = f(\n    x)\n", 1) == "a = 1; b = f(x)"
+    assert executed_notebooks.statement_at(cell, 3) == "folder = study.dataset_from_parameters(source, data_dir)"
+    assert executed_notebooks.statement_at(cell, 1) == "%matplotlib inline"
+    assert executed_notebooks.statement_at("x = " + "y + " * 40 + "1", 1).endswith("…")
+    assert (
+        executed_notebooks.statement_at("if f(x) > 0:\n    a = 1\nelse:\n    b = 2\n", 1) == "if f(x) > 0:"
+    )  # the header only
+    assert executed_notebooks.statement_at("ok = (a\n    != b)\n", 1) == "ok = (a != b)"  # '!=' is not a shell escape
+    assert executed_notebooks.statement_at("@cache(\n    size=3)\ndef g():\n    pass\n", 1) == "@cache(size=3)"
+    assert executed_notebooks.statement_at("a = 1; b = f(\n    x)\n", 1) == "a = 1; b = f(x)"
 
 
 def test_runner_started_outside_a_study_folder_uses_the_package_checkout(tmp_path, monkeypatch, capsys):

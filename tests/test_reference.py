@@ -132,6 +132,9 @@ def test_compare_refuses_other_parameters_and_a_missing_reference(sweep):
     changed = {**PARAMETERS, "07_aopc": {**PARAMETERS["07_aopc"], "sigma": 0.2}}
     result = reference.compare(_summary(0.99, 1.0, 0.06), changed, "tensorflow", published, "demo")
     assert not result["applies"] and "07.sigma=0.2 (published: 0.1)" in result["line"]
+    # a notebook or parameter the published runs did not have yet is no difference
+    newer = {**PARAMETERS, "08_methods": {"methods": ["gradcam"]}, "07_aopc": {**PARAMETERS["07_aopc"], "new": 1}}
+    assert reference.compare(_summary(0.99, 1.0, 0.06), newer, "tensorflow", published, "demo")["applies"]
     assert "differ" in reference.comparison_markdown(result)
     missing = reference.compare(_summary(0.99, 1.0, 0.06), PARAMETERS, "tensorflow", None, "paper")
     assert not missing["applies"] and "no published runs of the paper profile" in missing["line"]

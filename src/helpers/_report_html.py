@@ -117,6 +117,11 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
     if summary.is_file():
         parts.append("<section>" + markdown_to_html(summary.read_text()) + "</section>")
         parts.append("<p><a href='summary.md'>summary.md</a></p>")
+    if (report / "explorer.html").is_file():
+        parts.append(
+            "<p><a href='explorer.html'><strong>Explore every test image</strong></a>: both models' predictions, heatmaps, "
+            "per-image AOPC and the perturbed images step by step.</p>"
+        )
     compared = report / "reference.md"  # the runner's comparison with the published runs (helpers.reference)
     if compared.is_file():
         parts.append("<section>" + markdown_to_html(compared.read_text()) + "</section>")

@@ -31,6 +31,7 @@ __all__ = [
     "reference_path",
     "load_reference",
     "comparable_parameters",
+    "parameter_differences",
     "spread",
     "seed_table",
     "verdict_sentence",
@@ -160,7 +161,7 @@ def merge_runs(old: Sequence[Mapping], new: Sequence[Mapping]) -> list[dict]:
     runs = sorted(merged.values(), key=lambda run: (str(run["backend"]), run["seed"]))
     first = runs[0]["parameters"] if runs else {}
     for run in runs:
-        if run["parameters"] != first:
+        if parameter_differences(first, run["parameters"]):
             raise ValueError(
                 f"the run of seed {run['seed']} on {run['backend']} has other parameters than seed "
                 f"{runs[0]['seed']} on {runs[0]['backend']}: {_differences(first, run['parameters'])}"
@@ -184,14 +185,24 @@ def load_reference(profile: str, root: str | os.PathLike) -> dict | None:
     return reference
 
 
-def _differences(expected: Mapping, actual: Mapping, limit: int = 4) -> str:
-    """``NN.key run value vs published value`` for the first ``limit`` parameters that differ."""
+def parameter_differences(expected: Mapping, actual: Mapping) -> list[str]:
+    """``NN.key=value (published: value)`` for every parameter that both sides set to different values.
+
+    A notebook or parameter that only one side has (added to the study after the published runs) is not a difference:
+    it did not exist when the published runs were made, and the runs are compared on what they share.
+    """
     found = []
-    for stem in sorted(set(expected) | set(actual)):
-        a, b = actual.get(stem, {}), expected.get(stem, {})
-        for key in sorted(set(a) | set(b)):
-            if a.get(key, "(unset)") != b.get(key, "(unset)"):
-                found.append(f"{stem[:2]}.{key}={a.get(key, '(unset)')!r} (published: {b.get(key, '(unset)')!r})")
+    for stem in sorted(set(expected) & set(actual)):
+        a, b = actual[stem], expected[stem]
+        for key in sorted(set(a) & set(b)):
+            if a[key] != b[key]:
+                found.append(f"{stem[:2]}.{key}={a[key]!r} (published: {b[key]!r})")
+    return found
+
+
+def _differences(expected: Mapping, actual: Mapping, limit: int = 4) -> str:
+    """The first ``limit`` of :func:`parameter_differences`, joined."""
+    found = parameter_differences(expected, actual)
     more = f" and {len(found) - limit} more" if len(found) > limit else ""
     return ", ".join(found[:limit]) + more
 
@@ -269,7 +280,7 @@ def compare(
     runs, label = _runs_for(reference, backend)
     published = runs[0]["parameters"]
     own = comparable_parameters(parameters)
-    if own != published:
+    if parameter_differences(published, own):
         line = (
             f"not comparable with the {label} of the {name} profile: this run's parameters differ "
             f"({_differences(published, own)})"

@@ -522,6 +522,27 @@ def load_metrics(paths, model_name: str) -> dict:
 # ----------------------------------------------------------------------------------------------------
 
 
+def curves_path(paths, model_name: str) -> Path:
+    """``paths.processed / "curves_<model_name>.npz"``: one (N, L+1) array f(xᵏ) per region order (notebook 07)."""
+    return Path(paths.processed) / f"curves_{model_name}.npz"
+
+
+def save_curves(paths, model_name: str, curves) -> Path:
+    """Write a model's per-image perturbation curves (``{order: (N, L+1)}``, manifest order) to ``curves_<model_name>.npz``."""
+    arrays = {str(order): np.asarray(values, dtype=np.float64) for order, values in dict(curves).items()}
+    shapes = sorted({a.shape for a in arrays.values()})
+    if not arrays or len(shapes) != 1 or len(shapes[0]) != 2:
+        raise ValueError(f"curves must be one (N, L+1) array per order, got shapes {shapes}")
+    path = save_npz(curves_path(paths, model_name), **arrays)
+    lineage.record_write(paths, path, "07_aopc")
+    return path
+
+
+def load_curves(paths, model_name: str) -> dict:
+    """Read ``curves_<model_name>.npz`` (checked against its lineage record): ``{order: (N, L+1) float64}``."""
+    return load_verified_npz(paths, curves_path(paths, model_name), "07_aopc")
+
+
 def heatmaps_path(paths, model_name: str):
     """``paths.processed / "heatmaps_<model_name>.npz"`` (written by notebook 06, read by 07)."""
     return paths.processed / f"heatmaps_{model_name}.npz"
