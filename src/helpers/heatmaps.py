@@ -30,7 +30,17 @@ from . import config
 from ._core import backend, check_int, check_pair, check_unit_range, compiled, pad_rows, split_at
 from .parameters import METHODS  # the Grad-CAM variants (one declaration, shared with the runner)
 
-__all__ = ["METHODS", "gradcam", "gradcam_plus_plus", "upsample", "normalize", "jet", "gray_to_rgb", "overlay"]
+__all__ = [
+    "METHODS",
+    "gradcam",
+    "gradcam_plus_plus",
+    "class_score_gradient",
+    "upsample",
+    "normalize",
+    "jet",
+    "gray_to_rgb",
+    "overlay",
+]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -64,7 +74,7 @@ def _chosen_classes(logits, classes):
     return ops.where(classes < 0, predicted, classes)
 
 
-def _class_score_gradient(head, a, classes, num_classes):
+def class_score_gradient(head, a, classes, num_classes):
     """Logits of ``head(a)``, the explained classes and d(class score)/d``a`` (the one backend-specific step)."""
     if backend() == "tensorflow":
         import tensorflow as tf
@@ -93,7 +103,7 @@ def _batch_function(model, split, method, batch_size: int | None = None):
         if split.dual_call is None:
             features, head = calls
             a = features(x)
-            grads, chosen = _class_score_gradient(head, a, classes, num_classes)
+            grads, chosen = class_score_gradient(head, a, classes, num_classes)
         else:  # TensorFlow only: the logits depend on more than the feature map
             import tensorflow as tf
 
@@ -108,7 +118,7 @@ def _batch_function(model, split, method, batch_size: int | None = None):
     if shared is not None:  # the backbone compiled once for every stage; only the head is differentiated here
 
         def head_body(calls, a, classes):
-            grads, chosen = _class_score_gradient(calls[0], a, classes, num_classes)
+            grads, chosen = class_score_gradient(calls[0], a, classes, num_classes)
             return _combine(a, grads, method), chosen
 
         head = compiled(model, ("gradcam head", split.layer_name, method), head_body, (split.head_model,))

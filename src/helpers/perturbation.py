@@ -46,6 +46,7 @@ __all__ = [
     "PERTURBATIONS",
     "ORDERS",
     "REGION_SCORES",
+    "DIRECTIONS",
     "DEVICE_BUDGET_BYTES",
     "RegionGrid",
     "region_grid",
@@ -58,6 +59,10 @@ __all__ = [
     "perturbation_curves",
     "morf_curves",
 ]
+
+#: Curve directions: "deletion" perturbs the regions in order (MoRF, LeRF); "insertion" starts from the perturbed
+#: copy and restores them in order (Petsiuk et al., BMVC 2018).
+DIRECTIONS: tuple[str, ...] = ("deletion", "insertion")
 
 #: Device memory (bytes) that one group of resident images (clean copy, perturbed copy, step map) may use.
 DEVICE_BUDGET_BYTES = 512 * 2**20
@@ -330,15 +335,15 @@ def _custom_perturbed(perturbation, x: np.ndarray, seed: int, ids: np.ndarray) -
 # ----------------------------------------------------------------------------------------------------
 
 
-def _curve_inputs(batch_size: int):
+def _curve_inputs(batch_size: int, direction: str = "deletion"):
     """Compiled ``(x, g, region_steps, region_map, start, n_steps) -> inputs`` of one batch of (image, step) pairs.
 
     Pairs ``start .. start + batch_size - 1`` of the group's flattened sequence (image-major, step-minor) are built
-    on the device as ``where(step(p) <= k, g[img], x[img])``, float32 (B, H, W, C). The per-pixel step ``step(p)``
-    is gathered on the device from the image's per-region steps (``region_steps``, (n, R)) and the
-    pixel-to-region map (``region_map``, (H, W)), so only (n, R) integers travel; ``x`` may be uint8 (scaled on
-    the device). No model is compiled here: the batch goes through the model's one compiled forward
-    (:func:`helpers.device.forward`), the same one as its predictions.
+    on the device as ``where(step(p) <= k, g[img], x[img])`` (``direction="insertion"``: ``where(step(p) <= k, x[img],
+    g[img])``), float32 (B, H, W, C). The per-pixel step ``step(p)`` is gathered on the device from the image's
+    per-region steps (``region_steps``, (n, R)) and the pixel-to-region map (``region_map``, (H, W)), so only (n, R)
+    integers travel; ``x`` may be uint8 (scaled on the device). No model is compiled here: the batch goes through
+    the model's one compiled forward (:func:`helpers.device.forward`), the same one as its predictions.
     """
     from keras import ops
 
@@ -347,10 +352,12 @@ def _curve_inputs(batch_size: int):
         img = ops.minimum(pair // n_steps, ops.shape(x)[0] - 1)
         k = pair % n_steps
         steps = ops.take(ops.take(region_steps, img, axis=0), region_map, axis=1)  # (B, H, W)
-        perturbed = ops.expand_dims(steps <= k[:, None, None], -1)
-        return ops.where(perturbed, ops.take(g, img, axis=0), to_unit(ops.take(x, img, axis=0)))
+        reached = ops.expand_dims(steps <= k[:, None, None], -1)
+        clean, perturbed = to_unit(ops.take(x, img, axis=0)), ops.take(g, img, axis=0)
+        return ops.where(reached, perturbed, clean) if direction == "deletion" else ops.where(reached, clean, perturbed)
 
-    return compiled_function(("curve inputs", int(batch_size)), build)
+    key = ("curve inputs", int(batch_size)) if direction == "deletion" else ("curve inputs", int(batch_size), direction)
+    return compiled_function(key, build)
 
 
 def _model_classes(model) -> int | None:
@@ -408,6 +415,7 @@ def perturbation_curves(
     blur_sigma: float | None = None,
     device_budget_bytes: int = DEVICE_BUDGET_BYTES,
     region_scores: str = "grid",
+    direction: str = "deletion",
 ) -> np.ndarray:
     """Perturbation curves f(x^k), k = 0..L, of every image: float64 (N, L+1), f = the model's probability of ``classes[i]``.
 
@@ -418,12 +426,17 @@ def perturbation_curves(
     tie-breaking, so a subset scored with its original ids gets the same numbers. ``blur_sigma`` defaults
     to a quarter of the region size. ``perturbation``: a name of :data:`PERTURBATIONS` or a callable
     (:data:`Perturbation`, as Quantus' ``perturb_func``). ``region_scores``: how the heatmap scores the regions,
-    ``"grid"`` or ``"upsample"`` (``mode`` of :func:`region_scores`).
-    References: Samek et al., IEEE TNNLS 2017; Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images".
+    ``"grid"`` or ``"upsample"`` (``mode`` of :func:`region_scores`). ``direction``: ``"deletion"`` (step k
+    perturbs the first k regions of the order) or ``"insertion"`` (step 0 is the perturbed copy g(x), step k
+    restores the first k regions of the order: the insertion curve of Petsiuk et al., with ``perturbation="blur"``).
+    References: Samek et al., IEEE TNNLS 2017; Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images";
+    Petsiuk et al., "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018 (insertion).
     """
     from keras import ops
 
     # --- validate everything before heavy work
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if region_scores not in REGION_SCORES:
@@ -471,7 +484,7 @@ def perturbation_curves(
 
     bytes_per_image = height * width * channels * (4 + raw.itemsize if raw.dtype == np.uint8 else 8)
     group = _group_size(n_steps, batch_size, bytes_per_image, int(device_budget_bytes))
-    build_batch = _curve_inputs(batch_size)
+    build_batch = _curve_inputs(batch_size, direction)
     model_forward = forward(model, batch_size, "float32")
     n_steps_t = to_device(np.int32(n_steps))
     region_map_dev = to_device(region_map.astype(np.int32))
@@ -482,7 +495,8 @@ def perturbation_curves(
     if progress:
         from .progress import tqdm
 
-        name = f"{model.name}: {order} curves ({_perturbation_name(perturbation)})"
+        kind = "curves" if direction == "deletion" else "insertion curves"
+        name = f"{model.name}: {order} {kind} ({_perturbation_name(perturbation)})"
         bar = tqdm(total=total_batches, desc=name, unit="batch")
     pending = []  # every group is dispatched before any is read back: the host prepares the next group meanwhile
     for first in range(0, n, group):
