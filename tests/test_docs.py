@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+from test_reference import _summary, _write_report
 
-from helpers import docs
-from helpers.docs import END_MARKER, START_MARKER, DocsError
+from helpers import docs, reference
+from helpers.docs import END_MARKER, SEEDS_END, SEEDS_START, START_MARKER, DocsError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,6 +22,18 @@ def test_readme_table_matches_the_committed_docs_summary():
         "README.md's demo table differs from docs/demo_summary.md: regenerate both with `make docs` after `make study`"
     )
     assert committed.startswith("| model |")
+
+
+def test_readme_seed_table_matches_the_published_runs():
+    readme = (ROOT / "README.md").read_text()
+    committed = (ROOT / docs.SEEDS_FILE).read_text()
+    assert docs.readme_block(readme, SEEDS_START, SEEDS_END) == committed, (
+        "README.md's seed table differs from docs/demo_seeds.md: regenerate both with `make docs`"
+    )
+    published = reference.load_reference("demo", ROOT)
+    assert published is not None and committed == reference.seed_table(published), (
+        "docs/demo_seeds.md is not the spread of docs/reference/demo.json: regenerate it with `make docs`"
+    )
 
 
 def test_every_figure_the_readme_shows_is_in_docs():
@@ -42,6 +56,10 @@ Intro.
 | 1 | 2 |
 {END_MARKER}
 
+{SEEDS_START}
+placeholder
+{SEEDS_END}
+
 ![Figure 8](docs/figures/fig8_aopc.png) and ![again](docs/figures/fig8_aopc.png) ![ablation](docs/figures/aopc_ablation.png)
 
 The end.
@@ -57,6 +75,12 @@ def project(tmp_path):
     (report / "figures").mkdir()
     for name in ("fig8_aopc.png", "aopc_ablation.png", "fig1_examples.png"):
         (report / "figures" / name).write_bytes(b"\x89PNG fake " + name.encode())
+    sweep = report / "sweeps" / "seeds"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(json.dumps({"name": "seeds"}))
+    for seed in (0, 1):
+        _write_report(sweep / f"t{seed:02d}", seed, _summary(1.0 - seed / 100, 1.0, 0.05 + seed / 10))
+        (sweep / f"t{seed:02d}" / "trial.json").write_text(json.dumps({"status": "done"}))
     return tmp_path
 
 
@@ -74,8 +98,19 @@ def test_build_docs_copies_the_shown_figures_and_writes_the_table_twice(project)
     assert docs.readme_summary(readme) == table and "| old | table |" not in readme
     assert readme.startswith("# Study\n\nIntro.\n\n") and readme.endswith("The end.\n")  # the rest unchanged
     assert written["summary"] == project / "docs" / "demo_summary.md"
+    # the seed sweep's runs become the published reference, and their spread the README's second table
+    published = reference.load_reference("demo", project)
+    assert [run["seed"] for run in published["runs"]] == [0, 1]
+    seeds = (project / docs.SEEDS_FILE).read_text()
+    assert seeds == reference.seed_table(published) and "| tensorflow | vgg16 | 2 |" in seeds
+    assert docs.readme_block(readme, SEEDS_START, SEEDS_END) == seeds and "placeholder" not in readme
+    assert written["explorer"] is None  # no explorer.html in this report: the screenshot is left as it is
     docs.build_docs("reports/demo", root=project, log=lambda *a: None)
     assert (project / "README.md").read_text() == readme  # idempotent
+    # without the sweep folder the published runs stay as they are
+    shutil.rmtree(project / "reports" / "demo" / "sweeps")
+    docs.build_docs("reports/demo", root=project, log=lambda *a: None)
+    assert (project / "README.md").read_text() == readme
 
 
 def test_build_docs_refuses_before_writing_anything(project):

@@ -127,6 +127,28 @@ def _write_text(path: Path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
+#: The screenshot of the demo's per-image explorer that the README shows.
+EXPLORER_SCREENSHOT = "explorer.png"
+
+
+def _explorer_screenshot(report: Path, figures_dir: Path, log) -> Path | None:
+    """``docs/figures/explorer.png`` from the report's ``explorer.html`` in headless Chromium (None, said, without one)."""
+    page = report / "explorer.html"
+    if not page.is_file():
+        log(f"note: {page} does not exist (notebook 07 writes it): docs/figures/{EXPLORER_SCREENSHOT} kept as it is")
+        return None
+    from . import explorer  # selenium and the page's readers: only here
+
+    try:
+        with atomic_path(figures_dir / EXPLORER_SCREENSHOT, suffix=".png") as tmp:
+            explorer.screenshot(page, tmp)
+    except Exception as exc:  # no browser on this machine: the rest of the docs still update
+        log(f"note: no screenshot of {page} ({type(exc).__name__}: {exc}); install chromium and chromium-driver")
+        return None
+    log(f"docs/figures/{EXPLORER_SCREENSHOT} <- {page}")
+    return figures_dir / EXPLORER_SCREENSHOT
+
+
 def update_reference(root: Path, profile: str, sweeps, log=print) -> dict | None:
     """Add the finished trials of each seed sweep folder to ``docs/reference/<profile>.json``; return the reference.
 
@@ -153,7 +175,7 @@ def update_reference(root: Path, profile: str, sweeps, log=print) -> dict | None
         "runs": runs,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text(path, json.dumps(payload, indent=1, sort_keys=True, allow_nan=False) + "\n")
+    _write_text(path, json.dumps(payload, indent=1, allow_nan=False) + "\n")
     return payload
 
 
@@ -176,7 +198,7 @@ def build_docs(
     _marker_span(readme)  # fail before copying anything
     _marker_span(readme, SEEDS_START, SEEDS_END)
     table = summary_table(report / "metrics" / "summary.json")
-    names = readme_figures(readme)
+    names = [name for name in readme_figures(readme) if name != EXPLORER_SCREENSHOT]  # the screenshot is made here
     missing = [name for name in names if not (report / "figures" / name).is_file()]
     if missing:
         raise DocsError(f"{report / 'figures'} lacks {', '.join(missing)}: run the study first (make study)")
@@ -195,6 +217,7 @@ def build_docs(
         with atomic_path(figures_dir / name, suffix=".png") as tmp:
             shutil.copyfile(report / "figures" / name, tmp)
         log(f"docs/figures/{name} <- {report / 'figures' / name}")
+    shot = _explorer_screenshot(report, figures_dir, log)
     seed_text = reference.seed_table(published)
     _write_text(root / SUMMARY_FILE, table)
     _write_text(root / SEEDS_FILE, seed_text)
@@ -203,6 +226,7 @@ def build_docs(
     log(f"{SUMMARY_FILE} and the README's demo table <- {report / 'metrics' / 'summary.json'}")
     log(f"{SEEDS_FILE} and the README's seed table <- {reference.reference_path('demo', root).relative_to(root)}")
     return {
+        "explorer": shot,
         "figures": [figures_dir / name for name in names],
         "summary": root / SUMMARY_FILE,
         "seeds": root / SEEDS_FILE,
