@@ -11,7 +11,15 @@ from pathlib import Path
 from ._core import atomic_path
 from .kernels import NOISE
 
-__all__ = ["failure_message", "statement_at", "is_magic", "failing_line_number", "clean_outputs", "show_final_paths"]
+__all__ = [
+    "failure_message",
+    "statement_at",
+    "is_magic",
+    "failing_line_number",
+    "clean_outputs",
+    "show_final_paths",
+    "reader_notes",
+]
 
 
 def failure_message(nb: Path, exc: Exception) -> str:
@@ -139,3 +147,29 @@ def show_final_paths(path: str | os.PathLike, staging: Path, final: Path) -> int
         with atomic_path(path) as tmp:
             nbformat.write(nb, str(tmp))
     return changed
+
+
+_WARNING = re.compile(r"^(?:.*:\d+: )?(\w*Warning): (.+)$")
+
+
+def reader_notes(path: str | os.PathLike) -> list[str]:
+    """The notes and warnings meant for the reader in an executed notebook's outputs, once each, in order.
+
+    A note is a printed line starting with ``note:``; a warning is Python's ``<file>:<line>: <Category>Warning: <text>``
+    line on stderr (its source line after it is left out). The runner repeats them on its console.
+    """
+    import nbformat
+
+    found: list[str] = []
+    for cell in nbformat.read(str(path), as_version=4).cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") != "stream":
+                continue
+            for line in output.get("text", "").splitlines():
+                text = line.strip()
+                warning = _WARNING.match(text) if output.get("name") == "stderr" else None
+                if text.startswith("note:"):
+                    found.append(text)
+                elif warning:
+                    found.append(f"warning: {warning.group(2)}")
+    return list(dict.fromkeys(found))

@@ -27,7 +27,7 @@ from pathlib import Path
 from . import kernels, lineage
 from . import parameters as declared_parameters
 from .config import CACHE_ENV, CACHE_SETTINGS, NOTEBOOK_ENV
-from .executed_notebooks import clean_outputs, failure_message, show_final_paths
+from .executed_notebooks import clean_outputs, failure_message, reader_notes, show_final_paths
 from .profiles import (  # noqa: F401  (re-exported: the runner's public names)
     META_KEYS,
     RUNNER_KEYS,
@@ -263,6 +263,8 @@ def _run_locked(
                 _keep_failed(nb, exc, staging, failed, final, log)
             clean_outputs(staging / nb.name)
             show_final_paths(staging / nb.name, staging, final)
+            for note in reader_notes(staging / nb.name):  # what the notebook says to its reader, on the console too
+                log(f"  {nb.stem}: {note}")
             result.timings[nb.stem] = time.perf_counter() - t0
             log(f"[{position}/{len(selected)}] {nb.stem} done in {result.timings[nb.stem]:.1f} s")
 
@@ -278,6 +280,7 @@ def _run_locked(
         from .sweep_report import quote_sweeps
 
         quote_sweeps(staging, final / SWEEPS)  # sweeps.md: the sweeps move into the new report at the swap
+        dropped = [] if export_html else _drop_stale_html(staging, [nb.stem for nb in selected])
         if export_html:
             from ._report_html import export_report  # light: no plotting or Keras import
 
@@ -325,9 +328,23 @@ def _run_locked(
             f"note: {', '.join(stale)} read what the rerun notebooks wrote and were not rerun, so their figures and "
             f"metrics in the report come from an earlier run; rerun them with --from {min(stale)[:2]}"
         )
+    if dropped:
+        log(
+            f"note: --no-html: removed the earlier run's {', '.join(dropped)}, which no longer matched the report; "
+            "run again without --no-html to export the pages"
+        )
     if compared is not None:
         log(compared["line"] + (f" (see {final / REFERENCE_PAGE})" if compared["applies"] else ""))
     return result
+
+
+def _drop_stale_html(staging: Path, rerun: list[str]) -> list[str]:
+    """Remove ``index.html`` and the HTML pages of the rerun notebooks, copied from an earlier run; return their names."""
+    names = ["index.html", *(f"{stem}.html" for stem in rerun)]
+    dropped = [name for name in names if (staging / name).is_file()]
+    for name in dropped:
+        (staging / name).unlink()
+    return dropped
 
 
 #: The runner's page comparing a run with the published runs of its profile (:mod:`helpers.reference`).
