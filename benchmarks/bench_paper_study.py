@@ -46,6 +46,7 @@ if __name__ != "__mp_main__":  # the phantom workers re-run this module's top le
         perturbation,
         phantoms,
         scores,
+        split_files,
         study,
         training,
     )
@@ -198,7 +199,7 @@ def run(args, work: Path) -> dict:
     with watch("scan, balance, split"):
         frame = ds.scan_dataset(dataset)
         train, val, test = ds.balance_and_split(frame, seed=args.seed)
-        study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
+        split_files.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     with watch("decode and cache images"):
         arrays = {s: study.load_split(paths, s, args.image_size, progress=False) for s in ds.SPLITS}
     print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in ds.SPLITS)}")

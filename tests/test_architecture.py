@@ -21,10 +21,11 @@ LAYERS = {
         "heatmaps", "perturbation", "scores", "localization", "parameters", "intervals", "download",
         "device", "parallel", "initializers", "segmentation", "explain", "metrics",
     },
-    "study": {"study", "lineage", "lung_files"},
+    "study": {"study", "lineage", "lung_files", "split_files"},
     "reports": {
         "figures", "_figures_heatmaps", "_figures_segmentation", "reporting", "_report_html", "verdicts", "describe",
         "docs", "segmentation_report", "comparison", "figure_names", "reference", "explorer", "explorer_widget",
+        "methods_report", "_figures_methods",
     },
     "runner": {
         "pipeline", "nbtools", "profiles", "kernels", "runlock", "staging", "provenance", "sweep", "sweep_report",

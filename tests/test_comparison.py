@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import comparison, study
+from helpers import comparison, config, study
 from helpers._core import save_npz
 
 N, SIZE = 40, 16  # 10 test images per class
@@ -21,7 +21,7 @@ def _run(tmp_path, name, predicted, heat_inside: bool, aopc_shift: float, masks_
     labels = np.repeat(np.arange(4), N // 4)
     rows = []
     for i, label in enumerate(labels):
-        rows.append({"path": f"/{name}/raw/img{i}.png", "label": study.CLASS_NAMES[label], "label_index": int(label),
+        rows.append({"path": f"/{name}/raw/img{i}.png", "label": config.CLASS_NAMES[label], "label_index": int(label),
                      "mask_path": str(masks_dir / "lung.png"), "lesion_mask_path": "", "split": "test"})  # fmt: skip
     pd.DataFrame(rows).to_csv(paths.split_manifest, index=False)
     save_npz(paths.processed / "predictions_m.npz", predicted=np.asarray(predicted, np.int64))

@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-from helpers import dataset, download, study
+from helpers import dataset, download, split_files, study
 from helpers.config import DATASET_DIRNAME
 from helpers.dataset import DatasetError
 from helpers.phantoms import synthesize_dataset
@@ -48,7 +48,7 @@ def test_an_empty_data_dir_uses_the_kagglehub_download(monkeypatch, kagglehub_ca
     assert calls == ["tawsifurrahman/covid19-radiography-database"]
     assert len(dataset.scan_dataset(found)) == 8  # 2 per class, the four classes
     paths = study.study_paths("unit", work_dir=version.parent)
-    assert study.dataset_from_parameters(paths, "kaggle", data_dir="") == made
+    assert split_files.dataset_from_parameters(paths, "kaggle", data_dir="") == made
 
 
 def test_a_given_data_dir_never_downloads(monkeypatch, kagglehub_cache):

@@ -19,7 +19,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from helpers import perturbation as pt
-from helpers import study
+from helpers import split_files, study
 from helpers.config import CLASS_NAMES
 from helpers.explorer import (
     BROWSER_HINT,
@@ -87,7 +87,7 @@ def make_study(root: Path, curves: bool = True, heatmaps: bool = True, curve_ste
         rows.append({"path": str(files["images"]), "label": name, "label_index": int(label),
                      "mask_path": str(files["masks"]), "lesion_mask_path": str(files["lesions"]) if lesion.any() else "",
                      "split": "test"})  # fmt: skip
-    study.write_manifest(pd.DataFrame(rows), paths.split_manifest, paths=paths)
+    split_files.write_manifest(pd.DataFrame(rows), paths.split_manifest, paths=paths)
     heat_rng = np.random.default_rng(1)
     for model in MODELS:
         study.save_predictions(paths, model, _probabilities(model), LABELS)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import dataset, lineage, lung_files, pipeline, segmentation, segmentation_report, study
+from helpers import dataset, lineage, lung_files, pipeline, segmentation, segmentation_report, split_files, study
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "R1"
@@ -109,7 +109,7 @@ def _segment(work: Path, dataset_dir: Path, **overrides):
     """Notebook 02 at toy sizes on ``dataset_dir``'s split (written first)."""
     paths = study.study_paths("unit", work_dir=work)
     frame = dataset.scan_dataset(dataset_dir)
-    study.write_manifest(list(dataset.balance_and_split(frame, seed=0)), paths.split_manifest, paths=paths)
+    split_files.write_manifest(list(dataset.balance_and_split(frame, seed=0)), paths.split_manifest, paths=paths)
     settings = dict(
         profile="unit", work_dir=str(work), report_dir="", seed=0, image_size=32, segmentation_size=16,
         unet_filters=2, unet_depth=1, unet_epochs=1, unet_batch_size=16, unet_learning_rate=0.003, n_bootstrap=20,
@@ -160,7 +160,7 @@ def test_notebook_02_trains_on_the_images_that_have_a_mask_and_says_how_many(cop
     assert "note: 3 of 48 image(s) have no lung mask" in out
     skipped = study.load_metrics_file(paths, "segmentation")["skipped_without_mask"]
     assert sum(skipped.values()) == 3 and run.split_table.to_numpy().sum() == 45
-    train = study.read_manifest(paths.split_manifest).query("split == 'train'")
+    train = split_files.read_manifest(paths.split_manifest).query("split == 'train'")
     masks = lung_files.load_lung_masks(paths, "train", 32, len(train))  # every image still gets a predicted mask
     assert masks.shape == (len(train), 32, 32)
 
@@ -221,7 +221,7 @@ def _simulate(monkeypatch, work: Path, phantom_dataset, input_mask: str = "none"
 
     paths = _as(monkeypatch, paths, "01_data", params)
     frames = dataset.balance_and_split(dataset.scan_dataset(phantom_dataset), seed=0)
-    study.write_manifest(list(frames), paths.split_manifest, paths=paths)
+    split_files.write_manifest(list(frames), paths.split_manifest, paths=paths)
     paths = _as(monkeypatch, paths, "02_lung_segmentation", params)
     for split in dataset.SPLITS:
         study.load_split(paths, split, 32, progress=False)
@@ -378,7 +378,7 @@ def test_every_file_a_notebook_reads_under_data_is_checked_against_its_digest(
     study.study_paths("smoke", paths.root, paths.report)
     images, _ = study.load_split(paths, "test", 32, progress=False)
     # the image cache: a changed cache file is decoded again, not used
-    frame = study.read_manifest(paths.split_manifest)
+    frame = split_files.read_manifest(paths.split_manifest)
     cached = dataset.cache_path(frame[frame["split"] == "test"], 32, paths.cache)
     np.save(cached, np.zeros_like(images))
     again, _ = study.load_split(paths, "test", 32, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import dataset, lineage, pipeline, study
+from helpers import dataset, lineage, pipeline, split_files, study
 
 
 def _as(monkeypatch, notebook, run):
@@ -25,7 +25,7 @@ def split(tmp_path, phantom_dataset):
 
 
 def _write_split(paths, frame, seed):
-    study.write_manifest(list(dataset.balance_and_split(frame, seed=seed)), paths.split_manifest, paths=paths)
+    split_files.write_manifest(list(dataset.balance_and_split(frame, seed=seed)), paths.split_manifest, paths=paths)
 
 
 def test_every_write_records_producer_run_parameters_and_inputs(split, monkeypatch):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import dataset, lung_files, study
+from helpers import dataset, lung_files, split_files, study
 from helpers.segmentation import DEFAULT_FILL, apply_input_mask
 
 
@@ -13,7 +13,7 @@ from helpers.segmentation import DEFAULT_FILL, apply_input_mask
 def split_paths(tmp_path, phantom_dataset):
     paths = study.study_paths("unit", work_dir=tmp_path)
     train, val, test = dataset.balance_and_split(dataset.scan_dataset(phantom_dataset), seed=0)
-    study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
+    split_files.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     return paths, {"train": train, "val": val, "test": test}
 
 

@@ -20,7 +20,7 @@ import pytest
 from test_heatmaps import assert_clear_argmax, contract_model
 from test_heatmaps import phantoms as lesion_phantoms
 
-from helpers import dataset, heatmaps, localization, parallel, perturbation, scores, study
+from helpers import dataset, heatmaps, localization, parallel, perturbation, scores, split_files
 
 HERE = Path(__file__).resolve().parent
 
@@ -245,7 +245,7 @@ def test_scan_split_and_manifest_are_the_same_bytes_whatever_the_worker_count(ph
         frame = dataset.scan_dataset(phantom_dataset)
         parts = dataset.balance_and_split(frame, seed=4)
         (tmp_path / workers).mkdir()
-        manifests[workers] = study.write_manifest(list(parts), tmp_path / workers / "split.csv").read_bytes()
+        manifests[workers] = split_files.write_manifest(list(parts), tmp_path / workers / "split.csv").read_bytes()
     assert manifests["1"] == manifests["3"] and manifests["1"].count(b"\n") == 49  # header and 48 rows
 
 

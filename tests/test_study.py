@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from test_training import tiny_model
 
-from helpers import config, dataset, evaluation, study, training
+from helpers import config, dataset, evaluation, split_files, study, training
 from helpers.config import DATASET_DIRNAME
 from helpers.dataset import DatasetError
 
@@ -98,8 +98,8 @@ def test_manifest_round_trip_and_load_split(tmp_path, phantom_dataset):
     frame = dataset.scan_dataset(phantom_dataset)
     train, val, test = dataset.balance_and_split(frame, seed=0)
     assert (len(train), len(val), len(test)) == (36, 4, 8)
-    study.write_manifest([train, val, test], paths.split_manifest, paths=paths)
-    manifest = study.read_manifest(paths.split_manifest)
+    split_files.write_manifest([train, val, test], paths.split_manifest, paths=paths)
+    manifest = split_files.read_manifest(paths.split_manifest)
     pd.testing.assert_frame_equal(
         manifest, pd.concat([train, val, test], ignore_index=True)[list(dataset.MANIFEST_COLUMNS)]
     )
@@ -114,34 +114,34 @@ def test_manifest_round_trip_and_load_split(tmp_path, phantom_dataset):
 
 def test_read_manifest_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "none.csv")):
-        study.read_manifest(tmp_path / "none.csv")
+        split_files.read_manifest(tmp_path / "none.csv")
     bad = tmp_path / "bad.csv"
     bad.write_text("path,label\na.png,COVID\n")
     with pytest.raises(DatasetError, match=f"{bad} lacks the columns"):
-        study.read_manifest(bad)
+        split_files.read_manifest(bad)
     bad.write_text("path,label,label_index,mask_path,lesion_mask_path,split\na.png,COVID,2,,,train\n")
     with pytest.raises(DatasetError, match="label_index"):
-        study.read_manifest(bad)
+        split_files.read_manifest(bad)
     bad.write_text("path,label,label_index,mask_path,lesion_mask_path,split\na.png,COVID,0,,,holdout\n")
     with pytest.raises(DatasetError, match="holdout"):
-        study.read_manifest(bad)
+        split_files.read_manifest(bad)
     with pytest.raises(DatasetError, match="lack the columns"):
-        study.write_manifest([pd.DataFrame({"path": ["a"]})], tmp_path / "x.csv")
+        split_files.write_manifest([pd.DataFrame({"path": ["a"]})], tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
 
 
 def test_dataset_from_parameters(tmp_path, phantom_dataset, monkeypatch):
     paths = study.study_paths("unit", work_dir=tmp_path)
-    made = study.dataset_from_parameters(
+    made = split_files.dataset_from_parameters(
         paths, "synthetic", synthetic_per_class=2, synthetic_size=32, seed=1, confounder=True, progress=False
     )
     assert made == paths.raw / "synthetic-32-2-1-confounder" / DATASET_DIRNAME and len(dataset.scan_dataset(made)) == 8
-    assert study.dataset_from_parameters(paths, "kaggle", data_dir=phantom_dataset.parent) == phantom_dataset
+    assert split_files.dataset_from_parameters(paths, "kaggle", data_dir=phantom_dataset.parent) == phantom_dataset
     monkeypatch.setitem(sys.modules, "kagglehub", None)  # no download here (tests/test_download.py fakes one)
     with pytest.raises(DatasetError, match="data_dir"):
-        study.dataset_from_parameters(paths, "kaggle")
+        split_files.dataset_from_parameters(paths, "kaggle")
     with pytest.raises(DatasetError, match="source"):
-        study.dataset_from_parameters(paths, "web")
+        split_files.dataset_from_parameters(paths, "web")
 
 
 def test_predictions_and_metrics_files_round_trip(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import lineage, phantoms, pipeline, study
+from helpers import lineage, phantoms, pipeline, split_files, study
 from helpers.pipeline import NotebookFailed, ProfileError, StaleInputs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_corrupt_image_stops_naming_the_file(tmp_path):
         _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides)
     _run(tmp_path, profile="smoke", only="01", export_html=False, overrides=overrides + ["skip_unreadable=true"])
     paths = study.study_paths("smoke", tmp_path)
-    manifest = study.read_manifest(paths.split_manifest)
+    manifest = split_files.read_manifest(paths.split_manifest)
     assert not manifest["path"].str.endswith("COVID-3.png").any()
     assert not manifest["mask_path"].str.endswith("Normal-2.png").any()
     assert study.load_json(lineage.side_file(paths.split_manifest))["skipped"] == 2

@@ -23,7 +23,7 @@ from ._core import load_json, load_npz
 from .dataset import load_masks
 from .localization import mask_energy
 from .scores import bootstrap_ci
-from .study import read_manifest
+from .split_files import read_manifest
 
 __all__ = ["MEASURES", "compare_runs", "comparison_markdown"]
 

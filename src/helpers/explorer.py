@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dataset, perturbation, study
+from . import dataset, perturbation, split_files, study
 from ._core import atomic_path
 from .config import CLASS_NAMES
 from .heatmaps import jet, normalize, upsample
@@ -246,7 +246,7 @@ def load_explorer_data(paths, model_names=None, extra_heatmaps=None) -> Explorer
     images, labels = study.load_split(
         paths, "test", size, progress=False, input_mask=settings["input_mask"], mask_margin=settings["mask_margin"]
     )
-    manifest = study.read_manifest(paths.split_manifest)
+    manifest = split_files.read_manifest(paths.split_manifest)
     frame = manifest[manifest["split"] == "test"].reset_index(drop=True)
     outputs, heat, curves = {}, {}, {}
     shape = (len(images), perturbation.region_grid(size, settings["region_size"]).n_regions + 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import config, figures, lung_files, study
+from . import config, figures, lung_files, split_files, study
 from .dataset import SPLITS
 from .describe import device_line
 
@@ -85,7 +85,7 @@ def _rows_with_masks(paths, input_mask: str, skip_missing_masks: bool) -> dict[s
     """
     from .dataset import DatasetError, rows_without_mask
 
-    frame = study.read_manifest(paths.split_manifest)
+    frame = split_files.read_manifest(paths.split_manifest)
     missing = rows_without_mask(frame, "lung")
     has_mask = {split: ~frame.loc[frame["split"] == split, "path"].isin(missing).to_numpy() for split in SPLITS}
     empty = [split for split, kept in has_mask.items() if not kept.any()]
@@ -123,7 +123,7 @@ def _split_masks(paths, split: str, image_size: int, has_mask: np.ndarray):
     from .dataset import load_masks
 
     images, labels = study.load_split(paths, split, image_size)
-    frame = study.read_manifest(paths.split_manifest)
+    frame = split_files.read_manifest(paths.split_manifest)
     part = frame[frame["split"] == split].reset_index(drop=True)
     masks = load_masks(part[has_mask].reset_index(drop=True), image_size, kind="lung", required=True)
     return images, labels, masks, has_mask
