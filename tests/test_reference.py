@@ -153,7 +153,10 @@ def test_compare_prefers_the_runs_of_the_same_backend(sweep):
 def test_seed_table_counts_the_verdicts(sweep):
     table = reference.seed_table({"runs": reference.sweep_records(sweep, "demo")})
     assert "| tensorflow | vgg16 | 3 | 0.990 [0.980, 1.000] |" in table
-    assert '- tensorflow (seeds 0, 1, 2): the paper\'s claim "cannot be judged" in 2 of 3 runs, "holds" in 1.' in table
+    assert (
+        '- tensorflow (seeds 0, 1, 2): the paper\'s claim "cannot be judged" in 2 of 3 runs, "holds" in 1; '
+        "the better heatmaps (paired MoRF − random, interval excluding 0): densenet201 in 3 of 3." in table
+    )
 
 
 def test_a_sweep_folder_without_finished_trials_is_refused(tmp_path):

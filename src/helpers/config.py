@@ -16,6 +16,9 @@ DATASET_DIRNAME = "COVID-19_Radiography_Dataset"
 #: Environment variable that overrides the project root (the folder holding data/ and reports/).
 ROOT_ENV = "STUDY_WORK_DIR"
 
+#: The study's two model slots, in the paper's order (the demo and smoke profiles put small backbones in them).
+MODEL_SLOTS: tuple[str, ...] = ("vgg16", "densenet201")
+
 #: The profile whose numbers can be compared with the paper's (real data, ImageNet backbones, 299 px).
 PAPER_PROFILE = "paper"
 
@@ -31,6 +34,7 @@ __all__ = [
     "DISEASE_CLASSES",
     "DATASET_DIRNAME",
     "ROOT_ENV",
+    "MODEL_SLOTS",
     "PAPER_PROFILE",
     "FEATURE_LAYER",
     "LOGITS_LAYER",

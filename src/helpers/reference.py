@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ._core import markdown_table
+from .config import MODEL_SLOTS
 
 __all__ = [
     "REFERENCE_DIR",
@@ -228,7 +229,9 @@ def _runs_for(reference: Mapping, backend: str | None) -> tuple[list[dict], str]
 
 
 def _models(runs: Sequence[Mapping]) -> list[str]:
-    return list(dict.fromkeys(name for run in runs for name in run["values"]))
+    """The models of the runs, the study's slots first in their order (JSON files may hold them sorted by name)."""
+    names = set(name for run in runs for name in run["values"])
+    return sorted(names, key=lambda n: (MODEL_SLOTS.index(n) if n in MODEL_SLOTS else len(MODEL_SLOTS), n))
 
 
 def verdict_sentence(runs: Sequence[Mapping]) -> str:
@@ -257,7 +260,12 @@ def seed_table(reference: Mapping) -> str:
     for backend in sorted({str(run.get("backend")) for run in runs}):
         subset = [run for run in runs if str(run.get("backend")) == backend]
         seeds = ", ".join(str(run["seed"]) for run in subset)
-        lines.append(f"- {backend} (seeds {seeds}): the paper's claim {verdict_sentence(subset)}.")
+        better = Counter(str(run.get("better_heatmaps") or "neither model") for run in subset).most_common()
+        heat = ", ".join(f"{name} in {count}" for name, count in better)
+        lines.append(
+            f"- {backend} (seeds {seeds}): the paper's claim {verdict_sentence(subset)}; the better heatmaps "
+            f"(paired MoRF − random, interval excluding 0): {heat} of {len(subset)}."
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._core import save_json
+from .config import MODEL_SLOTS
 
 __all__ = [
     "trial_metrics",
@@ -35,7 +36,7 @@ __all__ = [
     "paired_comparisons",
 ]
 
-MODELS = ("vgg16", "densenet201")
+MODELS = MODEL_SLOTS
 #: The parent report's quote of its sweeps (beside ``summary.md``).
 QUOTE = "sweeps.md"
 
