@@ -64,6 +64,9 @@ def test_choices_agree_with_the_computation_modules():
     from helpers import config, dataset
 
     assert parameters.SAMPLINGS == dataset.SAMPLINGS and parameters.CLASS_NAMES == config.CLASS_NAMES
+    from helpers import explain, methods_report
+
+    assert parameters.HEATMAP_METHODS == explain.METHODS and parameters.METRIC_GROUPS == methods_report.METRIC_GROUPS
 
 
 def test_importable_without_keras_or_numpy():
@@ -149,14 +152,17 @@ def test_kaggle_source_accepts_an_empty_data_dir():
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("region_size=1000", "07_aopc.region_size: region_size=1000 is larger than the image (image_size=32)"),
+        (
+            "region_size=1000",
+            "region_size in 07_aopc, 08_methods_and_metrics: region_size=1000 is larger than the image (image_size=32)",
+        ),
         ("epochs=-1", "epochs in 03_train_vgg16, 04_train_densenet201: must be an integer >= 1, got -1"),
         ("image_size=7", "03_train_vgg16.image_size: image_size=7 is too small for backbone 'small_vgg'"),
         ("03.backbone=vgg17", "03_train_vgg16.backbone: must be one of"),
         ("07.perturbation=noise", "07_aopc.perturbation: must be one of"),
         (
             "batch_size=0",
-            "batch_size in 03_train_vgg16, 04_train_densenet201, 05_report, 06_gradcam, 07_aopc: must be an integer >= 1",
+            "batch_size in 03_train_vgg16, 04_train_densenet201, 05_report, 06_gradcam, 07_aopc, 08_methods_and_metrics: must be an integer >= 1",
         ),
         ("03.weights=/no/such/weights.h5", "03_train_vgg16.weights: weights file /no/such/weights.h5 does not exist"),
     ],

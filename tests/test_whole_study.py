@@ -87,7 +87,12 @@ def test_a_partial_rerun_never_mixes_two_runs(smoke_run, tmp_path, monkeypatch):
     logs = []
     _run(work, profile="smoke", only="03", overrides=["03.learning_rate=0.05"], log=logs.append)
     run = json.loads((report / "run.json").read_text())
-    assert run["stale"] == ["05_report", "06_gradcam", "07_aopc"]  # from lineage: 04 read nothing 03 wrote
+    assert run["stale"] == [
+        "05_report",
+        "06_gradcam",
+        "07_aopc",
+        "08_methods_and_metrics",
+    ]  # from lineage: 04 read nothing 03 wrote
     assert run["runs"]["03_train_vgg16"] == run["run_id"] != first_run == run["runs"]["04_train_densenet201"]
     assert any("rerun them with --from 05" in line for line in logs)
     index = (report / "index.html").read_text()
@@ -245,7 +250,7 @@ def test_two_real_runners_share_a_work_folder_safely(tmp_path):
     report = tmp_path / "reports" / "smoke"
     notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     first, lines = _runner(tmp_path), []
-    _read_until(first, "[1/7]", lines)
+    _read_until(first, "[1/8]", lines)
     refused = _runner(tmp_path)
     out = refused.communicate(timeout=120)[0]
     assert refused.returncode == 2, out

@@ -122,6 +122,9 @@ def write_index(report_dir: str | os.PathLike, title: str | None = None, stale=(
             "<p><a href='explorer.html'><strong>Explore every test image</strong></a>: both models' predictions, heatmaps, "
             "per-image AOPC and the perturbed images step by step.</p>"
         )
+    methods = report / "methods.md"  # notebook 08: other heatmap methods and metrics (helpers.methods_report)
+    if methods.is_file():
+        parts.append("<section>" + markdown_to_html(methods.read_text()) + "</section>")
     compared = report / "reference.md"  # the runner's comparison with the published runs (helpers.reference)
     if compared.is_file():
         parts.append("<section>" + markdown_to_html(compared.read_text()) + "</section>")

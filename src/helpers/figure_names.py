@@ -28,6 +28,8 @@ MASK_ENERGY = "gradcam_mask_energy"
 MORF_CURVES = "morf_curves"
 FIG8_AOPC = "fig8_aopc"
 AOPC_ABLATION = "aopc_ablation"
+METHODS_METRICS = "methods_metrics"
+METHODS_RANDOMISATION = "methods_randomisation"
 
 #: The paper's figure numbers of each model slot: (recall history, classification report).
 SLOT_FIGURES: dict[str, tuple[int, int]] = {"vgg16": (2, 4), "densenet201": (3, 5)}
@@ -71,4 +73,6 @@ FIGURE_CAPTIONS: dict[str, str] = {
     MORF_CURVES: "Mean probability of the explained class along the perturbation steps (07)",
     FIG8_AOPC: "Figure 8: AOPC against the perturbation step, with random-order baselines and 95% bands (07)",
     AOPC_ABLATION: "Ablation over perturbation functions and noise levels (07)",
+    METHODS_METRICS: "Every heatmap method scored by every metric, per model, with 95% intervals (08)",
+    METHODS_RANDOMISATION: "Model-parameter randomisation: one image's maps as layers are re-drawn, and the similarity curves (08)",
 }

@@ -34,6 +34,11 @@ ORDERS: tuple[str, ...] = ("morf", "lerf", "random")
 #: How :func:`helpers.perturbation.region_scores` scores regions: the heatmap's own cells when its grid is the region
 #: grid (the paper: 9x9 cells = 34 px regions), or always the region mean of the bilinearly upsampled heatmap.
 REGION_SCORES: tuple[str, ...] = ("grid", "upsample")
+#: Notebook 08: the heatmap methods of :mod:`helpers.explain` and the metric families of :mod:`helpers.methods_report`.
+HEATMAP_METHODS: tuple[str, ...] = (
+    "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "sobel", "random",
+)  # fmt: skip
+METRIC_GROUPS: tuple[str, ...] = ("aopc", "road", "insertion_deletion", "mask_energy", "pointing_game", "randomisation")
 SOURCES: tuple[str, ...] = ("synthetic", "kaggle")
 #: Class-imbalance strategies (split in 01 by :mod:`helpers.dataset`, loss or resampling in 03/04 by :mod:`helpers.training`).
 SAMPLINGS: tuple[str, ...] = ("downsample", "class_weight", "oversample")
@@ -304,6 +309,18 @@ PARAMETERS: dict[str, Parameter] = _declare(
     ),
     Parameter("ablation_sigmas", "ablation: extra Gaussian noise levels", list_of(number(0))),
     Parameter("ablation_images", "ablation: images per model (0: all)", integer(0)),
+    # 08 methods and metrics
+    Parameter("methods", "heatmap methods to score", list_of(one_of(HEATMAP_METHODS), min_items=1, unique=True)),
+    Parameter("metrics", "metric families to run", list_of(one_of(METRIC_GROUPS), min_items=1, unique=True)),
+    Parameter("n_images", "correctly classified test images per model, every method and metric (0: all)", integer(0)),
+    Parameter("scorecam_top_n", "Score-CAM: channels of highest activation variance (0: all)", integer(0)),
+    Parameter(
+        "road_fractions",
+        "ROAD: shares of the regions removed, in (0, 1)",
+        list_of(number(0, exclusive=True, maximum=0.99), min_items=1, unique=True),
+    ),
+    Parameter("randomisation_images", "randomisation test: images per model", integer(1)),
+    Parameter("randomisation_stages", "randomisation test: backbone layers re-drawn after the head", integer(1)),
 )
 
 

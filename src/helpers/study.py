@@ -74,6 +74,7 @@ _METRICS_PRODUCERS = {
     "mask_energy": "06_gradcam",
     "aopc": "07_aopc",
     "summary": "07_aopc",
+    "methods": "08_methods_and_metrics",
 }
 
 
@@ -98,6 +99,7 @@ METRICS_FILES: dict[str, str] = {
     "mask_energy": "gradcam_mask_energy.json",
     "aopc": "aopc.json",
     "summary": "summary.json",
+    "methods": "methods.json",
 }
 
 
