@@ -46,6 +46,7 @@ __all__ = [
     "PERTURBATIONS",
     "ORDERS",
     "REGION_SCORES",
+    "bilinear_matrix",
     "DIRECTIONS",
     "DEVICE_BUDGET_BYTES",
     "RegionGrid",
@@ -123,7 +124,7 @@ def region_grid(image_size, region_size) -> RegionGrid:
     return RegionGrid((height, width), (rh, rw), (gh, gw), row_bounds, col_bounds, region_map)
 
 
-def _bilinear_matrix(out_len: int, in_len: int) -> np.ndarray:
+def bilinear_matrix(out_len: int, in_len: int) -> np.ndarray:
     """(out_len, in_len) matrix of 1-D bilinear resizing with half-pixel centres (as cv2 / tf.image.resize)."""
     src = (np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5
     src = np.clip(src, 0.0, in_len - 1)
@@ -174,8 +175,8 @@ def region_scores(heatmaps, image_size, region_size, mode: str = "grid") -> np.n
     if mode == "grid" and (h, w) == grid.grid_shape:
         return heat.reshape(n, -1).copy()
     height, width = grid.image_shape
-    rows = _region_mean_matrix(grid.row_bounds, height) @ _bilinear_matrix(height, h)  # (gh, h)
-    cols = _region_mean_matrix(grid.col_bounds, width) @ _bilinear_matrix(width, w)  # (gw, w)
+    rows = _region_mean_matrix(grid.row_bounds, height) @ bilinear_matrix(height, h)  # (gh, h)
+    cols = _region_mean_matrix(grid.col_bounds, width) @ bilinear_matrix(width, w)  # (gw, w)
     return np.einsum("ah,nhw,bw->nab", rows, heat, cols).reshape(n, -1)
 
 

@@ -28,7 +28,6 @@ __all__ = [
     "unit_batch",
     "explained_split",
     "map_grid",
-    "bilinear_matrix",
     "cell_bounds",
     "pooling_matrix",
     "chosen_classes",
@@ -116,18 +115,6 @@ def map_grid(model, layer=None) -> tuple[int, int]:
     """(h, w) of the explained layer's feature map: the grid of every method's heatmaps."""
     shape = explained_split(model, layer).feature_model.output.shape
     return int(shape[1]), int(shape[2])
-
-
-def bilinear_matrix(out_len: int, in_len: int) -> np.ndarray:
-    """(out_len, in_len) float32 matrix of 1-D bilinear resizing, half-pixel centres, edges clamped (cv2.INTER_LINEAR)."""
-    src = np.clip((np.arange(out_len) + 0.5) * (in_len / out_len) - 0.5, 0.0, in_len - 1)
-    low = np.floor(src).astype(int)
-    high = np.minimum(low + 1, in_len - 1)
-    frac = src - low
-    matrix = np.zeros((out_len, in_len))
-    np.add.at(matrix, (np.arange(out_len), low), 1.0 - frac)
-    np.add.at(matrix, (np.arange(out_len), high), frac)
-    return matrix.astype(np.float32)
 
 
 def cell_bounds(length: int, cells: int) -> np.ndarray:

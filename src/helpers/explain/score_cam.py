@@ -19,9 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .._core import check_int, compiled_function, pad_rows, to_device
+from ..perturbation import bilinear_matrix
 from .base import (
     activations_function,
-    bilinear_matrix,
     chosen_classes,
     explained_split,
     logits_function,
@@ -64,8 +64,8 @@ def _masked_inputs_function(batch_size: int, image_shape: tuple, grid: tuple, n_
 
     height, width, _ = image_shape
     h, w = grid
-    rows = bilinear_matrix(height, h)
-    cols = bilinear_matrix(width, w)
+    rows = bilinear_matrix(height, h).astype(np.float32)
+    cols = bilinear_matrix(width, w).astype(np.float32)
 
     def build(x, a, start):
         groups = ops.shape(a)[0]
