@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
+from other_backend import OTHER_BACKEND, run_on_other_backend
 from scipy import ndimage
 from test_heatmaps import assert_clear_argmax
 
@@ -18,8 +16,6 @@ from helpers import config, heatmaps
 from helpers import explain as E
 from helpers.explain.base import cell_bounds
 
-BACKEND = keras.backend.backend()
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow"}.get(BACKEND)
 SIZE = 16
 
 
@@ -314,9 +310,7 @@ maps = {{m: E.heatmap(m, model, data["x"], batch_size=3) for m in E.METHODS}}
 maps["scorecam top 2"] = E.heatmap("scorecam", model, data["x"], top_n=2)
 np.savez({str(tmp_path / "out.npz")!r}, **maps)
 """
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_on_other_backend(script)
     other = np.load(tmp_path / "out.npz")
     for method in E.METHODS:
         here = E.heatmap(method, model, x)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
@@ -12,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse.linalg as spl
 from keras import layers
+from other_backend import OTHER_BACKEND, run_on_other_backend
 from scipy import stats
 from test_cam_methods import gap_model, images
 from test_heatmaps import assert_clear_argmax
@@ -22,9 +20,6 @@ from helpers import perturbation as pt
 from helpers.metrics import imputation as imp
 from helpers.metrics import insertion as idl
 from helpers.metrics import pointing, randomisation, road, similarity
-
-BACKEND = keras.backend.backend()
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow"}.get(BACKEND)
 
 
 def region_masks(heatmaps, counts, order="morf", seed=0, ids=None, size=SIZE, region=REGION):
@@ -143,19 +138,9 @@ def test_road_ranks_the_ideal_heatmap_above_its_inverse(toy):
 
 
 def insertion_reference(model, x, g, orders, region, classes):
-    """Slow insertion: start from g, restore the next region of the order from x, predict, repeat."""
-    n, h, w, _ = x.shape
-    rows, cols = np.arange(h)[:, None] // region, np.arange(w)[None, :] // region
-    grid_w = -(-w // region)
-    curves = np.zeros((n, orders.shape[1] + 1))
-    for i in range(n):
-        xk = g[i].copy()
-        curves[i, 0] = predict_one(model, xk)[classes[i]]
-        for k, r in enumerate(orders[i], start=1):
-            inside = (rows == r // grid_w) & (cols == r % grid_w)
-            xk[inside] = x[i][inside]
-            curves[i, k] = predict_one(model, xk)[classes[i]]
-    return curves
+    """Slow insertion: start from g and restore the next region of the order from x, predict, repeat (the slow
+    deletion loop of test_perturbation with the two images' roles swapped)."""
+    return reference_curves(model, g, x, orders, region, classes)
 
 
 def test_deletion_and_insertion_equal_slow_per_step_loops(toy):
@@ -371,9 +356,7 @@ out = dict(
 )
 np.savez({str(tmp_path / "out.npz")!r}, **out)
 """
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_on_other_backend(script)
     other = np.load(tmp_path / "out.npz")
     removed = np.zeros((2, 24, 20), bool)
     removed[:, 3:15, 2:12] = True

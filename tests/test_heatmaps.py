@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 from keras import layers
+from other_backend import OTHER_BACKEND, run_on_other_backend
 
 from helpers import config, heatmaps, localization
 
 BACKEND = keras.backend.backend()
-
-
-OTHER_BACKEND = {"tensorflow": "jax", "jax": "tensorflow"}.get(BACKEND)
 
 
 def linear_model(mix, bias, dense_w, dense_b, size=6):
@@ -316,9 +311,7 @@ model.set_weights([data[f"arr_{{i}}"] for i in range(len(model.get_weights()))])
 np.savez({str(tmp_path / "out.npz")!r}, cam=heatmaps.gradcam(model, data["x"], batch_size=2),
          pp=heatmaps.gradcam(model, data["x"], method="gradcam++"))
 """
-    env = dict(os.environ, KERAS_BACKEND=OTHER_BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
-    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_on_other_backend(script, timeout=120)
     other = np.load(tmp_path / "out.npz")
     here = heatmaps.gradcam(model, x)
     assert here.max() > 0
