@@ -23,16 +23,16 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP) ## Create .venv and install the project with its pinned dependencies
 
 study: $(STAMP) ## Run every notebook on PROFILE (default demo) into reports/PROFILE/
-	$(PY) -m helpers.pipeline --profile $(PROFILE)
+	$(PY) -m helpers.runner.pipeline --profile $(PROFILE)
 
 GRID ?= params/sweep-demo.yaml
 SWEEP_ARGS ?=
 sweep: $(STAMP) ## Run the parameter sweep GRID on PROFILE into reports/PROFILE/sweeps/ (SWEEP_ARGS="--executor ray")
-	$(PY) -m helpers.sweep --profile $(PROFILE) --grid $(GRID) $(SWEEP_ARGS)
+	$(PY) -m helpers.runner.sweep --profile $(PROFILE) --grid $(GRID) $(SWEEP_ARGS)
 
 SEEDS ?=
 docs: $(STAMP) ## Copy the demo report's figures and tables into README.md and docs/; add the seed sweep's runs (SEEDS="folder ...") to docs/reference/demo.json
-	$(PY) -m helpers.docs --report-dir reports/demo $(foreach folder,$(SEEDS),--seeds $(folder))
+	$(PY) -m helpers.report.publish --report-dir reports/demo $(foreach folder,$(SEEDS),--seeds $(folder))
 
 # The unit suite runs twice along two numeric paths, so a test that compares two computations with == fails here and
 # not only on a user's CPU: TensorFlow with Eigen's kernels (oneDNN off, whose results change with the batch size) and
@@ -73,10 +73,10 @@ lab: $(STAMP) ## Open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/ $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)
 
 notebooks-check: $(STAMP) ## Check notebooks: outputs stripped, Colab cell current, one parameters cell
-	$(PY) -m helpers.nbtools notebooks
+	$(PY) -m helpers.runner.nbtools notebooks
 
 notebooks-fix: $(STAMP) ## Strip notebook outputs and refresh the Colab set-up cell
-	$(PY) -m helpers.nbtools notebooks --fix
+	$(PY) -m helpers.runner.nbtools notebooks --fix
 
 bench: $(STAMP) ## Run the CPU-sized speed benchmarks in benchmarks/ (not the paper-size one: make paper-bench)
 	@for script in benchmarks/bench_*.py; do \

@@ -2,7 +2,7 @@
 
 On the same images and heatmaps, measured side by side in one run:
 
-(a) ``helpers.perturbation.perturbation_curves``: the L+1 cumulative inputs built on the device, steps of several
+(a) ``helpers.metrics.perturbation.perturbation_curves``: the L+1 cumulative inputs built on the device, steps of several
     images scored together, ``batch_size`` inputs per forward;
 (b) a per-step, one-image-at-a-time loop (how reference implementations run MoRF): perturb the next region
     on the host, ``model.predict`` that one image, repeat; (b') the same loop through the compiled forward
@@ -33,8 +33,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from helpers import device, models  # noqa: E402
-from helpers import perturbation as pt
+from helpers.backend import device
+from helpers.metrics import perturbation as pt
+from helpers.models import classifiers as models
 
 
 def block(values):
@@ -194,7 +195,7 @@ def main():
 
 def host_perturbed_copies(args) -> None:
     """(d): the host's perturbed copies g(x) at the paper's sizes, on one thread vs one per core (equal arrays checked)."""
-    from helpers.parallel import worker_count
+    from helpers.common.parallel import worker_count
 
     size, n, cores = args.host_size, args.host_images, worker_count()
     x = np.random.default_rng(args.seed).random((n, size, size, 1), dtype=np.float32)

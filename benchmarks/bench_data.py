@@ -6,12 +6,12 @@
     python benchmarks/bench_data.py --size 299            # the paper's size
 
 It also renders a sample of phantoms in this process and writes them with libpng's adaptive filters at zlib
-level 3 (the generator's encoder before) and with the generator's encoder settings (``helpers.phantoms``), side
+level 3 (the generator's encoder before) and with the generator's encoder settings (``helpers.data.phantoms``), side
 by side: milliseconds per phantom (image, lung mask, lesion mask), bytes, and the ratio; the decoded pixels of
 both must be equal.
 
 The learnability check trains a small from-scratch CNN (the demo's ``small_vgg`` classifier when
-``helpers.models`` provides it, trainable) on phantoms and prints its macro test recall: the phantoms are
+``helpers.models.classifiers`` provides it, trainable) on phantoms and prints its macro test recall: the phantoms are
 meant to be learnable (recall >= 0.85 within a few epochs) while the class is not visible in the global
 brightness (printed as the accuracy of a nearest-class-mean rule on mean intensity).
 """
@@ -29,8 +29,8 @@ import numpy as np
 
 def bench_synthesis(workdir: Path, per_class: int, size: int, seed: int) -> Path:
     """Time synthesize_dataset, scan_dataset and load_images in ``workdir``; print images per second."""
-    from helpers import dataset as ds
-    from helpers import phantoms
+    from helpers.data import dataset as ds
+    from helpers.data import phantoms
 
     start = time.perf_counter()
     dataset = phantoms.synthesize_dataset(workdir, per_class=per_class, image_size=size, seed=seed, progress=False)
@@ -60,8 +60,8 @@ def bench_writing(size: int, seed: int, per_class: int = 10, repeats: int = 3) -
     """Render ``4 * per_class`` phantoms in-process, then time PNG writing with the old and the current encoder."""
     import cv2
 
-    from helpers import phantoms
-    from helpers.config import CLASS_NAMES
+    from helpers.common.config import CLASS_NAMES
+    from helpers.data import phantoms
 
     cv2.setNumThreads(1)  # one core, as each worker of the process pool has
     phantoms.render_phantom(CLASS_NAMES[0], seed, 1, size)  # first-call set-up (fonts, kernels) is not per phantom
@@ -104,7 +104,7 @@ def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> floa
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from helpers import dataset as ds
+    from helpers.data import dataset as ds
 
     frame = ds.scan_dataset(dataset)
     train, val, test = ds.balance_and_split(frame, seed=seed)
@@ -119,12 +119,12 @@ def learnability(dataset: Path, image_size: int, epochs: int, seed: int) -> floa
 
     keras.utils.set_random_seed(seed)
     try:
-        from helpers.models import build_classifier
+        from helpers.models.classifiers import build_classifier
 
         model = build_classifier("small_vgg", image_size, weights=None, freeze_backbone=False, seed=seed)
         name = "small_vgg classifier"
-    except Exception as exc:  # helpers.models missing or changed: an equivalent plain CNN
-        print(f"(helpers.models.build_classifier unavailable: {exc}; using a plain CNN)")
+    except Exception as exc:  # helpers.models.classifiers missing or changed: an equivalent plain CNN
+        print(f"(helpers.models.classifiers.build_classifier unavailable: {exc}; using a plain CNN)")
         layers = keras.layers
         model = keras.Sequential(
             [keras.Input((image_size, image_size, 1))]
@@ -169,7 +169,7 @@ def main() -> None:
 
 def run_learnability(root: Path, args) -> None:
     """Generate 500 phantoms per class at 128 px and train the small CNN on them at 96 px."""
-    from helpers import phantoms
+    from helpers.data import phantoms
 
     start = time.perf_counter()
     dataset = phantoms.synthesize_dataset(

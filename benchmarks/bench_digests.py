@@ -1,7 +1,7 @@
 """Benchmark: what verifying a study file's SHA-256 costs next to loading it, on files of the paper's sizes.
 
-Every file a notebook reads under ``data/`` is hashed once as it is read (:func:`helpers.lineage.read_verified`,
-:func:`helpers.lineage.array_digest` for the cached images) and compared with the digest its lineage record holds.
+Every file a notebook reads under ``data/`` is hashed once as it is read (:func:`helpers.study.lineage.read_verified`,
+:func:`helpers.study.lineage.array_digest` for the cached images) and compared with the digest its lineage record holds.
 This script writes stand-ins of the paper's files in the study's formats into a temporary folder and times, per
 file, loading it as the study does and hashing it, best of ``--repeats``:
 
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import best_time, work_folder  # noqa: E402
 
-from helpers import lineage  # noqa: E402
+from helpers.study import lineage
 
 
 def _lung_masks(rng, n: int, size: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Benchmark: building the per-image explorer (explorer.html) for the paper's 540 test images at 299 px.
 
-The study's own files are replaced by synthetic arrays of the paper's sizes: phantom X-rays (:mod:`helpers.phantoms`)
+The study's own files are replaced by synthetic arrays of the paper's sizes: phantom X-rays (:mod:`helpers.data.phantoms`)
 with their lung and lesion masks, two models' predictions, 9x9 heatmaps and MoRF / random / LeRF curves over 81 steps
 of 34 px regions. The script times each part of building the page (the perturbed copies g(x), the per-image numbers,
 the region orders, the encoding and the writing) and prints the total seconds and the page's size, with the bytes per
@@ -25,9 +25,10 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import best_time  # noqa: E402
 
-from helpers import explorer, phantoms  # noqa: E402
-from helpers.config import CLASS_NAMES  # noqa: E402
-from helpers.perturbation import region_grid  # noqa: E402
+from helpers.common.config import CLASS_NAMES
+from helpers.data import phantoms
+from helpers.metrics.perturbation import region_grid
+from helpers.report import explorer
 
 MODELS = ("vgg16", "densenet201")
 
@@ -67,7 +68,7 @@ def synthetic_data(n: int, size: int, region: int, seed: int = 0) -> explorer.Ex
 
 
 class _Report:
-    """Where :func:`helpers.explorer.write_explorer` writes (a study's ``paths`` has more; the page needs these)."""
+    """Where :func:`helpers.report.explorer.write_explorer` writes (a study's ``paths`` has more; the page needs these)."""
 
     def __init__(self, folder: Path):
         self.report, self.profile = folder, "benchmark"

@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import best_time  # noqa: E402
 
-from helpers import heatmaps as G  # noqa: E402
-from helpers import models  # noqa: E402
+from helpers.explain import grad_cam as G
+from helpers.models import classifiers as models
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--backbones", default="small_vgg,small_densenet")
-    parser.add_argument("--method", default="gradcam", choices=G.METHODS)
+    parser.add_argument("--method", default="gradcam", choices=G.VARIANTS)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

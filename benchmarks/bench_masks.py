@@ -6,7 +6,7 @@ notebooks with ``input_mask="lung"`` dilate the predicted masks. This script tim
 data of the paper's sizes both ways, side by side in one run, and checks that both give the same array:
 
 - "one at a time": the reference, a per-image OpenCV loop (and ``np.isin`` for the binary check);
-- "study": :mod:`helpers.segmentation` and :func:`helpers.dataset.load_masks` (a vectorised min/max check; the
+- "study": :mod:`helpers.models.segmentation` and :func:`helpers.data.dataset.load_masks` (a vectorised min/max check; the
   per-image OpenCV calls spread over threads, ``STUDY_WORKERS`` caps them).
 
 Then notebook 06's mask energy (each heatmap's share inside its mask) of 540 test heatmaps: the whole stack at once
@@ -32,8 +32,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from _timing import best_time  # noqa: E402
 
-from helpers import dataset, localization, parallel, segmentation  # noqa: E402
-from helpers.heatmaps import upsample  # noqa: E402
+from helpers.common import parallel
+from helpers.data import dataset
+from helpers.explain.maps import upsample
+from helpers.metrics import energy as localization
+from helpers.models import segmentation
 
 
 def _blobs(rng, n: int, size: int) -> np.ndarray:

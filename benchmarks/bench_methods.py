@@ -26,10 +26,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _timing import best_time  # noqa: E402
 
-from helpers import models  # noqa: E402
-from helpers import perturbation as pt  # noqa: E402
-from helpers.explain import scorecam_weights  # noqa: E402
-from helpers.metrics import imputation, road  # noqa: E402
+from helpers.explain.score_cam import scorecam_weights
+from helpers.metrics import imputation, road
+from helpers.metrics import perturbation as pt
+from helpers.models import classifiers as models
 
 
 def _spsolve_all(x: np.ndarray, removed: np.ndarray) -> np.ndarray:

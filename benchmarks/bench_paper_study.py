@@ -32,26 +32,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from _timing import work_folder  # noqa: E402
 
+from helpers.data import layout
+
 if __name__ != "__mp_main__":  # the phantom workers re-run this module's top level (spawn): keep their start light
     import keras
     from keras import ops
 
-    from helpers import (
-        config,
-        describe,
-        device,
-        evaluation,
-        gradcam,
-        models,
-        perturbation,
-        phantoms,
-        scores,
-        split_files,
-        study,
-        training,
-    )
-    from helpers import dataset as ds
-    from helpers._core import to_device
+    from helpers import gradcam
+    from helpers.backend import device
+    from helpers.backend.transfer import to_device
+    from helpers.common import config
+    from helpers.data import dataset as ds
+    from helpers.data import phantoms
+    from helpers.metrics import aopc as scores
+    from helpers.metrics import perturbation
+    from helpers.models import classification as evaluation
+    from helpers.models import classifiers as models
+    from helpers.models import training
+    from helpers.report import describe
+    from helpers.study import files as study
+    from helpers.study import split_files
 
     COMPILES = device.CompileLog()
 
@@ -118,7 +118,7 @@ def _wait(value) -> None:
 def curve_inputs_seconds(images, image_size: int, region_size: int, n_inputs: int, batch_size: int):
     """Seconds to build the AOPC stage's perturbed inputs on the device alone, no forward (its device-side extra over bare).
 
-    One group of images is made resident as :func:`helpers.perturbation.perturbation_curves` does (the clean copy, a
+    One group of images is made resident as :func:`helpers.metrics.perturbation.perturbation_curves` does (the clean copy, a
     float copy, a step per region), and as many batches of (image, step) pairs as the stage scores are built from it;
     the work does not depend on the values, so no noise or heatmap order is drawn for it.
     """
@@ -201,8 +201,8 @@ def run(args, work: Path) -> dict:
         train, val, test = ds.balance_and_split(frame, seed=args.seed)
         split_files.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     with watch("decode and cache images"):
-        arrays = {s: study.load_split(paths, s, args.image_size, progress=False) for s in ds.SPLITS}
-    print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in ds.SPLITS)}")
+        arrays = {s: study.load_split(paths, s, args.image_size, progress=False) for s in layout.SPLITS}
+    print(f"   split sizes: {', '.join(f'{s} {len(arrays[s][1])}' for s in layout.SPLITS)}")
     x_test, y_test = arrays["test"]
 
     # the stage times and compilations as they accrue: a JSON saved after a model holds what finished

@@ -21,7 +21,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 
-from helpers import dataset, phantoms, segmentation  # noqa: E402
+from helpers.data import dataset, phantoms
+from helpers.models import segmentation
 
 
 def main(argv=None) -> dict:

@@ -7,7 +7,7 @@ Both sides run the same epochs over the same images, labels, seed, batch size an
 * ``cached features``: the backbone's features computed once (``split_classifier``), then ``model.fit`` of the
   head (sharing the classifier's head layers) on them; the time includes the feature extraction.
 
-Also reported: ``helpers.training.train_classifier`` with its fast path (which adds per-epoch validation
+Also reported: ``helpers.models.training.train_classifier`` with its fast path (which adds per-epoch validation
 recall), and the largest difference between the two sides' final head weights.
 
 Usage (the default size runs in a few minutes on two CPU cores; on a GPU try ``--image-size 299 --n 1024``)::
@@ -26,7 +26,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from helpers import device, models, training  # noqa: E402
+from helpers.backend import device
+from helpers.common import choices
+from helpers.models import classifiers as models
+from helpers.models import training
 
 
 def _data(n: int, size: int, seed: int):
@@ -39,7 +42,7 @@ def _data(n: int, size: int, seed: int):
 def main(argv=None) -> int:
     """Run the benchmark and print both times and their ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backbone", default="vgg16", choices=models.BACKBONES)
+    parser.add_argument("--backbone", default="vgg16", choices=choices.BACKBONES)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--n", type=int, default=256, help="training images")
     parser.add_argument("--epochs", type=int, default=20)

@@ -84,7 +84,7 @@ part() {
     grep -E '^\||^compilation:|^the study|ratio' "$OUT/$name.log" | tail -40
 }
 
-"$PY" -c "from helpers import describe; print(describe.device_line())" > "$OUT/device.txt" 2>&1
+"$PY" -c "from helpers.report import describe; print(describe.device_line())" > "$OUT/device.txt" 2>&1
 cat "$OUT/device.txt"
 
 if wanted gpu_study; then

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_once(work: Path, args, label: str) -> dict:
     """One runner call; returns notebook seconds, compilations per notebook and the training timings."""
-    from helpers import pipeline
+    from helpers.runner import pipeline
 
     log_file = work / f"compile-log-{label}.jsonl"
     log_file.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ PHANTOM_IMAGE_SIZE = 64
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory):
     """Path of a synthetic dataset folder (``COVID-19_Radiography_Dataset``): 12 phantoms per class at 64 px, seed 0."""
-    from helpers.phantoms import synthesize_dataset
+    from helpers.data.phantoms import synthesize_dataset
 
     root = tmp_path_factory.mktemp("phantoms")
     return synthesize_dataset(

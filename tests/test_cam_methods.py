@@ -12,8 +12,10 @@ from other_backend import OTHER_BACKEND, run_on_other_backend
 from scipy import ndimage
 from test_heatmaps import assert_clear_argmax
 
-from helpers import config, heatmaps
 from helpers import explain as E
+from helpers.common import config
+from helpers.explain import grad_cam as heatmaps
+from helpers.explain import maps as heatmap_arrays
 from helpers.explain.base import cell_bounds
 
 SIZE = 16
@@ -102,14 +104,32 @@ def close_up_to_scale(a, b, rtol=1e-4):
 
 
 def test_registry_holds_every_method_and_names_them_on_error(gap):
-    assert set(E.METHODS) == set(E.REGISTRY) == {
+    assert E.METHODS == tuple(E.BUILTIN) == (
         "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "sobel", "random",
-    }  # fmt: skip
+    )  # fmt: skip
     with pytest.raises(ValueError, match="unknown heatmap method 'gradcam3'; known methods: .*eigencam.*scorecam"):
         E.heatmap("gradcam3", gap, images(2))
     for name in E.METHODS:
-        assert E.REGISTRY[name].__doc__.strip().splitlines()[0]
-        assert name in ("gradcam", "gradcam++") or "References" in E.REGISTRY[name].__doc__
+        function = E.get_method(name)
+        assert function.__doc__.strip().splitlines()[0]
+        assert "References" in function.__doc__
+
+
+def test_a_method_of_your_own_is_one_function_and_one_registration(gap):
+    from helpers.explain import registry
+
+    @E.register("brightness")
+    def brightness(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False):
+        """The image itself on the feature grid (a test method)."""
+        return np.asarray(images)[..., 0]
+
+    try:
+        assert "brightness" in E.method_names() and E.get_method("brightness") is brightness
+        assert E.heatmap("brightness", gap, images(3)).shape == (3, SIZE, SIZE)
+        with pytest.raises(ValueError, match="already registered"):
+            E.register("gradcam")(brightness)
+    finally:
+        registry.REGISTRY.pop("brightness", None)
 
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "sobel", "random"])  # fmt: skip
@@ -192,7 +212,7 @@ def scorecam_loop(model, x, classes, top_n=None):
             channels = np.argsort(-variance, kind="stable")[:top_n]
         scores = []
         for channel in channels:
-            up = heatmaps.upsample(a[i, :, :, channel].astype(np.float32), x.shape[1:3]).astype(np.float64)
+            up = heatmap_arrays.upsample(a[i, :, :, channel].astype(np.float32), x.shape[1:3]).astype(np.float64)
             span = up.max() - up.min()
             mask = (up - up.min()) / span if span > 0 else np.zeros_like(up)
             masked = (x[i] * mask[..., None]).astype(np.float32)

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import comparison, config, study
-from helpers._core import save_npz
+from helpers.common import config
+from helpers.common.files import save_npz
+from helpers.report import comparison
+from helpers.study import files as study
 
 N, SIZE = 40, 16  # 10 test images per class
 

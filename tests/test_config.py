@@ -1,4 +1,4 @@
-"""Tests of helpers.config's thread pinning and helpers.provenance's machine record."""
+"""Tests of helpers.common.config's thread pinning and helpers.runner.provenance's machine record."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from helpers import config, provenance
+from helpers.common import config
+from helpers.runner import provenance
 
 
 def test_thread_count_reads_study_threads(monkeypatch):

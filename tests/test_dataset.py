@@ -1,4 +1,4 @@
-"""Tests of helpers.dataset: the Kaggle-layout scan, the balanced split, decoding, the image cache, masks."""
+"""Tests of helpers.data.dataset: the Kaggle-layout scan, the balanced split, decoding, the image cache, masks."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, download
-from helpers import dataset as ds
-from helpers.config import CLASS_NAMES, DATASET_DIRNAME
-from helpers.dataset import DatasetError
+from helpers.common import config
+from helpers.common.config import CLASS_NAMES, DATASET_DIRNAME
+from helpers.data import dataset as ds
+from helpers.data import layout
+from helpers.data.layout import DatasetError
 
 PAPER_SIZES = {"COVID": 3616, "Lung_Opacity": 6012, "Normal": 10192, "Viral Pneumonia": 1345}
 
@@ -33,7 +34,7 @@ def test_split_gives_the_paper_counts():
     assert (len(train), len(val), len(test)) == (4304, 536, 540)
     for part, expected in zip((train, val, test), (1076, 134, 135)):
         assert part.groupby("label").size().to_dict() == {name: expected for name in CLASS_NAMES}
-    assert list(train.columns[:6]) == list(ds.MANIFEST_COLUMNS)
+    assert list(train.columns[:6]) == list(layout.MANIFEST_COLUMNS)
     assert set(train["split"]) == {"train"} and set(val["split"]) == {"val"} and set(test["split"]) == {"test"}
     assert (train["label_index"] == train["label"].map(CLASS_NAMES.index)).all()
     counts = ds.class_counts(train, val, test)
@@ -186,8 +187,8 @@ def test_scan_bad_inputs_name_the_path(tmp_path):
     twice = tmp_path / "twice" / DATASET_DIRNAME / DATASET_DIRNAME
     twice.parent.mkdir(parents=True)
     dataset.rename(twice)
-    assert download.layout_problem(tmp_path / "twice") is None
-    assert ds.resolve_dataset_dir(tmp_path / "twice") == twice
+    assert layout.layout_problem(tmp_path / "twice") is None
+    assert layout.resolve_dataset_dir(tmp_path / "twice") == twice
     assert len(ds.scan_dataset(tmp_path / "twice")) > 0
     twice.rename(dataset)
     for image in (dataset / "Normal" / "images").iterdir():

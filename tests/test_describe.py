@@ -1,10 +1,10 @@
-"""Tests of helpers.describe: the report describes the data and models it ran on, from its own files."""
+"""Tests of helpers.report.describe: the report describes the data and models it ran on, from its own files."""
 
 from __future__ import annotations
 
 import json
 
-from helpers import describe, reporting
+from helpers.report import describe, html
 
 COUNTS = {
     "COVID": {"train": 9, "val": 1, "test": 2, "total": 12},
@@ -47,11 +47,11 @@ def test_index_banner_reads_data_json(tmp_path):
     (report / "metrics" / "data.json").write_text(json.dumps(data))
     for name, info in PAPER_MODELS.items():
         (report / "metrics" / f"training_{name}.json").write_text(json.dumps({"model_name": name, **info}))
-    page = reporting.write_index(report).read_text()
+    page = html.write_index(report).read_text()
     assert "real chest X-rays" in page and "synthetic" not in page and "class='note'" not in page
     data["source"] = "synthetic"
     (report / "metrics" / "data.json").write_text(json.dumps(data))
-    page = reporting.write_index(report).read_text()
+    page = html.write_index(report).read_text()
     assert "synthetic phantom X-rays" in page and "not comparable" in page
 
 

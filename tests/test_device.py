@@ -1,4 +1,4 @@
-"""Tests of helpers.device and helpers.initializers: one compiled forward per batch shape, uint8 scaled on the
+"""Tests of helpers.backend.device and helpers.backend.initializers: one compiled forward per batch shape, uint8 scaled on the
 device, host-drawn initializers, the persistent compilation cache, data-parallel sharding."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import device, gradcam, initializers, models
+from helpers import gradcam
+from helpers.backend import compilation, device, graph, initializers
+from helpers.models import classifiers as models
 
 ROOT = Path(__file__).resolve().parents[1]
 JAX_ONLY = pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX compilations")
@@ -110,7 +112,8 @@ def test_the_persistent_cache_serves_a_second_process(tmp_path):
     """A second process compiling the same forward reads it from the cache folder instead of compiling."""
     code = """
         import numpy as np
-        from helpers import device, models
+        from helpers.backend import device
+        from helpers.models import classifiers as models
         device.configure_compilation_cache(%r)
         log = device.CompileLog().install()
         model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
@@ -119,7 +122,7 @@ def test_the_persistent_cache_serves_a_second_process(tmp_path):
         s = log.stats["predict"]
         print(s["count"], s["hits"], round(s["seconds"], 4))
     """ % str(tmp_path / "cache")
-    from helpers.config import CACHE_SETTINGS
+    from helpers.common.config import CACHE_SETTINGS
 
     env = {"KERAS_BACKEND": "jax", **CACHE_SETTINGS}  # the study's settings (whatever the caller's shell exports)
     first = _run(code, env).split()
@@ -134,7 +137,7 @@ def test_the_compile_log_holds_compilations_outside_the_compiled_forwards(tmp_pa
     code = """
         import numpy as np
         import keras
-        from helpers import segmentation
+        from helpers.models import segmentation
         model = segmentation.build_unet(16, base_filters=2, depth=1)
         model.compile(optimizer="adam", loss="mse")
         model.fit(np.zeros((4, 16, 16, 1), np.float32), np.zeros((4, 16, 16, 1), np.float32), verbose=0)
@@ -151,7 +154,9 @@ def test_data_parallel_on_two_devices_equals_one_device():
     """Forwards and perturbation curves sharded over two (host) devices give one device's numbers."""
     code = """
         import numpy as np, jax
-        from helpers import device, models, perturbation
+        from helpers.backend import device
+        from helpers.metrics import perturbation
+        from helpers.models import classifiers as models
         assert len(jax.devices()) == 2, jax.devices()
         model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
         x = np.random.default_rng(0).integers(0, 256, (12, 32, 32, 1), dtype=np.uint8)
@@ -201,7 +206,7 @@ def _gradcam_reference(split, x):
 
 
 def test_features_predictions_and_curves_share_one_compiled_backbone():
-    from helpers import _core, perturbation
+    from helpers.metrics import perturbation
 
     model = models.build_classifier("small_vgg", 32, weights=None, seed=0)
     x = np.random.default_rng(4).integers(0, 256, (7, 32, 32, 1), dtype=np.uint8)
@@ -217,12 +222,14 @@ def test_features_predictions_and_curves_share_one_compiled_backbone():
     )
     np.testing.assert_allclose(curves[:, 0], probabilities[np.arange(7), classes], rtol=1e-5, atol=1e-6)
     heat = gradcam(model, x, batch_size=6)  # Grad-CAM differentiates the head only, on the same backbone
-    split = _core.split_at(model)
+    split = graph.split_at(model)
     with_tape = [_gradcam_reference(split, x[i : i + 1].astype(np.float32) / 255.0) for i in range(7)]
     reference = np.concatenate(with_tape)
     np.testing.assert_allclose(heat, reference, rtol=2e-3, atol=1e-3 * float(np.abs(reference).max()))
-    keys = [k for k in _core._model_cache(model) if isinstance(k, tuple) and k[0] in ("backbone", "head", "forward")]
+    keys = [
+        k for k in compilation.model_cache(model) if isinstance(k, tuple) and k[0] in ("backbone", "head", "forward")
+    ]
     assert sorted(keys) == [("backbone", 6), ("head", 6)]  # one compiled backbone (and a small head) for all four
-    assert not [k for k in _core._model_cache(model) if isinstance(k, tuple) and k[0] == "gradcam"]
+    assert not [k for k in compilation.model_cache(model) if isinstance(k, tuple) and k[0] == "gradcam"]
     with pytest.raises(ValueError, match="output must be"):
         device.predict(model, x, 6, output="logits")

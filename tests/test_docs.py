@@ -1,4 +1,4 @@
-"""Tests of helpers.docs (``make docs``): the README's demo table and figures come from a demo report and stay in sync."""
+"""Tests of helpers.report.publish (``make docs``): the README's demo table and figures come from a demo report and stay in sync."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from test_reference import _summary, _write_report
 
-from helpers import docs, reference
-from helpers.docs import END_MARKER, SEEDS_END, SEEDS_START, START_MARKER, DocsError
+from helpers.report import publish as docs
+from helpers.report import reference
+from helpers.report.publish import END_MARKER, SEEDS_END, SEEDS_START, START_MARKER, DocsError
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -353,7 +353,7 @@ def test_every_make_target_the_docs_name_exists():
 @pytest.fixture(scope="module")
 def declared() -> dict[str, dict]:
     """Every notebook's parameters and their literal defaults, by notebook stem."""
-    from helpers.profiles import notebook_parameters
+    from helpers.runner.profiles import notebook_parameters
 
     return {path.stem: notebook_parameters(path) for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
 
@@ -401,7 +401,7 @@ def _script_flags(script: str) -> frozenset[str]:
 
 _MODULE = re.compile(r"python[\d.]*\s+-m\s+(helpers(?:\.\w+)*)")
 _SCRIPT = re.compile(r"python[\d.]*\s+(benchmarks/[\w-]+\.py)")
-_RECIPE_MODULE = re.compile(r"\s-m\s+(helpers(?:\.\w+)*)")  # $(PY) -m helpers.sweep in the Makefile
+_RECIPE_MODULE = re.compile(r"\s-m\s+(helpers(?:\.\w+)*)")  # $(PY) -m helpers.runner.sweep in the Makefile
 
 
 @functools.cache
@@ -429,7 +429,7 @@ def _flag_uses() -> list[tuple[str, str, frozenset[str], list[str]]]:
 def test_every_flag_given_to_a_command_exists():
     uses = _flag_uses()
     named = {name for _, name, _, _ in uses}
-    assert {"helpers.pipeline", "helpers.sweep"} <= named, f"the docs run {sorted(named)}"
+    assert {"helpers.runner.pipeline", "helpers.runner.sweep"} <= named, f"the docs run {sorted(named)}"
     problems = [
         f"{where}: {name} has no option {flag}"
         for where, name, flags, given in uses

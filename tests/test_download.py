@@ -1,4 +1,4 @@
-"""Tests of helpers.download: the Kaggle folder from data_dir or from a (fake) kagglehub cache; errors name the manual steps.
+"""Tests of helpers.data.download: the Kaggle folder from data_dir or from a (fake) kagglehub cache; errors name the manual steps.
 
 No network: kagglehub is replaced by a fake module whose ``dataset_download`` returns a folder laid out as
 kagglehub lays out its cache.
@@ -11,10 +11,12 @@ import types
 
 import pytest
 
-from helpers import dataset, download, split_files, study
-from helpers.config import DATASET_DIRNAME
-from helpers.dataset import DatasetError
-from helpers.phantoms import synthesize_dataset
+from helpers.common.config import DATASET_DIRNAME
+from helpers.data import dataset, download
+from helpers.data.layout import DatasetError
+from helpers.data.phantoms import synthesize_dataset
+from helpers.study import files as study
+from helpers.study import split_files
 
 
 @pytest.fixture(scope="module")

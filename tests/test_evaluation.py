@@ -1,4 +1,4 @@
-"""Tests of helpers.evaluation against hand computations and scikit-learn; picks of test images."""
+"""Tests of helpers.models.classification against hand computations and scikit-learn; picks of test images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import classification_report
 
-from helpers import config, evaluation, models
+from helpers.common import config
+from helpers.models import classification as evaluation
+from helpers.models import classifiers as models
 
 matplotlib.use("Agg")
 

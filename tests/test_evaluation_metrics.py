@@ -15,10 +15,10 @@ from test_cam_methods import gap_model, images
 from test_heatmaps import assert_clear_argmax
 from test_perturbation import REGION, SIZE, make_toy, predict_one, reference_curves
 
-from helpers import config
-from helpers import perturbation as pt
+from helpers.common import config
 from helpers.metrics import imputation as imp
 from helpers.metrics import insertion as idl
+from helpers.metrics import perturbation as pt
 from helpers.metrics import pointing, randomisation, road, similarity
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import executors, kernels
-from helpers.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
+from helpers.runner import executors, kernels
+from helpers.runner.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
 
 
 def _where(x):
@@ -146,5 +146,5 @@ def test_ray_runs_each_call_as_a_task_on_a_local_instance(monkeypatch):
         runner.close()
     assert not ray.is_initialized()
     assert results[0] == os.environ["KERAS_BACKEND"]
-    assert results[1].split(os.pathsep)[0] == str(Path(executors.__file__).resolve().parents[1])
+    assert results[1].split(os.pathsep)[0] == str(Path(executors.__file__).resolve().parents[2])
     assert failed[0] == 12 and isinstance(failed[1], Exception) and "invalid literal" in str(failed[1])

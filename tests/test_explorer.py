@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from helpers import perturbation as pt
-from helpers import split_files, study
-from helpers.config import CLASS_NAMES
-from helpers.explorer import (
+from helpers.common.config import CLASS_NAMES
+from helpers.explain.maps import overlay
+from helpers.metrics import perturbation as pt
+from helpers.report.explorer import (
     BROWSER_HINT,
     ExplorerInputError,
     chromium_driver,
@@ -30,8 +30,9 @@ from helpers.explorer import (
     screenshot,
     write_explorer,
 )
-from helpers.explorer_widget import ExplorerState, ExplorerWidget, explore, render
-from helpers.heatmaps import overlay
+from helpers.report.explorer_widget import ExplorerState, ExplorerWidget, explore, render
+from helpers.study import files as study
+from helpers.study import split_files
 
 SIZE, REGION, SEED = 32, 8, 3
 STEPS = (SIZE // REGION) ** 2  # L = 16

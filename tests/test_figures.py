@@ -1,4 +1,4 @@
-"""Tests of helpers.figures: every figure draws the numbers it is given, with the study's titles and names."""
+"""Tests of helpers.report.figures: every figure draws the numbers it is given, with the study's titles and names."""
 
 from __future__ import annotations
 
@@ -9,8 +9,15 @@ import pytest
 from test_evaluation import one_hot_scores
 from test_training import CLASSES
 
-from helpers import config, dataset, evaluation, figures, localization, reporting, scores, training
-from helpers.config import CLASS_NAMES
+from helpers.common import config
+from helpers.common.config import CLASS_NAMES
+from helpers.data import dataset
+from helpers.metrics import aopc as scores
+from helpers.metrics import energy as localization
+from helpers.models import classification as evaluation
+from helpers.models import training
+from helpers.report import figures, heatmap_figures, segmentation_figures
+from helpers.report import tables as reporting
 
 matplotlib.use("Agg")
 
@@ -74,22 +81,24 @@ def test_gallery_indices_and_plots():
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(8, 8, 8, 1)).astype("float32")
     heat = {"vgg16": rng.uniform(size=(8, 2, 2)), "densenet201": rng.uniform(size=(8, 4, 4))}
-    fig = figures.plot_gradcam_pair(images[0], {k: v[0] for k, v in heat.items()}, title="t", class_name="COVID")
+    fig = heatmap_figures.plot_gradcam_pair(
+        images[0], {k: v[0] for k, v in heat.items()}, title="t", class_name="COVID"
+    )
     assert [ax.get_title() for ax in fig.axes[:3]] == [
         "test image (COVID)",
         "vgg16: Grad-CAM 2x2",
         "densenet201: Grad-CAM 4x4",
     ]
-    fig2 = figures.plot_overlays(
+    fig2 = heatmap_figures.plot_overlays(
         images[0], {k: v[0] for k, v in heat.items()}, alphas=[0.2, 0.8], title="test image #0, true class COVID"
     )
     assert len(fig2.axes) == 5  # 2 models x 2 alphas + the colour bar
     colourbar = [ax for ax in fig2.axes if not ax.images]
     assert len(colourbar) == 1 and "normalized" in colourbar[0].get_ylabel()
     assert fig2._suptitle.get_text().startswith("Figure 7: Grad-CAM overlays of test image #0, true class COVID")
-    fig3 = figures.plot_gallery(images, heat, labels, {"vgg16": predicted, "densenet201": labels}, per_class=1)
+    fig3 = heatmap_figures.plot_gallery(images, heat, labels, {"vgg16": predicted, "densenet201": labels}, per_class=1)
     assert len(fig3.axes) == 2 * 4 * 2
-    fig4 = figures.plot_mask_energy({"vgg16": rng.uniform(size=8), "densenet201": np.full(8, np.nan)}, labels)
+    fig4 = heatmap_figures.plot_mask_energy({"vgg16": rng.uniform(size=8), "densenet201": np.full(8, np.nan)}, labels)
     assert fig4.axes[0].get_ylabel().startswith("share of heatmap mass")
     for f in (fig, fig2, fig3, fig4):
         plt.close(f)
@@ -98,24 +107,27 @@ def test_gallery_indices_and_plots():
 def test_describe_example_and_figure_titles():
     names = ("COVID", "Lung_Opacity", "Normal", "Viral Pneumonia")
     assert (
-        figures.describe_example(42, 0, {"vgg16": 0, "densenet201": 0}, names)
+        heatmap_figures.describe_example(42, 0, {"vgg16": 0, "densenet201": 0}, names)
         == "test image #42, true class COVID, predicted COVID by both models"
     )
     assert (
-        figures.describe_example(3, 2, {"vgg16": 0, "densenet201": 2}, names)
+        heatmap_figures.describe_example(3, 2, {"vgg16": 0, "densenet201": 2}, names)
         == "test image #3, true class Normal, predicted COVID by vgg16, Normal by densenet201"
     )
     assert (
-        figures.describe_example(3, 2, {"vgg16": 1}, names)
+        heatmap_figures.describe_example(3, 2, {"vgg16": 1}, names)
         == "test image #3, true class Normal, predicted Lung_Opacity by vgg16"
     )
-    assert figures.figure_title("overlays", 7) == "Figure 7: overlays" and figures.figure_title("gallery") == "gallery"
+    assert (
+        heatmap_figures.figure_title("overlays", 7) == "Figure 7: overlays"
+        and heatmap_figures.figure_title("gallery") == "gallery"
+    )
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = figures.plot_gradcam_pair(np.zeros((8, 8, 1)), {"vgg16": np.ones((2, 2))}, title="Grad-CAM of x")
+    fig = heatmap_figures.plot_gradcam_pair(np.zeros((8, 8, 1)), {"vgg16": np.ones((2, 2))}, title="Grad-CAM of x")
     assert fig._suptitle.get_text() == "Figure 6: Grad-CAM of x"
     plt.close(fig)
 
@@ -143,17 +155,17 @@ def test_gallery_columns_and_error_free_classes():
         "vgg16": ["Lung_Opacity", "Normal"],
         "densenet201": ["Lung_Opacity", "Normal", "Viral Pneumonia"],
     }
-    assert figures.no_error_note(labels, preds, names) == (
+    assert heatmap_figures.no_error_note(labels, preds, names) == (
         "No misclassified test images for Lung_Opacity, Normal (both models); Viral Pneumonia (densenet201)."
     )
     perfect = {m: labels for m in preds}
     picks = {m: evaluation.gallery_indices(labels, p, 2, seed=0, num_classes=4) for m, p in perfect.items()}
     assert evaluation.gallery_columns(picks) == (2, 0)  # no wrong column at all
     assert (
-        figures.no_error_note(labels, perfect, names)
+        heatmap_figures.no_error_note(labels, perfect, names)
         == "No misclassified test images: every prediction is correct for both models."
     )
-    assert figures.no_error_note(labels, {"vgg16": (labels + 1) % 4}, names) == ""
+    assert heatmap_figures.no_error_note(labels, {"vgg16": (labels + 1) % 4}, names) == ""
 
 
 def test_gallery_drops_empty_wrong_columns():
@@ -168,7 +180,7 @@ def test_gallery_drops_empty_wrong_columns():
     images = rng.uniform(size=(10, 8, 8, 1)).astype("float32")
     heat = {m: rng.uniform(size=(10, 2, 2)) for m in preds}
     # 4 classes x 2 models rows; 2 correct + 2 wrong columns (vgg16 has two COVID errors).
-    fig = figures.plot_gallery(images, heat, labels, preds, class_names=names, per_class=2)
+    fig = heatmap_figures.plot_gallery(images, heat, labels, preds, class_names=names, per_class=2)
     assert len(fig.axes) == 8 * 4
     shown = sum(1 for ax in fig.axes if ax.images)
     correct = {m: [min(2, int(((labels == c) & (p == c)).sum())) for c in range(4)] for m, p in preds.items()}
@@ -182,16 +194,18 @@ def test_gallery_drops_empty_wrong_columns():
     assert "Lung_Opacity, Normal (both models)" in fig._suptitle.get_text()
     plt.close(fig)
     # Every prediction right: the wrong half disappears and the title says so.
-    fig = figures.plot_gallery(images, heat, labels, {m: labels for m in preds}, class_names=names, per_class=2)
+    fig = heatmap_figures.plot_gallery(images, heat, labels, {m: labels for m in preds}, class_names=names, per_class=2)
     assert len(fig.axes) == 8 * 2 and all(ax.images for ax in fig.axes)
     assert "every prediction is correct" in fig._suptitle.get_text()
     plt.close(fig)
 
 
 def test_mask_energy_ylim_and_layout():
-    assert figures.mask_energy_ylim({"a": [0.1, np.nan, 0.4], "uniform map": [0.05, 0.2]}) == pytest.approx((0.0, 0.45))
-    assert figures.mask_energy_ylim([0.0, 1.0]) == pytest.approx((-0.02, 1.02))
-    assert figures.mask_energy_ylim({"a": [np.nan]}) == (-0.02, 1.02)
+    assert heatmap_figures.mask_energy_ylim({"a": [0.1, np.nan, 0.4], "uniform map": [0.05, 0.2]}) == pytest.approx(
+        (0.0, 0.45)
+    )
+    assert heatmap_figures.mask_energy_ylim([0.0, 1.0]) == pytest.approx((-0.02, 1.02))
+    assert heatmap_figures.mask_energy_ylim({"a": [np.nan]}) == (-0.02, 1.02)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -203,7 +217,7 @@ def test_mask_energy_ylim_and_layout():
         localization.UNIFORM: np.array([0.04, 0.06, 0.05, 0.05, np.nan, np.nan]),
     }
     lung = {"vgg16": np.array([0.3, 0.5, 0.2, 0.1, 0.4, 0.45]), localization.UNIFORM: np.full(6, 0.35)}
-    fig = figures.plot_mask_energy({"lesion": lesion, "lung": lung}, labels, ("a", "b", "c"))
+    fig = heatmap_figures.plot_mask_energy({"lesion": lesion, "lung": lung}, labels, ("a", "b", "c"))
     top, bottom = fig.axes[:2]
     assert top.get_position().y0 > bottom.get_position().y1  # stacked in rows
     assert top.get_ylim() == pytest.approx((0.04 - 0.05, 0.5 + 0.05))
@@ -287,23 +301,23 @@ def test_segmentation_figures_show_each_images_dice_and_the_worst_cases():
 
     images, true, pred, labels = _segmentation_case()
     # a shift by s columns of a 6x6 square: overlap 6 (6 - s), Dice (6 - s) / 6
-    fig = figures.plot_segmentation_examples(images, true, pred, labels, indices=[0, 1, 3])
+    fig = segmentation_figures.plot_segmentation_examples(images, true, pred, labels, indices=[0, 1, 3])
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["#0 COVID\nDice 1.000", "#1 Lung_Opacity\nDice 0.500", "#3 Viral Pneumonia\nDice 0.167"]
     assert len(fig.axes[1].collections) == 2  # the true and the predicted outline
     plt.close(fig)
-    fig = figures.plot_worst_segmentations(images, true, pred, labels, n=2)
+    fig = segmentation_figures.plot_worst_segmentations(images, true, pred, labels, n=2)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["#3 Viral Pneumonia\nDice 0.167", "#5 Lung_Opacity\nDice 0.333"]
     assert fig._suptitle.get_text() == "The 2 test images with the lowest Dice"
     plt.close(fig)
-    fig = figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
-    again = figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
+    fig = segmentation_figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
+    again = segmentation_figures.plot_segmentation_examples(images, true, pred, n=4, seed=3)
     assert [a.get_title() for a in fig.axes] == [a.get_title() for a in again.axes]
     assert len([a for a in fig.axes if a.get_title()]) == 4
     plt.close("all")
     with pytest.raises(ValueError, match="differ"):
-        figures.plot_segmentation_examples(images, true[:3], pred)
+        segmentation_figures.plot_segmentation_examples(images, true[:3], pred)
 
 
 def test_segmentation_history_figure_marks_the_kept_epoch():
@@ -312,14 +326,14 @@ def test_segmentation_history_figure_marks_the_kept_epoch():
     history = pd.DataFrame(
         {"epoch": [1, 2, 3], "loss": [0.5, 0.2, 0.1], "val_dice": [0.90, 0.97, 0.96], "val_iou": [0.8, 0.9, 0.9]}
     )
-    fig = figures.plot_segmentation_history(history, best_epoch=2)
+    fig = segmentation_figures.plot_segmentation_history(history, best_epoch=2)
     ax = fig.axes[0]
     np.testing.assert_allclose(ax.lines[0].get_ydata(), [0.90, 0.97, 0.96])
     assert any("kept: epoch 2\nDice 0.970" == t.get_text() for t in ax.texts)
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["validation Dice", "validation IoU", "training loss"]
     plt.close(fig)
     with pytest.raises(ValueError, match="val_dice"):
-        figures.plot_segmentation_history(history.drop(columns="val_dice"))
+        segmentation_figures.plot_segmentation_history(history.drop(columns="val_dice"))
 
 
 def test_masked_inputs_figure_pairs_each_image_with_its_masked_copy():
@@ -328,7 +342,7 @@ def test_masked_inputs_figure_pairs_each_image_with_its_masked_copy():
     images, true, _, labels = _segmentation_case()
     masked = images.copy()
     masked[..., 0][true == 0] = 128
-    fig = figures.plot_masked_inputs(images, masked, labels, per_class=2, seed=0)
+    fig = segmentation_figures.plot_masked_inputs(images, masked, labels, per_class=2, seed=0)
     axes = np.array(fig.axes).reshape(2, -1)
     assert axes.shape == (2, 6)  # up to two images per class (Normal and Viral Pneumonia have one), above their copies
     order = [0, 4, 1, 5, 2, 3]
@@ -338,4 +352,4 @@ def test_masked_inputs_figure_pairs_each_image_with_its_masked_copy():
         np.testing.assert_array_equal(axes[1, column].images[0].get_array(), masked[index, ..., 0])
     plt.close(fig)
     with pytest.raises(ValueError, match="must match"):
-        figures.plot_masked_inputs(images, masked[:3], labels)
+        segmentation_figures.plot_masked_inputs(images, masked[:3], labels)

@@ -1,4 +1,4 @@
-"""Tests of helpers.heatmaps (Grad-CAM, Grad-CAM++) against closed-form models, numpy references and the other backend."""
+"""Tests of helpers.explain.grad_cam (Grad-CAM, Grad-CAM++) against closed-form models, numpy references and the other backend."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import pytest
 from keras import layers
 from other_backend import OTHER_BACKEND, run_on_other_backend
 
-from helpers import config, heatmaps, localization
+from helpers.common import config
+from helpers.explain import grad_cam as heatmaps
+from helpers.explain import maps as heatmap_arrays
+from helpers.metrics import energy as localization
 
 BACKEND = keras.backend.backend()
 
@@ -206,7 +209,7 @@ def test_contract_head_matches_numpy_backprop(method):
 )
 def test_study_classifier_matches_numpy_backprop(backbone):
     """The study's classifier (preprocessing, nested backbone with BatchNorm, the paper's head) at 64 px."""
-    models = pytest.importorskip("helpers.models")
+    models = pytest.importorskip("helpers.models.classifiers")
     model = models.build_classifier(backbone, image_size=64, weights=None, seed=9)
     rng = np.random.default_rng(9)
     model.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) for w in model.get_weights()])
@@ -304,7 +307,7 @@ def test_other_backend_gives_same_maps(tmp_path):
 import sys, numpy as np
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import test_heatmaps as T
-from helpers import heatmaps
+from helpers.explain import grad_cam as heatmaps
 data = np.load({str(tmp_path / "inputs.npz")!r})
 model = T.contract_model(seed=7)
 model.set_weights([data[f"arr_{{i}}"] for i in range(len(model.get_weights()))])
@@ -347,26 +350,28 @@ def test_errors():
 
 
 def test_upsample_by_hand():
-    np.testing.assert_allclose(heatmaps.upsample(np.array([[0.0, 1.0]]), (1, 4)), [[0, 0.25, 0.75, 1]], atol=1e-6)
+    np.testing.assert_allclose(heatmap_arrays.upsample(np.array([[0.0, 1.0]]), (1, 4)), [[0, 0.25, 0.75, 1]], atol=1e-6)
     heat = np.array([[0.0, 1.0], [2.0, 3.0]])
     rows, cols = np.array([0, 0.5, 1.5, 2]), np.array([0, 0.25, 0.75, 1])
-    up = heatmaps.upsample(np.stack([heat, 2 * heat]), 4)
+    up = heatmap_arrays.upsample(np.stack([heat, 2 * heat]), 4)
     assert up.shape == (2, 4, 4)
     np.testing.assert_allclose(up[0], np.add.outer(rows, cols), atol=1e-6)
     np.testing.assert_allclose(up[1], 2 * np.add.outer(rows, cols), atol=1e-6)
     many = np.random.default_rng(0).uniform(size=(300, 3, 3)).astype("float32")  # several cv2 calls
-    big = heatmaps.upsample(many, (6, 9))
+    big = heatmap_arrays.upsample(many, (6, 9))
     assert big.shape == (300, 6, 9)
     for i in (0, 127, 128, 299):
-        np.testing.assert_allclose(big[i], heatmaps.upsample(many[i], (6, 9)), atol=1e-6)
+        np.testing.assert_allclose(big[i], heatmap_arrays.upsample(many[i], (6, 9)), atol=1e-6)
 
 
 def test_normalize_by_hand():
-    out = heatmaps.normalize(np.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[-1.0, 0.5], [0.25, 0.0]]]))
+    out = heatmap_arrays.normalize(
+        np.array([[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]], [[-1.0, 0.5], [0.25, 0.0]]])
+    )
     np.testing.assert_allclose(out[0], [[0, 0.5], [0.25, 1]])
     np.testing.assert_array_equal(out[1], 0)
     np.testing.assert_allclose(out[2], [[0, 1], [0.5, 0]])
-    np.testing.assert_allclose(heatmaps.normalize(np.array([[3.0, 6.0]])), [[0.5, 1.0]])
+    np.testing.assert_allclose(heatmap_arrays.normalize(np.array([[3.0, 6.0]])), [[0.5, 1.0]])
 
 
 def test_overlay_by_hand():
@@ -374,12 +379,12 @@ def test_overlay_by_hand():
 
     image = np.linspace(0, 1, 16, dtype="float32").reshape(4, 4)
     heat = np.array([[0.0, 1.0], [2.0, 4.0]])
-    colours = matplotlib.colormaps["jet"](heatmaps.normalize(heatmaps.upsample(heat, 4)))[..., :3]
+    colours = matplotlib.colormaps["jet"](heatmap_arrays.normalize(heatmap_arrays.upsample(heat, 4)))[..., :3]
     grey = np.repeat(image[..., None], 3, -1)
-    np.testing.assert_allclose(heatmaps.overlay(image, heat, alpha=0.0), grey, atol=1e-6)
-    np.testing.assert_allclose(heatmaps.overlay(image[..., None], heat, alpha=1.0), colours, atol=1e-6)
-    mixed = heatmaps.overlay((image * 255).round().astype(np.uint8), heat, alpha=0.25)
+    np.testing.assert_allclose(heatmap_arrays.overlay(image, heat, alpha=0.0), grey, atol=1e-6)
+    np.testing.assert_allclose(heatmap_arrays.overlay(image[..., None], heat, alpha=1.0), colours, atol=1e-6)
+    mixed = heatmap_arrays.overlay((image * 255).round().astype(np.uint8), heat, alpha=0.25)
     np.testing.assert_allclose(mixed, 0.75 * np.round(grey * 255) / 255 + 0.25 * colours, atol=1e-6)
     assert mixed.shape == (4, 4, 3) and mixed.dtype == np.float32
     with pytest.raises(ValueError, match="alpha"):
-        heatmaps.overlay(image, heat, alpha=1.5)
+        heatmap_arrays.overlay(image, heat, alpha=1.5)

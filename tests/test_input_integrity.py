@@ -13,7 +13,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import dataset, lineage, lung_files, pipeline, segmentation, segmentation_report, split_files, study
+from helpers.data import dataset, layout
+from helpers.models import segmentation
+from helpers.runner import pipeline
+from helpers.steps import segmentation as segmentation_report
+from helpers.study import files as study
+from helpers.study import integrity, lineage, lung_files, split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "R1"
@@ -64,7 +69,7 @@ def test_a_lung_mask_set_that_reads_empty_or_constant_is_refused_naming_the_file
         cv2.imwrite(str(tmp_path / f"{name}.png"), array)
     frame = pd.DataFrame({"path": [str(tmp_path / f"{n}.png") for n in files]})
     frame["mask_path"] = frame["path"]
-    with pytest.raises(dataset.DatasetError, match=r"2 of 3 lung mask\(s\) show no lung.*empty\.png.*full\.png") as err:
+    with pytest.raises(layout.DatasetError, match=r"2 of 3 lung mask\(s\) show no lung.*empty\.png.*full\.png") as err:
         dataset.load_masks(frame, 16, kind="lung", required=True)
     assert "good.png" not in str(err.value)
     # lesion masks may be empty (a Normal image has no lesion)
@@ -133,7 +138,7 @@ def test_lung_masks_stored_as_0_1_are_read_as_lungs_by_notebook_02(copy_of, tmp_
 def test_notebook_02_without_any_lung_mask_is_skipped_or_stops_for_input_mask_lung(copy_of, tmp_path, capsys):
     for folder in copy_of.glob("*/masks"):
         shutil.rmtree(folder)
-    with pytest.raises(dataset.DatasetError, match="no image of the dataset has a lung mask.*-p input_mask=none"):
+    with pytest.raises(layout.DatasetError, match="no image of the dataset has a lung mask.*-p input_mask=none"):
         _segment(tmp_path / "work", copy_of, input_mask="lung")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the reader gets a note, not a warning
@@ -152,7 +157,7 @@ def test_notebook_02_trains_on_the_images_that_have_a_mask_and_says_how_many(cop
     gone = sorted(copy_of.glob("COVID/masks/*.png"))[:3]
     for path in gone:
         path.unlink()
-    with pytest.raises(dataset.DatasetError, match=r"have no lung mask.*-p skip_missing_masks=true") as err:
+    with pytest.raises(layout.DatasetError, match=r"have no lung mask.*-p skip_missing_masks=true") as err:
         _segment(tmp_path / "work", copy_of, input_mask="lung")
     assert "skip_missing=True" not in str(err.value)
     paths, run = _segment(tmp_path / "work", copy_of)  # input_mask="none": the masks only score the U-Net
@@ -168,12 +173,12 @@ def test_notebook_02_trains_on_the_images_that_have_a_mask_and_says_how_many(cop
 def test_missing_masks_name_the_runners_parameter(phantom_dataset, tmp_path):
     frame = dataset.scan_dataset(phantom_dataset).iloc[:4].copy()
     frame.loc[frame.index[0], "mask_path"] = ""
-    with pytest.raises(dataset.DatasetError, match="-p skip_missing_masks=true") as err:
+    with pytest.raises(layout.DatasetError, match="-p skip_missing_masks=true") as err:
         dataset.masked_rows(frame)
     assert "skip_missing=True" not in str(err.value)
     frame["mask_path"] = ""
     for skip in (False, True):
-        with pytest.raises(dataset.DatasetError, match="no image of the dataset has a lung mask"):
+        with pytest.raises(layout.DatasetError, match="no image of the dataset has a lung mask"):
             dataset.masked_rows(frame, skip_missing=skip)
 
 
@@ -212,7 +217,7 @@ def _stand_in_model(paths, model_name: str, stem: str) -> None:
 
 
 def _simulate(monkeypatch, work: Path, phantom_dataset, input_mask: str = "none"):
-    """Notebooks 01-07 of the smoke profile, each reading and writing its files through helpers.study."""
+    """Notebooks 01-07 of the smoke profile, each reading and writing its files through helpers.study.files."""
     params = _smoke_parameters(input_mask=input_mask)
     report = work / "reports" / "smoke"
     paths = study.study_paths("smoke", work, report)
@@ -223,10 +228,10 @@ def _simulate(monkeypatch, work: Path, phantom_dataset, input_mask: str = "none"
     frames = dataset.balance_and_split(dataset.scan_dataset(phantom_dataset), seed=0)
     split_files.write_manifest(list(frames), paths.split_manifest, paths=paths)
     paths = _as(monkeypatch, paths, "02_lung_segmentation", params)
-    for split in dataset.SPLITS:
+    for split in layout.SPLITS:
         study.load_split(paths, split, 32, progress=False)
     lung_files.save_lung_masks(
-        paths, {s: dataset.load_masks(f, 32, kind="lung") for s, f in zip(dataset.SPLITS, frames)}
+        paths, {s: dataset.load_masks(f, 32, kind="lung") for s, f in zip(layout.SPLITS, frames)}
     )
     for stem, slot in slots.items():
         paths = _as(monkeypatch, paths, stem, params)
@@ -235,12 +240,12 @@ def _simulate(monkeypatch, work: Path, phantom_dataset, input_mask: str = "none"
     paths = _as(monkeypatch, paths, "05_report", params)
     _, labels = study.load_split(paths, "test", 32, progress=False, **view)
     for stem, slot in slots.items():
-        study.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
+        integrity.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
         guessed = (labels + (np.arange(len(labels)) % 4 == 0)) % 4  # every fourth image wrong
         study.save_predictions(paths, slot, np.eye(4)[guessed] * 0.7 + 0.075, labels)
     paths = _as(monkeypatch, paths, "06_gradcam", params)
     for stem, slot in slots.items():
-        study.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
+        integrity.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
     study.load_split(paths, "test", 32, progress=False, **view)
     for slot in slots.values():
         explained = study.load_predictions(paths, slot)["predicted"]
@@ -249,7 +254,7 @@ def _simulate(monkeypatch, work: Path, phantom_dataset, input_mask: str = "none"
     study.load_split(paths, "test", 32, progress=False, **view)
     for stem, slot in slots.items():
         study.load_model_outputs(paths, slot, n_images=len(labels))
-        study.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
+        integrity.verified_model_info(paths, study.training_files(paths, slot), stem, {"image_size": 32})
     for key in (lineage.NOTEBOOK_ENV, lineage.RUN_ENV, lineage.PARAMETERS_ENV):
         monkeypatch.delenv(key)
     return paths
@@ -312,7 +317,7 @@ def test_a_notebook_run_by_hand_names_the_parameter_that_differs(tmp_path, phant
         study.load_model(paths, "vgg16", 32)
     # ... in either order
     paths = study.study_paths("smoke", paths.root)
-    study.verified_model_info(paths, study.training_files(paths, "vgg16"), "03_train_vgg16", {"image_size": 32})
+    integrity.verified_model_info(paths, study.training_files(paths, "vgg16"), "03_train_vgg16", {"image_size": 32})
     with pytest.raises(study.LineageError, match="vgg16.keras was made by 03_train_vgg16 with input_mask='none'"):
         study.load_split(paths, "test", 32, progress=False, input_mask="lung", mask_margin=4)
 
@@ -405,7 +410,7 @@ def test_every_file_a_notebook_reads_under_data_is_checked_against_its_digest(
             load()
     history = study.training_files(paths, "vgg16")["history"]
     history.write_text("epoch,loss\n1,0.1\n")
-    with pytest.raises(study.ModelIntegrityError, match="vgg16_history.csv was modified.*rerun 03_train_vgg16"):
+    with pytest.raises(integrity.ModelIntegrityError, match="vgg16_history.csv was modified.*rerun 03_train_vgg16"):
         study.load_training(paths, "vgg16", load_model=False)
 
 

@@ -9,8 +9,12 @@ import numpy as np
 import pytest
 from test_training import tiny_model
 
-from helpers import dataset, models, study, training
-from helpers.dataset import DatasetError
+from helpers.data import dataset
+from helpers.data.layout import DatasetError
+from helpers.models import classifiers as models
+from helpers.models import training
+from helpers.study import files as study
+from helpers.study import integrity
 
 
 @pytest.fixture
@@ -89,7 +93,7 @@ def test_corrupt_model_is_named_with_the_notebook_to_rerun(saved_model, tmp_path
         data = data[: len(data) // 2]
     files["model"].write_bytes(bytes(data))
     for load in (lambda: study.load_model(paths, "vgg16"), lambda: study.load_training(paths, "vgg16")):
-        with pytest.raises(study.ModelIntegrityError, match=f"{files['model']}.*SHA-256.*rerun 03_train_vgg16"):
+        with pytest.raises(integrity.ModelIntegrityError, match=f"{files['model']}.*SHA-256.*rerun 03_train_vgg16"):
             load()
     if damage == "truncate":  # even without the checksum, a truncated file is not reported as missing
         with pytest.raises(ValueError, match="truncated or corrupt"):

@@ -1,4 +1,4 @@
-"""Tests of helpers.intervals: stratified bootstrap, classification intervals against sklearn, the interval rule."""
+"""Tests of helpers.metrics.intervals: stratified bootstrap, classification intervals against sklearn, the interval rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, recall_score
 
-from helpers import intervals
+from helpers.metrics import intervals
 
 NAMES = ["a", "b", "c", "d"]
 

@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import dataset, lineage, pipeline, split_files, study
+from helpers.data import dataset
+from helpers.runner import pipeline
+from helpers.study import files as study
+from helpers.study import lineage, split_files
 
 
 def _as(monkeypatch, notebook, run):

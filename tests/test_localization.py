@@ -1,4 +1,4 @@
-"""Tests of helpers.localization (mask energy) by hand."""
+"""Tests of helpers.metrics.energy (mask energy) by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from helpers import figures, localization
+from helpers.metrics import energy as localization
+from helpers.report import heatmap_figures
 
 
 def test_mask_energy_by_hand():
@@ -32,7 +33,7 @@ def test_mask_energy_in_chunks_equals_the_whole_stack_at_once():
     """Chunks of 16 images: every share bitwise as one pass over the whole stack gives it."""
     import cv2
 
-    from helpers.heatmaps import _resize_stack, upsample
+    from helpers.explain.maps import resize_stack, upsample
 
     rng = np.random.default_rng(3)
     heat = rng.normal(size=(300, 5, 5)).astype(np.float32)  # three upsampling groups, the last partial
@@ -40,7 +41,7 @@ def test_mask_energy_in_chunks_equals_the_whole_stack_at_once():
     masks = rng.random((300, 24, 24)) > 0.6
     for size in (None, 30):  # at the masks' size, and resampled (nearest) to another
         target = (24, 24) if size is None else (30, 30)
-        inside = _resize_stack(masks.astype(np.uint8), target, cv2.INTER_NEAREST).astype(bool)
+        inside = resize_stack(masks.astype(np.uint8), target, cv2.INTER_NEAREST).astype(bool)
         whole = np.maximum(upsample(heat, target), 0.0).astype(np.float64)
         total, within = whole.sum(axis=(1, 2)), (whole * inside).sum(axis=(1, 2))
         expected = np.where(total > 0, within / np.where(total > 0, total, 1.0), np.nan)
@@ -92,7 +93,7 @@ def test_mask_energies_report_and_frame():
     assert row["mean"] == pytest.approx(0.25) and row["n_valid"] == 1
     import matplotlib.pyplot as plt
 
-    fig = figures.plot_mask_energy(energies, np.array([0, 0, 1]), ("a", "b"))
+    fig = heatmap_figures.plot_mask_energy(energies, np.array([0, 0, 1]), ("a", "b"))
     assert [ax.get_title() for ax in fig.axes] == [
         "Grad-CAM mass inside the lesion mask",
         "Grad-CAM mass inside the lung mask",

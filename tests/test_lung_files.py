@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from helpers import dataset, lung_files, split_files, study
-from helpers.segmentation import DEFAULT_FILL, apply_input_mask
+from helpers.data import dataset
+from helpers.models.segmentation import DEFAULT_FILL, apply_input_mask
+from helpers.study import files as study
+from helpers.study import integrity, lung_files, split_files
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_missing_or_mismatched_masks_name_the_file_and_notebook(split_paths):
 def test_segmenter_round_trip_checks_its_sha256(tmp_path):
     import pandas as pd
 
-    from helpers.segmentation import build_unet, predict_masks
+    from helpers.models.segmentation import build_unet, predict_masks
 
     paths = study.study_paths("unit", work_dir=tmp_path)
     model = build_unet(16, base_filters=2, depth=2, seed=3)
@@ -63,7 +65,7 @@ def test_segmenter_round_trip_checks_its_sha256(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 16, 16, 1), dtype=np.uint8)
     np.testing.assert_array_equal(predict_masks(loaded, images), predict_masks(model, images))
     files["model"].write_bytes(files["model"].read_bytes()[:-10])  # truncated
-    with pytest.raises(study.ModelIntegrityError, match="lung_unet.keras does not match the SHA-256.*02_lung_seg"):
+    with pytest.raises(integrity.ModelIntegrityError, match="lung_unet.keras does not match the SHA-256.*02_lung_seg"):
         lung_files.load_segmenter(paths)
     files["info"].unlink()
     with pytest.raises(FileNotFoundError, match="lung_unet_training.json does not exist: run 02_lung_segmentation"):
@@ -71,7 +73,7 @@ def test_segmenter_round_trip_checks_its_sha256(tmp_path):
 
 
 def lineage_digest(path):
-    from helpers import lineage
+    from helpers.study import lineage
 
     return lineage.file_digest(path)
 
@@ -80,7 +82,7 @@ def lineage_digest(path):
 def test_segment_and_report_under_a_dtype_policy_restores_the_global_one(split_paths, mixed_precision):
     import keras
 
-    from helpers import segmentation_report
+    from helpers.steps import segmentation as segmentation_report
 
     paths, parts = split_paths
     before = keras.config.dtype_policy().name

@@ -20,7 +20,13 @@ import pytest
 from test_heatmaps import assert_clear_argmax, contract_model
 from test_heatmaps import phantoms as lesion_phantoms
 
-from helpers import dataset, heatmaps, localization, parallel, perturbation, scores, split_files
+from helpers.common import parallel
+from helpers.data import dataset
+from helpers.explain import grad_cam as heatmaps
+from helpers.metrics import aopc as scores
+from helpers.metrics import energy as localization
+from helpers.metrics import perturbation
+from helpers.study import split_files
 
 HERE = Path(__file__).resolve().parent
 

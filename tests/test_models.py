@@ -1,11 +1,12 @@
-"""Tests for helpers.models: the paper's parameter counts, feature grids, preprocessing, saving and errors."""
+"""Tests for helpers.models.classifiers: the paper's parameter counts, feature grids, preprocessing, saving and errors."""
 
 import h5py
 import keras
 import numpy as np
 import pytest
 
-from helpers import config, models
+from helpers.common import choices, config
+from helpers.models import classifiers as models
 
 
 def _images(n=3, size=32, seed=0):
@@ -32,7 +33,7 @@ def test_paper_parameter_counts_and_grid(backbone, total, trainable, channels, o
     assert model.get_layer(config.LOGITS_LAYER).units == 4
 
 
-@pytest.mark.parametrize("backbone", models.DEMO_BACKBONES)
+@pytest.mark.parametrize("backbone", choices.DEMO_BACKBONES)
 def test_small_backbones_have_stride_16(backbone):
     model = models.build_classifier(backbone, 96, weights=None, freeze_backbone=False, seed=0)
     base = model.get_layer(config.FEATURE_LAYER)
@@ -68,7 +69,7 @@ def test_normalization_matches_keras_applications():
         np.testing.assert_array_equal(rgb3[..., c], gray[..., 0])
 
 
-@pytest.mark.parametrize("backbone", models.DEMO_BACKBONES)
+@pytest.mark.parametrize("backbone", choices.DEMO_BACKBONES)
 def test_safe_mode_reload_predicts_identically(tmp_path, backbone):
     model = models.build_classifier(backbone, 32, weights=None, freeze_backbone=False, seed=3)
     x = _images()

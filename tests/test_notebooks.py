@@ -11,7 +11,7 @@ from pathlib import Path
 import papermill as pm
 import pytest
 
-from helpers import pipeline
+from helpers.runner import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.notebook

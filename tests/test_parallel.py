@@ -1,4 +1,4 @@
-"""Tests of helpers.parallel: phantoms and decoded images are the same whatever the number of workers."""
+"""Tests of helpers.common.parallel: phantoms and decoded images are the same whatever the number of workers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import dataset, parallel, phantoms, segmentation
+from helpers.common import parallel
+from helpers.data import dataset, phantoms
+from helpers.models import segmentation
 
 
 def _digest(folder: Path) -> str:

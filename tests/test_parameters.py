@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, parameters, pipeline
-from helpers.parameters import ParameterError
+from helpers.common import config
+from helpers.runner import parameters, pipeline
+from helpers.runner.parameters import ParameterError
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = pipeline.discover_notebooks(ROOT / "notebooks")
@@ -37,7 +38,7 @@ def test_the_profiles_pass(profile, tmp_path):
 
 
 def test_the_imbalanced_demo_keeps_the_real_ratios_and_weights_the_loss():
-    from helpers.phantoms import REAL_CLASS_SIZES
+    from helpers.data.phantoms import REAL_CLASS_SIZES
 
     resolved = pipeline.resolve_parameters(pipeline.load_profile("demo-imbalanced", ROOT / "params"), NOTEBOOKS, [])
     counts = resolved["01_data"]["synthetic_per_class"]
@@ -52,25 +53,29 @@ def test_the_imbalanced_demo_keeps_the_real_ratios_and_weights_the_loss():
                        "04_train_densenet201.sampling"}  # fmt: skip
 
 
-def test_choices_agree_with_the_computation_modules():
-    from helpers import heatmaps as gradcam
-    from helpers import models, perturbation
+def test_the_checks_read_the_method_and_perturbation_tables():
+    """A heatmap method or a perturbation is one function and one table entry: the checks accept exactly those."""
+    import numpy as np
 
-    assert parameters.BACKBONES == models.BACKBONES and parameters.MIN_IMAGE_SIZE == models.MIN_IMAGE_SIZE
-    assert parameters.PAPER_BACKBONES == models.PAPER_BACKBONES
-    assert parameters.METHODS == gradcam.METHODS
-    assert parameters.PERTURBATIONS == perturbation.PERTURBATIONS and parameters.ORDERS == perturbation.ORDERS
-    assert parameters.REGION_SCORES == perturbation.REGION_SCORES == ("grid", "upsample")
-    from helpers import config, dataset
+    from helpers.explain import registry
+    from helpers.metrics import perturbation, perturbations
 
-    assert parameters.SAMPLINGS == dataset.SAMPLINGS and parameters.CLASS_NAMES == config.CLASS_NAMES
-    from helpers import explain, methods_report
-
-    assert parameters.HEATMAP_METHODS == explain.METHODS and parameters.METRIC_GROUPS == methods_report.METRIC_GROUPS
+    for name in registry.METHODS:  # every entry resolves to a function of its module
+        assert callable(registry.get_method(name))
+        assert parameters.problems("06_gradcam", {"method": name}) == []
+    assert parameters.problems("06_gradcam", {"method": "gradcam+"})
+    assert parameters.problems("08_methods_and_metrics", {"methods": list(registry.METHODS)}) == []
+    x = np.full((1, 8, 8, 1), 0.5, np.float32)
+    for name in perturbations.PERTURBATIONS:
+        assert parameters.problems("07_aopc", {"perturbation": name}) == []
+        assert perturbation.perturbed_images(x, name, sigma=0.1).shape == x.shape
+    assert parameters.problems("07_aopc", {"perturbation": "gauss"})
+    with pytest.raises(ValueError, match="perturbation must be one of"):
+        perturbation.perturbed_images(x, "gauss")
 
 
 def test_importable_without_keras_or_numpy():
-    code = "import sys, helpers.parameters; print(sorted({'keras', 'numpy', 'tensorflow'} & set(sys.modules)))"
+    code = "import sys, helpers.runner.parameters; print(sorted({'keras', 'numpy', 'tensorflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -145,7 +150,7 @@ def test_relations(changes, message):
 
 def test_kaggle_source_accepts_an_empty_data_dir():
     values = _defaults()
-    values["01_data"].update(source="kaggle", data_dir="")  # kagglehub downloads it (helpers.download)
+    values["01_data"].update(source="kaggle", data_dir="")  # kagglehub downloads it (helpers.data.download)
     assert parameters.validate(values) == []
 
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.perturbation: region grid, orders, perturbations and batched curves against slow references."""
+"""Tests of helpers.metrics.perturbation: region grid, orders, perturbations and batched curves against slow references."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import perturbation as pt
-from helpers import scores as sc
+from helpers.backend import compilation
+from helpers.metrics import aopc as sc
+from helpers.metrics import perturbation as pt
 
 SIZE = 32
 
@@ -237,7 +238,7 @@ def test_perturbed_images_are_common_random_numbers():
 
 @pytest.mark.parametrize("perturbation", pt.PERTURBATIONS)
 def test_perturbed_images_are_the_same_bytes_on_any_number_of_threads(perturbation, monkeypatch):
-    from helpers.parallel import WORKERS_ENV
+    from helpers.common.parallel import WORKERS_ENV
 
     x = np.random.default_rng(3).uniform(0.0, 1.0, (20, 24, 24, 1)).astype(np.float32)
     monkeypatch.setattr(pt, "_THREADED_PIXELS", 0)  # threads even for these few pixels
@@ -307,7 +308,7 @@ def test_curves_equal_slow_reference_mean_perturbation(random_case):
 
 
 def test_curves_and_predictions_share_one_compiled_forward_per_batch_size(random_case):
-    from helpers import _core, device
+    from helpers.backend import device
 
     c = random_case
     model = conv_model(5)
@@ -315,10 +316,10 @@ def test_curves_and_predictions_share_one_compiled_forward_per_batch_size(random
     curves = pt.morf_curves(model, c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=41, progress=False)
     np.testing.assert_allclose(curves[:, 0], probabilities[np.arange(5), c["classes"]], atol=1e-6)
     # the model itself is compiled once (predictions and curves); the perturbed batches are built by a model-free function
-    compiled = [key for key in _core._model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
+    compiled = [key for key in compilation.model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
     assert compiled == [("forward", 41)]
     pt.morf_curves(model, c["images"], c["heatmaps"], c["classes"], 4, "mean", batch_size=82, progress=False)
-    compiled = [key for key in _core._model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
+    compiled = [key for key in compilation.model_cache(model) if isinstance(key, tuple) and key[0] == "forward"]
     assert compiled == [("forward", 41), ("forward", 82)]
 
 

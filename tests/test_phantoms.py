@@ -1,4 +1,4 @@
-"""Tests of helpers.phantoms: the synthetic X-ray simulator and the dataset it writes."""
+"""Tests of helpers.data.phantoms: the synthetic X-ray simulator and the dataset it writes."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import phantoms
-from helpers.config import CLASS_NAMES, DATASET_DIRNAME
-from helpers.dataset import DatasetError
+from helpers.common.config import CLASS_NAMES, DATASET_DIRNAME
+from helpers.data import phantoms
+from helpers.data.layout import DatasetError
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import executed_notebooks, pipeline
-from helpers.pipeline import ProfileError
-from helpers.runlock import RunLock, RunLocked
+from helpers.runner import executed_notebooks, pipeline
+from helpers.runner.profiles import ProfileError
+from helpers.runner.runlock import RunLock, RunLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ def test_relative_path_parameters_are_taken_from_the_start_folder(project, tmp_p
 
 
 def test_kaggle_source_data_dir_is_checked_before_running(project, monkeypatch):
-    from helpers import download
+    from helpers.data import download
 
     nb = project / "notebooks" / "03_third.ipynb"
     _notebook(nb, 'data_dir = ""\nsource = "synthetic"', ["pass"])
@@ -186,7 +186,9 @@ def test_missing_profile_lists_the_available_ones(project):
     (project / "params" / "sweep-x.yaml").write_text("name: x\nparameters:\n  shared:\n    seed: [0, 1]\n")
     with pytest.raises(ProfileError, match=r"\(did you mean 'tiny'\?\); available profiles: tiny$"):
         pipeline.load_profile("tinny", project / "params")  # a sweep grid is not offered as a profile
-    with pytest.raises(ProfileError, match="is a sweep grid, not a profile: run it with python -m helpers.sweep"):
+    with pytest.raises(
+        ProfileError, match="is a sweep grid, not a profile: run it with python -m helpers.runner.sweep"
+    ):
         pipeline.load_profile("sweep-x", project / "params")
     (project / "params" / "sweep-y.yaml").write_text("name: y\nparameters:\n")  # malformed, still a grid
     (project / "params" / "notes.yaml").write_bytes("title: caf\xe9\n".encode("latin-1"))  # not UTF-8: skipped
@@ -326,7 +328,7 @@ def test_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
 
 def test_lock_of_a_killed_process_does_not_block(tmp_path):
     code = (
-        "import sys, time; from helpers.runlock import RunLock; RunLock(sys.argv[1], command='doomed').acquire(); "
+        "import sys, time; from helpers.runner.runlock import RunLock; RunLock(sys.argv[1], command='doomed').acquire(); "
         "print('held', flush=True); time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / ".x.lock")], stdout=subprocess.PIPE, text=True)
@@ -345,7 +347,7 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
 def test_run_refuses_while_another_holds_the_lock(project, fake_kernels, capsys):
     assert _main(project, "--no-html") == 0
     report = sorted(p.name for p in (project / "reports" / "tiny").iterdir())
-    holder = RunLock(project / "reports" / ".tiny.lock", command="python -m helpers.pipeline --profile tiny")
+    holder = RunLock(project / "reports" / ".tiny.lock", command="python -m helpers.runner.pipeline --profile tiny")
     holder.acquire()
     try:
         assert _main(project, "--no-html") == 2
@@ -399,7 +401,7 @@ def test_full_disk_ends_in_one_line_and_keeps_the_report(project, fake_kernels, 
         raise OSError(errno.ENOSPC, "No space left on device", str(project / "reports" / "x"))
 
     if where == "export":
-        from helpers import _report_html
+        from helpers.report import html as _report_html
 
         monkeypatch.setattr(_report_html, "export_report", full)
     elif where == "notebook output":
@@ -526,7 +528,7 @@ def test_real_kernels_quiet_shutdown_and_clean_interrupt(project):
     command = [
         sys.executable,
         "-m",
-        "helpers.pipeline",
+        "helpers.runner.pipeline",
         "--profile",
         str(project / "params" / "tiny.yaml"),
         "--work-dir",
@@ -611,7 +613,8 @@ def test_failure_message_shows_the_whole_statement_that_raised():
 
 
 def test_runner_started_outside_a_study_folder_uses_the_package_checkout(tmp_path, monkeypatch, capsys):
-    from helpers import config, study
+    from helpers.common import config
+    from helpers.study import files as study
 
     monkeypatch.delenv(config.ROOT_ENV, raising=False)
     monkeypatch.chdir(tmp_path)

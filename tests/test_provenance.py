@@ -1,4 +1,4 @@
-"""Tests of helpers.provenance (run.json), the runner's final-path rewrite and console-only progress bars."""
+"""Tests of helpers.runner.provenance (run.json), the runner's final-path rewrite and console-only progress bars."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from importlib import metadata
 
 import nbformat
 
-from helpers import pipeline, provenance
+from helpers.runner import pipeline, provenance
 
 
 def test_environment_records_versions_git_device_and_backend(tmp_path, monkeypatch):
@@ -33,7 +33,9 @@ def test_environment_records_versions_git_device_and_backend(tmp_path, monkeypat
 
 
 def test_runner_does_not_import_tensorflow_for_run_json():
-    code = "import sys; from helpers import pipeline; pipeline._environment(); print('tensorflow' in sys.modules)"
+    code = (
+        "import sys; from helpers.runner import pipeline; pipeline._environment(); print('tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False" and "absl" not in out.stderr
 
@@ -55,7 +57,7 @@ def test_final_paths_replace_the_staging_folder(tmp_path):
 
 def test_progress_goes_to_the_console_under_the_runner():
     code = (
-        "from helpers.progress import tqdm\n"
+        "from helpers.common.progress import tqdm\n"
         "import io, sys\n"
         "sys.stderr = io.StringIO()  # what a notebook cell would capture\n"
         "for _ in tqdm(range(3), desc='bar'): pass\n"
@@ -73,7 +75,7 @@ def test_progress_stays_out_of_an_executed_cell(monkeypatch):
     monkeypatch.setenv("STUDY_PLAIN_PROGRESS", "1")
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("from helpers.progress import tqdm\nfor _ in tqdm(range(3), desc='bar'): pass")
+        nbformat.v4.new_code_cell("from helpers.common.progress import tqdm\nfor _ in tqdm(range(3), desc='bar'): pass")
     ]
     NotebookClient(nb, timeout=120).execute()
     assert nb.cells[0].outputs == []  # ipykernel captures fd 2: the bar goes to its saved copy of the console

@@ -1,4 +1,4 @@
-"""Tests of helpers.reference: the published seed runs of a profile and where a new run falls among them."""
+"""Tests of helpers.report.reference: the published seed runs of a profile and where a new run falls among them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import reference
+from helpers.report import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMETERS = {
@@ -178,7 +178,7 @@ def test_the_committed_demo_reference_is_complete():
 
 
 def test_the_runner_writes_the_comparison_beside_the_summary(sweep, tmp_path):
-    from helpers import pipeline
+    from helpers.runner import pipeline
 
     project = tmp_path / "project"
     path = reference.reference_path("demo", project)

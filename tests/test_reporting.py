@@ -1,4 +1,4 @@
-"""Tests of helpers.reporting: tables, computed conclusions and the study summary."""
+"""Tests of helpers.report.tables: tables, computed conclusions and the study summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 from test_evaluation import NAMES
 
-from helpers import evaluation, intervals, reporting, scores, study
+from helpers.metrics import aopc as scores
+from helpers.metrics import intervals
+from helpers.models import classification as evaluation
+from helpers.report import tables as reporting
+from helpers.report import verdicts
+from helpers.study import files as study
 
 matplotlib.use("Agg")
 
@@ -93,13 +98,13 @@ def test_report_and_summary(tmp_path):
     classification = intervals.classification_intervals(
         labels, {"vgg16": wrong, "densenet201": labels}, NAMES, n_boot=200
     )
-    rows = reporting.summary_rows(report, classification)
+    rows = verdicts.summary_rows(report, classification)
     assert [r["model"] for r in rows] == ["vgg16", "densenet201"]
     value, low, high = _parse(rows[0]["macro test recall [95% CI]"])
     assert value == pytest.approx(0.925, abs=6e-4) and low < value <= high
     assert _parse(rows[1]["macro test F1 [95% CI]"]) == (1.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="classification_intervals"):
-        reporting.summary_rows(report, {"vgg16": {"recall": 0.9, "f1": 0.9}})
+        verdicts.summary_rows(report, {"vgg16": {"recall": 0.9, "f1": 0.9}})
     # MoRF - random and MoRF - LeRF equal differences of independently computed AOPC finals on the same images
     for row in rows:
         name, mask = row["model"], masks[row["model"]]
@@ -115,7 +120,7 @@ def test_report_and_summary(tmp_path):
         )
         assert row["images"] == 6
     paths = study.study_paths("unit", work_dir=tmp_path, report_dir=tmp_path / "report")
-    written = reporting.write_summary(paths, rows, report, classification=classification)
+    written = verdicts.write_summary(paths, rows, report, classification=classification)
     text = written["markdown"].read_text()
     assert text.startswith("# Study summary (unit profile)\n") and "Profile:" not in text
     assert (
@@ -220,7 +225,7 @@ def test_conclusions_follow_the_numbers():
     low, high = _classification(25, 5), _classification(5, 25)  # densenet201 better / vgg16 better
     # densenet201: clearly better recall, higher AOPC and larger MoRF - random -> the claim holds
     report = _conclusion_report(0.45, 0.49, 0.30, 0.30)
-    c = reporting.aopc_conclusions(report, low)
+    c = verdicts.aopc_conclusions(report, low)
     assert c["verdict"] == "holds" and c["better_generalizing"] == "densenet201" == c["better_aopc"]
     assert c["better_heatmaps"] == "densenet201" and c["models"] == ["vgg16", "densenet201"]
     assert c["recall_difference"] == {k: low["recall_difference"][k] for k in ("estimate", "low", "high")}
@@ -228,25 +233,25 @@ def test_conclusions_follow_the_numbers():
     assert c["sentences"][0].startswith("The paper's claim (the better-generalizing model has the better AOPC) holds")
     assert c["reason"] in c["sentences"][0] and "excludes 0" in c["reason"]
     # swap the models' accuracy: the verdict flips
-    swapped = reporting.aopc_conclusions(report, high)
+    swapped = verdicts.aopc_conclusions(report, high)
     assert swapped["verdict"] == "does not hold" and swapped["better_generalizing"] == "vgg16"
     assert "does not hold on this run" in swapped["sentences"][0]
     # swap the models' AOPC numbers instead: the verdict flips too
-    mirrored = reporting.aopc_conclusions(_conclusion_report(0.49, 0.45, 0.30, 0.30), low)
+    mirrored = verdicts.aopc_conclusions(_conclusion_report(0.49, 0.45, 0.30, 0.30), low)
     assert mirrored["verdict"] == "does not hold" and mirrored["better_aopc"] == "vgg16"
     # the demo's case: 3 misclassified of 200 (1.000 vs 0.985) is within sampling error -> cannot be judged
     demo = _classification(3, 0)
     assert demo["recall_difference"]["estimate"] == pytest.approx(0.015 * -1)
-    tie = reporting.aopc_conclusions(report, demo)
+    tie = verdicts.aopc_conclusions(report, demo)
     assert tie["verdict"] == "cannot be judged" and tie["better_generalizing"] is None
     assert "includes 0, so neither model generalizes distinguishably better" in tie["reason"]
     # recall decided but AOPC difference within noise: cannot be judged either, better_aopc None
-    close = reporting.aopc_conclusions(_conclusion_report(0.450, 0.451, 0.30, 0.30), low)
+    close = verdicts.aopc_conclusions(_conclusion_report(0.450, 0.451, 0.30, 0.30), low)
     assert close["verdict"] == "cannot be judged" and close["better_aopc"] is None
     assert close["better_generalizing"] == "densenet201" and "paired AOPC difference" in close["reason"]
     # higher AOPC only from noise sensitivity: raw AOPC says densenet201, MoRF - random says vgg16
     confounded_report = _conclusion_report(0.10, 0.60, 0.02, 0.55)
-    confounded = reporting.aopc_conclusions(confounded_report, low)
+    confounded = verdicts.aopc_conclusions(confounded_report, low)
     assert confounded["verdict"] == "holds" and confounded["better_heatmaps"] == "vgg16"
     text = " ".join(confounded["sentences"])
     assert "confounded" in text and "not the better-generalizing model's" in text
@@ -254,16 +259,16 @@ def test_conclusions_follow_the_numbers():
         final = _final(_conclusion_curves(0.10, 0.60, 0.02, 0.55)[name]["random"], np.ones(40, bool))
         assert f"{name} {final:.3f}" in text
     # a heatmap no better than random is called so
-    flat = reporting.aopc_conclusions(_conclusion_report(0.30, 0.40, 0.30, 0.30), low)
+    flat = verdicts.aopc_conclusions(_conclusion_report(0.30, 0.40, 0.30, 0.30), low)
     assert "vgg16 " in flat["sentences"][-1] and "(no better than a random order)" in flat["sentences"][-1]
-    assert set(reporting.VERDICTS) >= {c["verdict"], swapped["verdict"], tie["verdict"]}
+    assert set(verdicts.VERDICTS) >= {c["verdict"], swapped["verdict"], tie["verdict"]}
     with pytest.raises(ValueError, match="classification_intervals"):
-        reporting.aopc_conclusions(report, {"vgg16": {"recall": 0.9}})
+        verdicts.aopc_conclusions(report, {"vgg16": {"recall": 0.9}})
     reversed_pair = intervals.classification_intervals(
         np.zeros(4, int), {"densenet201": np.zeros(4, int), "vgg16": np.zeros(4, int)}, NAMES, n_boot=10
     )
     with pytest.raises(ValueError, match="compares"):
-        reporting.aopc_conclusions(report, reversed_pair)
+        verdicts.aopc_conclusions(report, reversed_pair)
 
 
 def test_aopc_report_names_its_pair_and_rejects_more_than_two():
@@ -278,9 +283,9 @@ def test_aopc_report_names_its_pair_and_rejects_more_than_two():
     no_random = {m: {o: c[o] for o in ("morf", "lerf")} for m, c in curves.items()}
     r = scores.aopc_report(no_random, masks, n_boot=20)
     assert "morf_minus_random" not in r["models"]["vgg16"] and "morf_minus_lerf" in r["models"]["vgg16"]
-    conclusions = reporting.aopc_conclusions(r, _classification(3, 0, n_boot=50))
+    conclusions = verdicts.aopc_conclusions(r, _classification(3, 0, n_boot=50))
     assert not any("random order" in s for s in conclusions["sentences"])
-    assert reporting.aopc_table(r) and reporting.paired_sentences(r)
+    assert reporting.aopc_table(r) and verdicts.paired_sentences(r)
 
 
 def test_a_handful_of_images_decides_nothing():
@@ -288,7 +293,7 @@ def test_a_handful_of_images_decides_nothing():
     curves, masks = _report_case()
     report = scores.aopc_report(curves, masks, n_boot=50)
     assert report["paired"]["n_images"] == 4
-    c = reporting.aopc_conclusions(report, _classification(2, 0, n_per_class=2, n_boot=50))  # 8 test images
+    c = verdicts.aopc_conclusions(report, _classification(2, 0, n_per_class=2, n_boot=50))  # 8 test images
     assert c["verdict"] == "cannot be judged" and c["better_generalizing"] is None
     assert c["better_aopc"] is None and c["better_heatmaps"] is None
     assert "too few for an interval" in c["reason"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import nbformat
 from test_pipeline import fake_kernels, project  # noqa: F401  (fixtures)
 
-from helpers import executed_notebooks, pipeline
+from helpers.runner import executed_notebooks, pipeline
 
 
 def _executed(path, outputs):

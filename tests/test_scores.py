@@ -1,4 +1,4 @@
-"""Tests of helpers.scores: AOPC by hand, bootstrap intervals, the AOPC report, the ablation."""
+"""Tests of helpers.metrics.aopc: AOPC by hand, bootstrap intervals, the AOPC report, the ablation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 from test_perturbation import REGION
 from test_reporting import _final, _report_case
 
-from helpers import perturbation, scores
+from helpers.metrics import aopc as scores
+from helpers.metrics import intervals, perturbation
 
 
 def test_aopc_hand_computed():
@@ -38,15 +39,15 @@ def test_masks_and_paired_difference():
 
 def test_bootstrap_interval():
     values = np.random.default_rng(3).normal(0.5, 0.2, 400)
-    ci = scores.bootstrap_ci(values, n_boot=2000, seed=1)
+    ci = intervals.bootstrap_ci(values, n_boot=2000, seed=1)
     assert ci["low"] < ci["mean"] < ci["high"] and ci["mean"] == pytest.approx(values.mean())
     # width matches the normal-theory interval 2 * 1.96 * sd / sqrt(n) within 15 %
     expected = 2 * 1.96 * values.std(ddof=1) / np.sqrt(len(values))
     assert abs((ci["high"] - ci["low"]) / expected - 1) < 0.15
-    assert ci == scores.bootstrap_ci(values, n_boot=2000, seed=1)
-    assert ci["low"] != scores.bootstrap_ci(values, n_boot=2000, seed=2)["low"]
+    assert ci == intervals.bootstrap_ci(values, n_boot=2000, seed=1)
+    assert ci["low"] != intervals.bootstrap_ci(values, n_boot=2000, seed=2)["low"]
     # a 2-D input gives per-column intervals, column 1 equal to the 1-D call on the same resamples
-    two = scores.bootstrap_ci(np.stack([values * 2, values], axis=1), n_boot=2000, seed=1)
+    two = intervals.bootstrap_ci(np.stack([values * 2, values], axis=1), n_boot=2000, seed=1)
     assert two["low"][1] == pytest.approx(ci["low"]) and two["high"][0] == pytest.approx(2 * ci["high"])
     summary = scores.aopc_summary(np.random.default_rng(0).random((30, 6)), n_boot=300)
     assert np.all(summary["aopc_low"] <= summary["aopc"] + 1e-12) and np.all(
@@ -73,7 +74,7 @@ def test_paired_difference_of_morf_minus_random_between_models():
     # bootstrap over images: per-image contrasts resampled together, so the same interval as a 1-D bootstrap of them
     per_image = [(c["morf"][both] - c["random"][both]) for c in (curves["vgg16"], curves["densenet201"])]
     values = [((x[:, :1] - x).sum(axis=1) / x.shape[1]) for x in per_image]
-    ci = scores.bootstrap_ci(values[0] - values[1], n_boot=300, seed=0)
+    ci = intervals.bootstrap_ci(values[0] - values[1], n_boot=300, seed=0)
     assert d["final_low"] == pytest.approx(ci["low"]) and d["final_high"] == pytest.approx(ci["high"])
     with pytest.raises(ValueError, match="one shape"):
         scores.paired_contrast_difference(np.ones((3, 4)), np.ones((3, 4)), np.ones((3, 5)), np.ones((3, 5)))

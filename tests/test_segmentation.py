@@ -1,4 +1,4 @@
-"""Tests of helpers.segmentation: Dice/IoU in closed form, the U-Net's shape and size, masking, training on phantoms."""
+"""Tests of helpers.models.segmentation: Dice/IoU in closed form, the U-Net's shape and size, masking, training on phantoms."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from helpers import dataset, device, segmentation
-from helpers.config import CLASS_NAMES
+from helpers.backend import device
+from helpers.common.config import CLASS_NAMES
+from helpers.data import dataset, layout
+from helpers.models import segmentation
 
 # --------------------------------------------------------------------------------------------------
 # Dice and IoU
@@ -296,10 +298,10 @@ def test_missing_lung_masks_are_an_error_naming_the_image_or_a_counted_skip(phan
     frame.loc[frame.index[1], "mask_path"] = ""
     frame.loc[frame.index[3], "mask_path"] = str(tmp_path / "gone.png")
     named = [str(frame["path"].iloc[1]), str(frame["path"].iloc[3])]
-    with pytest.raises(dataset.DatasetError, match="2 image\\(s\\) have no lung mask") as err:
+    with pytest.raises(layout.DatasetError, match="2 image\\(s\\) have no lung mask") as err:
         dataset.masked_rows(frame)
     assert all(path in str(err.value) for path in named)
-    with pytest.raises(dataset.DatasetError, match=str(frame["path"].iloc[1])):
+    with pytest.raises(layout.DatasetError, match=str(frame["path"].iloc[1])):
         dataset.load_masks(frame, 16, "lung", required=True)
     kept = dataset.masked_rows(frame, skip_missing=True)
     assert "note: left out 2 image" in capsys.readouterr().out  # a note for the reader, not a warning
@@ -310,7 +312,7 @@ def test_missing_lung_masks_are_an_error_naming_the_image_or_a_counted_skip(phan
     assert dataset.load_masks(frame, 16, "lung")[[1, 3]].max() == 0
     (tmp_path / "bad.png").write_bytes(b"\x89PNG garbage")
     frame.loc[frame.index[0], "mask_path"] = str(tmp_path / "bad.png")
-    with pytest.raises(dataset.DatasetError, match="bad.png"):
+    with pytest.raises(layout.DatasetError, match="bad.png"):
         dataset.load_masks(frame, 16, "lung")
 
 
@@ -318,8 +320,8 @@ def test_an_epoch_gives_the_weights_of_a_train_on_batch_loop():
     """The epoch runner (``fit`` on JAX) takes exactly the steps of a per-batch loop over the same order."""
     import keras
 
-    from helpers._core import to_unit_range
-    from helpers.segmentation import _train_epoch, bce_dice_loss, build_unet
+    from helpers.common.checks import to_unit_range
+    from helpers.models.segmentation import _train_epoch, bce_dice_loss, build_unet
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (40, 16, 16, 1), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""Tests of helpers.study: paths, atomic writes, JSON/NPZ, the manifest, every study file's save and load."""
+"""Tests of helpers.study.files: paths, atomic writes, JSON/NPZ, the manifest, every study file's save and load."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import pandas as pd
 import pytest
 from test_training import tiny_model
 
-from helpers import config, dataset, evaluation, split_files, study, training
-from helpers.config import DATASET_DIRNAME
-from helpers.dataset import DatasetError
+from helpers.common import config
+from helpers.common.config import DATASET_DIRNAME
+from helpers.data import dataset, layout
+from helpers.data.layout import DatasetError
+from helpers.models import classification as evaluation
+from helpers.models import training
+from helpers.study import files as study
+from helpers.study import split_files
 
 matplotlib.use("Agg")
 
@@ -101,7 +106,7 @@ def test_manifest_round_trip_and_load_split(tmp_path, phantom_dataset):
     split_files.write_manifest([train, val, test], paths.split_manifest, paths=paths)
     manifest = split_files.read_manifest(paths.split_manifest)
     pd.testing.assert_frame_equal(
-        manifest, pd.concat([train, val, test], ignore_index=True)[list(dataset.MANIFEST_COLUMNS)]
+        manifest, pd.concat([train, val, test], ignore_index=True)[list(layout.MANIFEST_COLUMNS)]
     )
     images, labels = study.load_split(paths, "test", 32, progress=False)
     assert images.shape == (8, 32, 32, 1) and labels.dtype == np.int64

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import pipeline, sweep, sweep_report
-from helpers.runlock import RunLock
-from helpers.sweep import SweepError
+from helpers.runner import pipeline, sweep, sweep_report
+from helpers.runner.runlock import RunLock
+from helpers.runner.sweep import SweepError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,7 +196,7 @@ def test_the_parent_report_is_only_touched_under_the_runners_lock(tmp_path, fake
     grid = _grid(tmp_path, "name: seeds\nparameters:\n  shared:\n    seed: [0, 1]\n")
     out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
     (report / "sweeps.md").unlink()
-    holder = RunLock(tmp_path / "reports" / ".smoke.lock", command="python -m helpers.pipeline --profile smoke")
+    holder = RunLock(tmp_path / "reports" / ".smoke.lock", command="python -m helpers.runner.pipeline --profile smoke")
     holder.acquire()
     logs = []
     try:
@@ -264,7 +264,7 @@ def test_failed_trials_through_ray_are_recorded_and_tried_again(tmp_path, monkey
     each Ray task records its failure, the sweep goes on."""
     import ray
 
-    from helpers.config import CLASS_NAMES, DATASET_DIRNAME
+    from helpers.common.config import CLASS_NAMES, DATASET_DIRNAME
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     broken = tmp_path / "broken" / DATASET_DIRNAME

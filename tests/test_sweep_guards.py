@@ -21,10 +21,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import executors, kernels, pipeline, sweep, sweep_report
-from helpers.executors import ExecutorError, make_executor
-from helpers.runlock import RunLock
-from helpers.sweep import SweepError
+from helpers.runner import executors, kernels, pipeline, sweep, sweep_report
+from helpers.runner.executors import ExecutorError, make_executor
+from helpers.runner.runlock import RunLock
+from helpers.runner.sweep import SweepError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +156,7 @@ def test_wait_queues_behind_the_sweep_that_holds_the_folder(tmp_path, trials, ca
     loaded = sweep.load_sweep(grid, "smoke", ROOT)
     path = sweep.lock_path(tmp_path, loaded)
     path.parent.mkdir(parents=True)
-    holder = RunLock(path, command="python -m helpers.sweep --grid other")
+    holder = RunLock(path, command="python -m helpers.runner.sweep --grid other")
     holder.acquire()
     timer = threading.Timer(0.6, holder.release)
     timer.start()
@@ -165,7 +165,7 @@ def test_wait_queues_behind_the_sweep_that_holds_the_folder(tmp_path, trials, ca
     finally:
         timer.join()
     out = capsys.readouterr().out
-    assert "waiting for the run with pid" in out and "command: python -m helpers.sweep --grid other" in out
+    assert "waiting for the run with pid" in out and "command: python -m helpers.runner.sweep --grid other" in out
     assert len(trials) == 1
 
 
@@ -351,7 +351,7 @@ def test_sigterm_during_a_real_trial_leaves_no_staging_folder_or_kernel_file(tmp
     def connection_files():
         return [path for path in runtime.rglob("*.json") if "shell_port" in path.read_text(errors="replace")]
 
-    command = [sys.executable, "-m", "helpers.sweep", "--profile", "tiny", "--grid", str(grid)]
+    command = [sys.executable, "-m", "helpers.runner.sweep", "--profile", "tiny", "--grid", str(grid)]
     proc = subprocess.Popen(command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

@@ -1,4 +1,4 @@
-"""Tests of helpers.training: the fast path, the checkpoint criterion, metrics against references."""
+"""Tests of helpers.models.training: the fast path, the checkpoint criterion, metrics against references."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, recall_score
 
-from helpers import _core, config, models, training
+from helpers.common import checks as _core
+from helpers.common import config
+from helpers.models import classifiers as models
+from helpers.models import training
 
 matplotlib.use("Agg")
 
@@ -187,7 +190,7 @@ def test_gpu_memory_growth_is_set_on_every_gpu_it_can(monkeypatch):
 
 
 def test_float_images_outside_the_unit_range_are_rejected():
-    from helpers import models
+    from helpers.models import classifiers as models
 
     model = models.build_classifier("small_vgg", image_size=32, weights=None, seed=0)
     x = np.random.default_rng(0).random((8, 32, 32, 1)).astype(np.float32)

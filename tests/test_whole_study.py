@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import lineage, phantoms, pipeline, split_files, study
-from helpers.pipeline import NotebookFailed, ProfileError, StaleInputs
+from helpers.data import phantoms
+from helpers.runner import pipeline
+from helpers.runner.pipeline import NotebookFailed, StaleInputs
+from helpers.runner.profiles import ProfileError
+from helpers.study import files as study
+from helpers.study import lineage, split_files
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.notebook
@@ -223,7 +227,7 @@ def _runner(work, *args):
     command = [
         sys.executable,
         "-m",
-        "helpers.pipeline",
+        "helpers.runner.pipeline",
         "--profile",
         "smoke",
         "--work-dir",

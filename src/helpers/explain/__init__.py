@@ -1,12 +1,16 @@
-"""Heatmap methods, one function each in one registry (name -> function), and :func:`heatmap` to run one by name.
+"""Heatmap methods: one function each, one table of them (:mod:`.registry`), and :func:`heatmap` to run one by name.
 
 Every method returns raw (N, h, w) float32 maps on the explained layer's grid (after a ReLU), takes the layer to
 explain (default: the backbone's output) and runs batched on the TensorFlow and JAX backends:
 
-* gradient-based: ``gradcam``, ``gradcam++`` (:mod:`helpers.heatmaps`), ``hirescam``, ``xgradcam``, ``layercam``;
-* perturbation-based: ``scorecam`` (``top_n`` for Faster Score-CAM);
-* activation-based: ``eigencam``;
-* model-independent baselines: ``sobel`` (edge map), ``random`` (seeded).
+* gradient-based: ``gradcam``, ``gradcam++`` (:mod:`.grad_cam`), ``hirescam``, ``xgradcam``, ``layercam``
+  (:mod:`.gradient_variants`);
+* perturbation-based: ``scorecam`` (:mod:`.score_cam`; ``top_n`` for Faster Score-CAM);
+* activation-based: ``eigencam`` (:mod:`.eigen_cam`);
+* model-independent baselines: ``sobel`` (edge map), ``random`` (seeded) (:mod:`.baselines`).
+
+:mod:`.maps` holds the arrays' side (upsampling, normalisation, overlays); :mod:`.base` the machinery the methods
+share. Names load on first use, so ``from helpers.explain import METHODS`` imports no Keras::
 
     from helpers.explain import heatmap, METHODS
     maps = heatmap("hirescam", model, images)
@@ -14,40 +18,35 @@ explain (default: the backbone's output) and runs batched on the TensorFlow and 
 
 from __future__ import annotations
 
-from .baselines import edge_map, random_map, sobel
-from .eigen_cam import eigencam
-from .grad_cam import gradcam, gradcam_plus_plus
-from .gradient_variants import hirescam, layercam, xgradcam
-from .registry import REGISTRY, get_method, heatmap, method_heatmaps, method_names, register
-from .score_cam import scorecam, scorecam_weights
+import importlib
 
-#: Names of the built-in heatmap methods: gradient-based, perturbation-based, activation-based, then the baselines.
-METHODS: tuple[str, ...] = (
-    "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "eigencam", "sobel", "random",
-)  # fmt: skip
-if set(METHODS) != set(method_names()):
-    raise ImportError(f"the registry holds {method_names()}, not the declared methods {METHODS}")
-#: The methods that never look at the model's weights (their maps must survive model-parameter randomisation).
-MODEL_INDEPENDENT: tuple[str, ...] = ("sobel", "random")
+#: Public name -> the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("BUILTIN", "METHODS", "MODEL_INDEPENDENT", "REGISTRY", "register", "method_names", "get_method", "heatmap",
+         "method_heatmaps"),
+        "registry",
+    ),
+    **dict.fromkeys(("gradcam", "gradcam_plus_plus", "class_score_gradient"), "grad_cam"),
+    **dict.fromkeys(("hirescam", "xgradcam", "layercam"), "gradient_variants"),
+    **dict.fromkeys(("scorecam", "scorecam_weights"), "score_cam"),
+    **dict.fromkeys(("eigencam",), "eigen_cam"),
+    **dict.fromkeys(("sobel", "random_map", "edge_map"), "baselines"),
+    **dict.fromkeys(("upsample", "normalize", "overlay", "jet", "gray_to_rgb"), "maps"),
+}  # fmt: skip
 
-__all__ = [
-    "METHODS",
-    "MODEL_INDEPENDENT",
-    "REGISTRY",
-    "register",
-    "method_names",
-    "get_method",
-    "heatmap",
-    "method_heatmaps",
-    "gradcam",
-    "gradcam_plus_plus",
-    "hirescam",
-    "xgradcam",
-    "layercam",
-    "scorecam",
-    "scorecam_weights",
-    "eigencam",
-    "sobel",
-    "random_map",
-    "edge_map",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Load a public name from its module on first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes and the lazily loaded public names."""
+    return sorted(set(globals()) | set(__all__))

@@ -2,13 +2,13 @@
 
 A method is a function ``(model, images, classes=None, layer=None, batch_size=32, progress=False,
 return_classes=False, **options) -> (N, h, w) float32`` (with ``return_classes``: ``(maps, classes)``), the same
-shape as :func:`helpers.heatmaps.gradcam`. Images are uint8 (scaled by 1/255) or floats in [0, 1], (N, H, W[, C]);
+shape as :func:`helpers.explain.grad_cam.gradcam`. Images are uint8 (scaled by 1/255) or floats in [0, 1], (N, H, W[, C]);
 ``classes`` None explains the predicted class; ``layer`` None explains ``config.FEATURE_LAYER`` (the backbone's
-output). The per-batch work is compiled once per model, layer, method and batch size (:func:`helpers._core.compiled`);
+output). The per-batch work is compiled once per model, layer, method and batch size (:func:`helpers.backend.compilation.compiled`);
 every last batch is padded to the batch size, so a model sees one shape.
 
 The one backend-specific step, the gradient of the class score with respect to the explained layer, is
-:mod:`helpers.heatmaps`' own; everything here is ``keras.ops``.
+:mod:`helpers.explain.grad_cam`' own; everything here is ``keras.ops``.
 """
 
 from __future__ import annotations
@@ -18,9 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from .. import config
-from .._core import backend, check_int, check_unit_range, compiled, compiled_function, pad_rows, split_at, to_device
-from ..heatmaps import class_score_gradient
+from helpers.backend.compilation import backend, compiled, compiled_function
+from helpers.backend.graph import split_at
+from helpers.backend.transfer import pad_rows, to_device
+from helpers.common import config
+from helpers.common.checks import check_int, check_unit_range
+from helpers.explain.grad_cam import class_score_gradient
 
 __all__ = [
     "prepare_images",
@@ -120,7 +123,7 @@ def map_grid(model, layer=None) -> tuple[int, int]:
 def cell_bounds(length: int, cells: int) -> np.ndarray:
     """(cells + 1,) pixel bounds of ``cells`` cells along ``length`` pixels: the study's regions when they fit.
 
-    Regions of ceil(length / cells) pixels (the last one smaller, as :func:`helpers.perturbation.region_grid`)
+    Regions of ceil(length / cells) pixels (the last one smaller, as :func:`helpers.metrics.perturbation.region_grid`)
     when that gives ``cells`` cells, else the even split ``floor(i * length / cells)``.
     """
     size = math.ceil(length / cells)
@@ -152,10 +155,10 @@ def chosen_classes(logits, classes):
 
 
 def _shared_backbone(model, split, batch_size: int):
-    """The compiled backbone of :func:`helpers.device.features` when the explained layer is the backbone's output."""
+    """The compiled backbone of :func:`helpers.backend.device.features` when the explained layer is the backbone's output."""
     if split.layer_name != config.FEATURE_LAYER:
         return None
-    from ..device import features
+    from helpers.backend.device import features
 
     try:
         return features(model, int(batch_size), "float32")
@@ -253,7 +256,7 @@ def run_batches(
     pending = []
     bar = None
     if progress:
-        from ..progress import tqdm
+        from helpers.common.progress import tqdm
 
         bar = tqdm(total=n, desc=desc, unit="img")
     for start in range(0, n, batch_size):

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import check_int, check_pair, check_seed, compiled_function
-from ..perturbation import image_rng
-from .base import (
+from helpers.backend.compilation import compiled_function
+from helpers.common.checks import check_int, check_pair, check_seed
+from helpers.common.seeds import image_rng
+from helpers.explain.base import (
     chosen_classes,
     explained_split,
     logits_function,
@@ -30,7 +31,6 @@ from .base import (
     prepare_images,
     run_batches,
 )
-from .registry import register
 
 __all__ = ["sobel", "random_map", "edge_map"]
 
@@ -103,7 +103,6 @@ def edge_map(images, grid, batch_size: int = 32) -> np.ndarray:
     )
 
 
-@register("sobel")
 def sobel(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False, grid=None):
     """Sobel edge magnitude of the image, averaged over each cell of the explained layer's grid (model-independent).
 
@@ -116,7 +115,6 @@ def sobel(model, images, classes=None, layer=None, batch_size=32, progress=False
     return (maps, _explained(model, layer, x, wanted, batch_size)) if return_classes else maps
 
 
-@register("random")
 def random_map(
     model,
     images,

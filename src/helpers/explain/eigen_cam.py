@@ -11,8 +11,7 @@ References: Muhammad & Yeasin 2020, "Eigen-CAM: Class Activation Map using Princ
 
 from __future__ import annotations
 
-from .base import activation_maps_function, explained_split, prepare_classes, prepare_images, run_batches
-from .registry import register
+from helpers.explain.base import activation_maps_function, explained_split, prepare_classes, prepare_images, run_batches
 
 __all__ = ["eigencam"]
 
@@ -38,7 +37,6 @@ def _eigencam(a):
     return ops.relu(ops.reshape(projection, (-1, h, w)))
 
 
-@register("eigencam")
 def eigencam(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False):
     """Eigen-CAM: ReLU of the activations' first principal component, its sign agreeing with their channel sum.
 

@@ -17,8 +17,7 @@ Localization", IEEE TIP.
 
 from __future__ import annotations
 
-from .base import explained_split, gradient_maps_function, prepare_classes, prepare_images, run_batches
-from .registry import register
+from helpers.explain.base import explained_split, gradient_maps_function, prepare_classes, prepare_images, run_batches
 
 __all__ = ["hirescam", "xgradcam", "layercam"]
 
@@ -54,7 +53,6 @@ def _gradient_cam(name, combine, model, images, classes, layer, batch_size, prog
     return run_batches(x, wanted, batch_size, run, desc, progress, return_classes)
 
 
-@register("hirescam")
 def hirescam(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False):
     """HiResCAM: ReLU(sum_k g_k * A_k), the gradient times the activations, summed over channels.
 
@@ -64,7 +62,6 @@ def hirescam(model, images, classes=None, layer=None, batch_size=32, progress=Fa
     return _gradient_cam("hirescam", _hirescam, model, images, classes, layer, batch_size, progress, return_classes)
 
 
-@register("xgradcam")
 def xgradcam(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False):
     """XGrad-CAM: channel weights sum(A g) / sum(A), then ReLU(sum_k w_k A_k).
 
@@ -73,7 +70,6 @@ def xgradcam(model, images, classes=None, layer=None, batch_size=32, progress=Fa
     return _gradient_cam("xgradcam", _xgradcam, model, images, classes, layer, batch_size, progress, return_classes)
 
 
-@register("layercam")
 def layercam(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False):
     """Layer-CAM: ReLU(sum_k ReLU(g_k) * A_k), positive gradients as per-location weights.
 

@@ -1,7 +1,7 @@
 """Score-CAM (and Faster Score-CAM), batched on the device: every (image, channel) pair is one masked input.
 
 For the explained layer's output ``A`` (h, w, K): each channel ``A_k`` is upsampled to the image (bilinear, half-pixel
-centres, as :func:`helpers.heatmaps.upsample`) and min-max normalised to ``H_k`` in [0, 1] (0 for a constant
+centres, as :func:`helpers.explain.maps.upsample`) and min-max normalised to ``H_k`` in [0, 1] (0 for a constant
 channel); the class score ``y^c(x * H_k)`` (pre-softmax, the ``logits`` layer) of each masked image gives the channel
 weights ``w = softmax_k(y^c(x * H_k))``, and the map is ``ReLU(sum_k w_k A_k)``. With ``top_n`` only the ``top_n``
 channels of highest spatial variance of ``A`` enter (Faster Score-CAM), both in the softmax and in the sum.
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import check_int, compiled_function, pad_rows, to_device
-from ..perturbation import bilinear_matrix
-from .base import (
+from helpers.backend.compilation import compiled_function
+from helpers.backend.transfer import pad_rows, to_device
+from helpers.common.checks import check_int
+from helpers.explain.base import (
     activations_function,
     chosen_classes,
     explained_split,
@@ -29,7 +30,7 @@ from .base import (
     prepare_images,
     unit_batch,
 )
-from .registry import register
+from helpers.explain.maps import bilinear_matrix
 
 __all__ = ["scorecam", "scorecam_weights"]
 
@@ -131,7 +132,7 @@ def scorecam_weights(
     }
     bar = None
     if progress:
-        from ..progress import tqdm
+        from helpers.common.progress import tqdm
 
         bar = tqdm(total=n, desc=f"{model.name}: scorecam ({split.layer_name})", unit="img")
     for first in range(0, n, batch_size):
@@ -159,7 +160,6 @@ def scorecam_weights(
     return out
 
 
-@register("scorecam")
 def scorecam(model, images, classes=None, layer=None, batch_size=32, progress=False, return_classes=False, top_n=None):
     """Score-CAM: channel weights from the class score of the image masked by each upsampled, normalised channel.
 

@@ -1,5 +1,10 @@
-"""Metrics of heatmaps beyond noise-MoRF AOPC: ROAD, insertion and deletion, the pointing game, model randomisation.
+"""Metrics of heatmaps: perturbation curves and AOPC, mask energy, intervals, ROAD, insertion and deletion, the
+pointing game and model randomisation.
 
+* :mod:`.perturbation`: the region grid, region scores and orders, perturbations, the batched MoRF/LeRF curves;
+* :mod:`.aopc`: per-image AOPC, its summaries with bootstrap and paired intervals, the perturbation ablation;
+* :mod:`.energy`: the share of a heatmap's energy inside a mask;
+* :mod:`.intervals`: percentile-bootstrap intervals, paired and class-stratified ones of recall and F1;
 * :mod:`.imputation`: ROAD's noisy linear imputation, a batched multigrid-preconditioned conjugate-gradient solve;
 * :mod:`.road`: ROAD MoRF/LeRF curves at removal fractions and the combined score (LeRF - MoRF) / 2;
 * :mod:`.insertion`: insertion and deletion curves (the study's curve engine) and their AUCs;
@@ -7,35 +12,37 @@
 * :mod:`.similarity`: Spearman rank correlation and SSIM of heatmaps;
 * :mod:`.randomisation`: the cascading model-parameter randomisation test.
 
-Every statistic comes with a percentile-bootstrap interval over images (:func:`helpers.scores.bootstrap_ci`).
+Every statistic comes with a percentile-bootstrap interval over images (:func:`helpers.metrics.intervals.bootstrap_ci`).
+Names load on first use (PEP 562).
 """
 
 from __future__ import annotations
 
-from .imputation import imputation_system, road_impute
-from .insertion import curve_auc, deletion_curves, insertion_curves, insertion_deletion
-from .pointing import pointing_game, pointing_game_summary
-from .randomisation import randomisation_stages, randomisation_test, randomise_layers, randomised_copy
-from .road import FRACTIONS, road_curves, road_evaluation, road_scores
-from .similarity import spearman, ssim
+import importlib
 
-__all__ = [
-    "FRACTIONS",
-    "road_impute",
-    "imputation_system",
-    "road_curves",
-    "road_scores",
-    "road_evaluation",
-    "deletion_curves",
-    "insertion_curves",
-    "curve_auc",
-    "insertion_deletion",
-    "pointing_game",
-    "pointing_game_summary",
-    "spearman",
-    "ssim",
-    "randomisation_stages",
-    "randomised_copy",
-    "randomise_layers",
-    "randomisation_test",
-]
+#: Public name -> the module of this package that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("road_impute", "imputation_system"), "imputation"),
+    **dict.fromkeys(("curve_auc", "deletion_curves", "insertion_curves", "insertion_deletion"), "insertion"),
+    **dict.fromkeys(("pointing_game", "pointing_game_summary"), "pointing"),
+    **dict.fromkeys(("randomisation_stages", "randomisation_test", "randomise_layers", "randomised_copy"),
+                    "randomisation"),
+    **dict.fromkeys(("FRACTIONS", "road_curves", "road_evaluation", "road_scores"), "road"),
+    **dict.fromkeys(("spearman", "ssim"), "similarity"),
+}  # fmt: skip
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Load a public name from its module on first use (PEP 562)."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """Module attributes and the lazily loaded public names."""
+    return sorted(set(globals()) | set(__all__))

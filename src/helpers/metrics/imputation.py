@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import backend, check_int, check_seed, compiled_function, image_array, pad_rows, to_device
-from ..perturbation import image_rng
+from helpers.backend.compilation import backend, compiled_function
+from helpers.backend.transfer import pad_rows, to_device
+from helpers.common.checks import check_int, check_seed, image_array
+from helpers.common.seeds import image_rng
 
 __all__ = [
     "NEIGHBOUR_WEIGHTS",

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import check_pair
-from ..perturbation import perturbation_curves
-from ..scores import bootstrap_ci
+from helpers.common.checks import check_pair
+from helpers.metrics.intervals import bootstrap_ci
+from helpers.metrics.perturbation import perturbation_curves
 
 __all__ = ["insertion_blur_sigma", "deletion_curves", "insertion_curves", "curve_auc", "insertion_deletion"]
 
@@ -30,7 +30,7 @@ def insertion_blur_sigma(region_size) -> float:
 def deletion_curves(model, images, heatmaps, classes, region_size, perturbation="gaussian", order="morf", **options):
     """Deletion curves f(x^k), k = 0..L, (N, L+1): regions perturbed in ``order`` (default MoRF), cumulatively.
 
-    ``options`` go to :func:`helpers.perturbation.perturbation_curves` (sigma, seed, batch_size, image_ids, ...).
+    ``options`` go to :func:`helpers.metrics.perturbation.perturbation_curves` (sigma, seed, batch_size, image_ids, ...).
     References: Petsiuk et al. 2018 (BMVC), deletion; Samek et al. 2017 (IEEE TNNLS), MoRF.
     """
     return perturbation_curves(
@@ -43,7 +43,7 @@ def insertion_curves(
 ):
     """Insertion curves (N, L+1): step 0 is the perturbed image (a blur of ``blur_sigma`` px), step k restores k regions.
 
-    ``blur_sigma`` None: :func:`insertion_blur_sigma`. ``options`` go to :func:`helpers.perturbation.perturbation_curves`.
+    ``blur_sigma`` None: :func:`insertion_blur_sigma`. ``options`` go to :func:`helpers.metrics.perturbation.perturbation_curves`.
     References: Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC.
     """
     if blur_sigma is None:
@@ -95,7 +95,7 @@ def insertion_deletion(
 
     Returns ``deletion`` and ``insertion`` (N, L+1) curves, ``per_image_deletion`` / ``per_image_insertion`` AUCs, and
     ``deletion_auc``, ``insertion_auc``, ``difference`` (insertion - deletion, higher is better) as
-    :func:`helpers.scores.bootstrap_ci` entries over the images of ``mask`` (default all), plus ``n_images``.
+    :func:`helpers.metrics.intervals.bootstrap_ci` entries over the images of ``mask`` (default all), plus ``n_images``.
     ``options`` go to both curve functions (sigma, blur_sigma, batch_size, image_ids, progress, ...).
     References: Petsiuk et al. 2018, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC.
     """

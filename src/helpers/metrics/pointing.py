@@ -1,6 +1,6 @@
 """The pointing game: does the heatmap's maximum fall inside the mask (a phantom's lesion, the lungs)?
 
-Each heatmap is upsampled bilinearly to the mask's size (as :func:`helpers.localization.mask_energy` does) and its
+Each heatmap is upsampled bilinearly to the mask's size (as :func:`helpers.metrics.energy.mask_energy` does) and its
 maximal pixel is checked against the mask. When several pixels share the maximum (plateaus of an upsampled map,
 a constant map), the score is the share of them inside the mask: the chance of a hit for a maximum picked at
 random among them. An all-zero heatmap or an empty mask scores NaN (nothing to point with, nothing to hit).
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._core import check_pair
-from ..heatmaps import upsample
-from ..scores import bootstrap_ci
+from helpers.common.checks import check_pair
+from helpers.explain.maps import upsample
+from helpers.metrics.intervals import bootstrap_ci
 
 __all__ = ["pointing_game", "pointing_game_summary"]
 
@@ -69,7 +69,7 @@ def pointing_game(heatmaps, masks, size=None) -> np.ndarray:
 def pointing_game_summary(hits, masks=None, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
     """Hit rate with a bootstrap interval over the images with a score, and (given the masks) the chance level.
 
-    Returns :func:`helpers.scores.bootstrap_ci`'s entry (``mean`` = hit rate, ``low``, ``high``, ``n``) plus
+    Returns :func:`helpers.metrics.intervals.bootstrap_ci`'s entry (``mean`` = hit rate, ``low``, ``high``, ``n``) plus
     ``n_nan`` and, with ``masks``, ``chance``: the mean share of the image covered by the mask (a random point).
     References: Zhang et al. 2018 (IJCV), the pointing game; Efron & Tibshirani 1993 (percentile bootstrap).
     """

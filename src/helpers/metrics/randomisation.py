@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config
-from .._core import check_int, check_seed
-from ..heatmaps import normalize, upsample
-from ..scores import bootstrap_ci
-from .similarity import spearman, ssim
+from helpers.common import config
+from helpers.common.checks import check_int, check_seed
+from helpers.explain.maps import normalize, upsample
+from helpers.metrics.intervals import bootstrap_ci
+from helpers.metrics.similarity import spearman, ssim
 
 __all__ = ["randomisation_stages", "randomised_copy", "randomise_layers", "randomisation_test"]
 
@@ -157,8 +157,8 @@ def randomisation_test(
     finite value) and ``maps`` (S + 1, keep, h, w): the first ``keep`` images' maps, trained first.
     References: Adebayo et al. 2018, "Sanity Checks for Saliency Maps", NeurIPS.
     """
-    from ..explain import get_method
-    from ..explain.base import prepare_images
+    from helpers.explain.base import prepare_images
+    from helpers.explain.registry import get_method
 
     seed = check_seed(seed)
     methods = list(methods)

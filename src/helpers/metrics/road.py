@@ -2,7 +2,7 @@
 
 At each removal fraction f (default 10 %, 20 %, ..., 90 %) the first ``round(f * R)`` of the image's R regions in
 the heatmap's order (MoRF: most relevant first; LeRF: least relevant first; ties broken by a seeded random priority,
-:func:`helpers.perturbation.region_order`) are removed and imputed from the kept pixels
+:func:`helpers.metrics.perturbation.region_order`) are removed and imputed from the kept pixels
 (:mod:`helpers.metrics.imputation`), plus N(0, 0.01^2) noise; f(x) is the model's probability of the explained
 class. Imputation instead of noise keeps the perturbed images close to the data, so a drop in f measures the
 removed information rather than the artefacts of the perturbation. A good heatmap gives a low MoRF and a high
@@ -10,7 +10,7 @@ LeRF curve: the per-image score is the mean over fractions of ``(LeRF - MoRF) / 
 
 The (image, fraction) pairs are built, imputed and scored on the device: the removed pixels of a batch of pairs
 come from the per-region steps of its images and the pixel-to-region map, the imputation is one compiled batched
-solve, and the batch goes through the model's one compiled forward (:func:`helpers.device.forward`).
+solve, and the batch goes through the model's one compiled forward (:func:`helpers.backend.device.forward`).
 
 References: Rong et al. 2022, "A Consistent and Efficient Evaluation Strategy for Attribution Methods", ICML.
 """
@@ -21,12 +21,14 @@ import math
 
 import numpy as np
 
-from .._core import check_int, check_seed, compiled_function, image_array, pad_rows, to_device, to_unit
-from ..parameters import REGION_SCORES
-from ..perturbation import ORDERS, region_grid, region_order, step_of_region
-from ..perturbation import region_scores as score_regions
-from ..scores import bootstrap_ci
-from .imputation import ROAD_NOISE, default_iterations, impute_batch, road_noise, use_multigrid, with_xla
+from helpers.backend.compilation import compiled_function
+from helpers.backend.transfer import pad_rows, to_device, to_unit
+from helpers.common.checks import check_int, check_seed, image_array
+from helpers.common.choices import ORDERS, REGION_SCORES
+from helpers.metrics.imputation import ROAD_NOISE, default_iterations, impute_batch, road_noise, use_multigrid, with_xla
+from helpers.metrics.intervals import bootstrap_ci
+from helpers.metrics.perturbation import region_grid, region_order, step_of_region
+from helpers.metrics.perturbation import region_scores as score_regions
 
 __all__ = ["FRACTIONS", "removed_regions", "road_curves", "road_scores", "road_evaluation"]
 
@@ -90,7 +92,7 @@ def road_curves(
     """ROAD curves f(x_f) at each removal fraction, float64 (N, F): f the model's probability of ``classes[i]``.
 
     ``images`` uint8 or float in [0, 1], (N, H, W[, C]); ``heatmaps`` (N, h, w) raw relevance (None for
-    ``order="random"``); regions of ``region_size`` scored as :func:`helpers.perturbation.region_scores` with
+    ``order="random"``); regions of ``region_size`` scored as :func:`helpers.metrics.perturbation.region_scores` with
     ``region_scores`` ("grid" or "upsample"). ``order``: "morf", "lerf" or "random". Noise and tie-breaking are
     seeded by (seed, image id) only (``image_ids`` default 0..N-1): both orders and every model see the same noise
     for the same image.
@@ -100,7 +102,7 @@ def road_curves(
     """
     from keras import ops
 
-    from ..device import forward
+    from helpers.backend.device import forward
 
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
@@ -155,7 +157,7 @@ def road_curves(
     residual = np.empty((n, n_fractions), np.float64)
     bar = None
     if progress:
-        from ..progress import tqdm
+        from helpers.common.progress import tqdm
 
         bar = tqdm(total=n, desc=f"{model.name}: ROAD {order}", unit="img")
     pending = []
@@ -188,7 +190,7 @@ def road_scores(morf, lerf, mask=None, n_boot: int = 2000, seed: int = 0, level:
     """ROAD statistics of MoRF and LeRF curves (N, F): means over fractions and the combined score, with intervals.
 
     Per image: ``morf`` and ``lerf`` = the curve's mean over fractions, ``combined`` = mean of (LeRF - MoRF) / 2
-    (higher is better). Returns ``{morf, lerf, combined}`` as :func:`helpers.scores.bootstrap_ci` entries (mean, low,
+    (higher is better). Returns ``{morf, lerf, combined}`` as :func:`helpers.metrics.intervals.bootstrap_ci` entries (mean, low,
     high), the per-image values (``per_image_*``), the mean curves with their per-fraction bands (``morf_curve``,
     ``lerf_curve``) and ``n_images``. ``mask`` (boolean (N,)) selects images, e.g. the correctly classified ones.
     References: Rong et al. 2022 (ICML), ROAD; Efron & Tibshirani 1993 (percentile bootstrap).

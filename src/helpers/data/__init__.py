@@ -1,0 +1,3 @@
+"""The dataset: its folder layout, the real download, the synthetic phantoms, scanning, the split, decoded images
+and masks.
+"""

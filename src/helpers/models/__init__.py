@@ -1,0 +1,1 @@
+"""The networks and their training: the classifiers, the training loop, the lung U-Net, classification metrics."""
