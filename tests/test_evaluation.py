@@ -45,11 +45,23 @@ def test_metrics_match_a_hand_computation():
     assert m["n"] == 10 and m["macro_avg"]["support"] == 10
 
 
-def test_metrics_match_scikit_learn_on_random_predictions():
+def test_metrics_match_a_per_image_loop_and_scikit_learns_report_on_random_predictions():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 4, 300)
     scores = rng.random((300, 4))
     m = evaluation.classification_metrics(labels, scores, config.CLASS_NAMES)
+    predicted = scores.argmax(1)
+    for c, name in enumerate(config.CLASS_NAMES):  # counted image by image, independently of scikit-learn
+        tp = sum(1 for y, p in zip(labels, predicted) if y == c and p == c)
+        fp = sum(1 for y, p in zip(labels, predicted) if y != c and p == c)
+        fn = sum(1 for y, p in zip(labels, predicted) if y == c and p != c)
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+        got = m["per_class"][name]
+        assert got["precision"] == pytest.approx(precision, abs=1e-15) and got["recall"] == pytest.approx(
+            recall, abs=1e-15
+        )
+        assert got["f1"] == pytest.approx(2 * precision * recall / (precision + recall), abs=1e-15)
+        assert got["support"] == tp + fn
     ref = classification_report(
         labels, scores.argmax(1), labels=range(4), target_names=config.CLASS_NAMES, output_dict=True, zero_division=0
     )

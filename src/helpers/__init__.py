@@ -19,9 +19,8 @@ Subpackages, from the bottom layer up (a module imports its own layer and those 
 
 from __future__ import annotations
 
-import importlib
-
 from helpers.common.config import pin_threads as _pin_threads
+from helpers.common.native_logs import quiet_import
 
 __version__ = "0.1.0"
 
@@ -72,7 +71,7 @@ _pin_threads()
 def __getattr__(name: str):
     """Load a public name from its module on first use (PEP 562)."""
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(quiet_import(f"{__name__}.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,6 +4,7 @@ TensorFlow), cached weakly per model and key; :func:`compiled_function` for func
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Callable
 
@@ -11,6 +12,29 @@ from helpers.backend.transfer import backend, shard_batch, to_device
 
 _FUNCTIONS: dict = {}
 _PER_MODEL: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class _OneTracePerModel(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning about this module's functions: each is traced once
+    per model and key by design, and TensorFlow counts the traces of every model's function together."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("tf.function retracing" in message and f"<function {_OWN_FUNCTIONS}" in message)
+
+
+_OWN_FUNCTIONS = "compiled"  # the qualified names of this module's functions start with it
+_FILTER = _OneTracePerModel()
+
+
+def _tf_function(function: Callable) -> Callable:
+    """``tf.function(function, reduce_retracing=True)``, without TensorFlow's retracing warning across models."""
+    import tensorflow as tf
+
+    logger = logging.getLogger("tensorflow")
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+    return tf.function(function, reduce_retracing=True)
 
 
 def model_cache(model) -> dict:
@@ -55,9 +79,7 @@ def compiled(model, key, body: Callable, parts=None) -> Callable:
             return body(calls, *args)
 
         if backend() == "tensorflow":
-            import tensorflow as tf
-
-            function = tf.function(function, reduce_retracing=True)
+            function = _tf_function(function)
     cache[key] = function
     return function
 

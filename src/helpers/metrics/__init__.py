@@ -18,7 +18,7 @@ Names load on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
+from helpers.common.native_logs import quiet_import
 
 #: Public name -> the module of this package that defines it.
 _EXPORTS: dict[str, str] = {
@@ -37,7 +37,7 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str):
     """Load a public name from its module on first use (PEP 562)."""
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        value = getattr(quiet_import(f"{__name__}.{_EXPORTS[name]}"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -49,19 +49,14 @@ def predict_probabilities(model, images, batch_size: int = 64, progress: bool = 
 
 
 def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
-    """Counts (C, C): rows are true classes, columns predicted classes."""
-    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (labels, predicted), 1)
-    return matrix
+    """Counts (C, C): rows are true classes, columns predicted classes (:func:`sklearn.metrics.confusion_matrix`)."""
+    from sklearn.metrics import confusion_matrix as counts
 
-
-def _ratio(num: float, den: float) -> float:
-    return float(num / den) if den > 0 else 0.0
+    return counts(np.asarray(labels, np.int64), np.asarray(predicted, np.int64), labels=np.arange(num_classes))
 
 
 def classification_metrics(labels, probabilities, class_names: Sequence[str] = config.CLASS_NAMES) -> dict:
-    """Per-class precision/recall/F1/support, accuracy, macro and weighted averages and the confusion matrix.
+    """Per-class precision/recall/F1/support (scikit-learn's), accuracy, macro and weighted averages and the confusion matrix.
 
     ``probabilities``: (N, C) scores (the arg-max is the prediction) or (N,) predicted class indices.
     Keys: ``per_class[name]`` and ``macro_avg``/``weighted_avg`` hold ``precision``, ``recall``, ``f1``,
@@ -90,14 +85,17 @@ def classification_metrics(labels, probabilities, class_names: Sequence[str] = c
         if values.min() < 0 or values.max() >= n_classes:
             raise ValueError(f"{name} must be class indices in [0, {n_classes}), got {np.unique(values)[:10]}")
 
+    from sklearn.metrics import precision_recall_fscore_support
+
     matrix = confusion_matrix(labels, predicted, n_classes)
-    per_class = {}
-    for c, name in enumerate(class_names):
-        tp = matrix[c, c]
-        precision = _ratio(tp, matrix[:, c].sum())
-        recall = _ratio(tp, matrix[c, :].sum())
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        per_class[name] = {"precision": precision, "recall": recall, "f1": f1, "support": int(matrix[c, :].sum())}
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=np.arange(n_classes), average=None, zero_division=0
+    )
+    per_class = {
+        name: {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+               "support": int(support[c])}
+        for c, name in enumerate(class_names)
+    }  # fmt: skip
     support = np.array([per_class[n]["support"] for n in class_names], dtype=float)
     total = int(support.sum())
     macro = {s: float(np.mean([per_class[n][s] for n in class_names])) for s in SCORES}

@@ -236,34 +236,26 @@ def plot_classification_report(
 ):
     """A classification report as an annotated heatmap (precision, recall, F1 per class and averages; support as text): Figures 4-5.
 
-    ``figure``: the paper's figure number (4 or 5), which prefixes the title as "Figure N: ".
+    ``figure``: the paper's figure number (4 or 5), which prefixes the title as "Figure N: ". Drawn with
+    :func:`seaborn.heatmap`; the support column is text beside the coloured scores.
     """
+    import seaborn as sns
+
     frame = report_frame(metrics)
-    values = frame[list(SCORES)].to_numpy(dtype=float)
+    scores = frame[list(SCORES)].rename(columns=SCORE_LABELS)
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(frame) + 1.4))
-    shown = np.ma.masked_invalid(values)
-    image = ax.imshow(shown, cmap=cmap, vmin=0.0, vmax=1.0, aspect="auto")
-    support_x = values.shape[1] - 0.05  # the middle of the white column right of the scores
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            if np.isfinite(values[i, j]):
-                ax.text(
-                    j,
-                    i,
-                    f"{values[i, j]:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=10,
-                    color="black" if 0.25 < values[i, j] < 0.85 else "white",
-                )
-        ax.text(support_x, i, f"{int(frame['support'].iloc[i])}", ha="center", va="center", fontsize=10)
-    # the support column is a tick like the scores', so its header lines up with theirs
-    ax.set_xticks([*range(len(SCORES)), support_x], [*(SCORE_LABELS[score] for score in SCORES), "support"])
-    ax.set_yticks(range(len(frame)), list(frame.index))
-    ax.axhline(len(metrics["class_names"]) - 0.5, color="white", lw=3)
-    ax.set_xlim(-0.5, values.shape[1] + 0.4)
+    sns.heatmap(
+        scores, ax=ax, cmap=cmap, vmin=0.0, vmax=1.0, annot=True, fmt=".2f", annot_kws={"fontsize": 10},
+        cbar_kws={"label": "score", "fraction": 0.05, "pad": 0.2}, linewidths=0,
+    )  # fmt: skip
+    support_x = len(SCORES) + 0.35  # right of the scores, under its own header
+    for i, support in enumerate(frame["support"]):
+        ax.text(support_x, i + 0.5, f"{int(support)}", ha="center", va="center", fontsize=10)
+    ax.text(support_x, -0.15, "support", ha="center", va="bottom", fontsize=10)
+    ax.axhline(len(metrics["class_names"]), color="white", lw=3)
     ax.xaxis.tick_top()
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="score")
+    ax.set_xlabel("")
+    ax.tick_params(axis="y", rotation=0)
     title = title or "classification report on the test set"
     ax.set_title(figure_title(title, figure), pad=28)
     fig.tight_layout()
@@ -271,7 +263,10 @@ def plot_classification_report(
 
 
 def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping], normalize: bool = True, cmap: str = "Blues"):
-    """One confusion matrix per model, side by side: counts annotated, colour = share of the true class when ``normalize``."""
+    """One confusion matrix per model, side by side (:func:`seaborn.heatmap`): counts annotated, colour = share of the
+    true class when ``normalize``."""
+    import seaborn as sns
+
     names = list(metrics_by_model)
     if not names:
         raise ValueError("metrics_by_model is empty")
@@ -280,22 +275,16 @@ def plot_confusion_matrices(metrics_by_model: Mapping[str, Mapping], normalize: 
         metrics = metrics_by_model[name]
         matrix = np.asarray(metrics["confusion_matrix"], dtype=float)
         shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1) if normalize else matrix
-        ax.imshow(shares, cmap=cmap, vmin=0, vmax=1 if normalize else max(matrix.max(), 1))
-        for i in range(matrix.shape[0]):
-            for j in range(matrix.shape[1]):
-                text = f"{int(matrix[i, j])}" + (f"\n{shares[i, j]:.0%}" if normalize else "")
-                ax.text(
-                    j,
-                    i,
-                    text,
-                    ha="center",
-                    va="center",
-                    fontsize=9,
-                    color="white" if shares[i, j] > (0.5 if normalize else matrix.max() / 2) else "black",
-                )
-        ticks = range(len(metrics["class_names"]))
-        ax.set_xticks(ticks, metrics["class_names"], rotation=30, ha="right")
-        ax.set_yticks(ticks, metrics["class_names"])
+        labels = [[f"{int(n)}" + (f"\n{share:.0%}" if normalize else "") for n, share in zip(row, srow)]
+                  for row, srow in zip(matrix, shares)]  # fmt: skip
+        classes = metrics["class_names"]
+        sns.heatmap(
+            pd.DataFrame(shares, index=classes, columns=classes), ax=ax, cmap=cmap, vmin=0,
+            vmax=1 if normalize else max(matrix.max(), 1), annot=np.array(labels), fmt="", annot_kws={"fontsize": 9},
+            cbar=False, square=True,
+        )  # fmt: skip
+        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", rotation=0)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"{name} (accuracy {metrics['accuracy']:.2f})")

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from helpers.common.files import atomic_path
-from helpers.runner.kernels import NOISE
+from helpers.common.native_logs import NOISE
 
 __all__ = [
     "failure_message",

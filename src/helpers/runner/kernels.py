@@ -11,16 +11,7 @@ import os
 import re
 import sys
 
-#: Start-up chatter of TensorFlow/XLA and the kernel that the executed notebooks should not keep.
-NOISE = re.compile(
-    r"^(?:[IWE]\d{4} [\d:.]+ +\d+ \S+\] .*"
-    r"|WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
-    r"|.*oneDNN custom operations are on.*|.*TF_ENABLE_ONEDNN_OPTS.*"
-    r"|.*Could not find cuda drivers.*|.*failed call to cuInit.*|.*Unable to register cu\w+ factory.*"
-    r"|.*This TensorFlow binary is optimized to use available CPU instructions.*"
-    r"|.*To enable the following instructions.*rebuild TensorFlow.*)$"
-)
-
+from helpers.common.native_logs import NOISE
 
 _KERNEL_MANAGER = None
 #: The signal that interrupted this run (see :func:`mark_interrupted`), so a kernel error it causes reads as one.

@@ -104,15 +104,32 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
     left.set_xticks(range(len(table)), table["trial"], rotation=60, ha="right", fontsize=7)
     left.set_ylabel("validation criterion (mean disease recall)")
     left.set_title("per trial (orange: chosen, grey: failed)")
-    chosen = table[table["chosen"]]
-    if len(chosen):
+    measures = {"test_recall": "test recall", "test_f1": "test F1", "aopc": "AOPC (MoRF)",
+                "morf_minus_random": "MoRF - random"}  # fmt: skip
+    done = table[table["status"] == "done"]
+    long = pd.DataFrame(
+        [
+            {"measure": label, "model": model, "value": float(row.get(f"{model}_{key}", math.nan))}
+            for _, row in done.iterrows()
+            for model in MODELS
+            for key, label in measures.items()
+        ]  # fmt: skip
+    ).dropna()
+    if len(done) >= 2 and len(long):  # every trial (a seed sweep: every seed) and the mean with its interval
+        import seaborn as sns
+
+        sns.stripplot(long, x="measure", y="value", hue="model", dodge=True, alpha=0.5, ax=right, legend=False)
+        sns.pointplot(long, x="measure", y="value", hue="model", dodge=0.4, linestyle="none", markers="D",
+                      errorbar=("ci", 95), seed=0, ax=right)  # fmt: skip
+        right.set_xlabel("")
+        right.set_title(f"{len(done)} trials (dots), mean and 95% bootstrap interval")
+    elif len(chosen := table[table["chosen"]]):
         row = chosen.iloc[0]
-        measures = ["test_recall", "test_f1", "aopc", "morf_minus_random"]
         width = 0.38
         for i, model in enumerate(MODELS):
             values = [float(row.get(f"{model}_{m}", math.nan)) for m in measures]
             right.bar(np.arange(len(measures)) + (i - 0.5) * width, np.nan_to_num(values), width, label=model)
-        right.set_xticks(range(len(measures)), ["test recall", "test F1", "AOPC (MoRF)", "MoRF - random"])
+        right.set_xticks(range(len(measures)), list(measures.values()))
         right.legend()
         right.set_title(f"chosen trial {row['trial']}")
     fig.tight_layout()
