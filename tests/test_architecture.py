@@ -210,3 +210,17 @@ def test_the_runner_and_the_html_export_load_neither_keras_nor_matplotlib():
         env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "STUDY_COMPILE_LOG": os.devnull},  # as in gpu_study.py
     )  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_the_suite_runs_keras_tests_on_every_backend_and_the_rest_once(tmp_path):
+    """tests/conftest.py marks a test file ``keras`` from its imports; make test runs only those under JAX too."""
+    from conftest import TESTS, may_run_keras
+
+    assert may_run_keras(TESTS / "test_heatmaps.py") and may_run_keras(TESTS / "test_methods_step.py")
+    assert not may_run_keras(TESTS / "test_phantoms.py") and not may_run_keras(TESTS / "test_sweep_guards.py")
+    public = tmp_path / "test_public.py"
+    public.write_text("from helpers import gradcam\n")
+    assert may_run_keras(public)
+    through = tmp_path / "test_through.py"  # through another test module
+    through.write_text("from test_heatmaps import contract_model\n")
+    assert may_run_keras(through)
