@@ -57,6 +57,7 @@ __all__ = [
     "SLOT_FIGURES",
     "SLOT_LABELS",
     "save_figure",
+    "closed",
     "recall_history_figure",
     "classification_report_figure",
     "FIG1_EXAMPLES",
@@ -82,6 +83,12 @@ __all__ = [
     "SEGMENTATION_HISTORY",
     "MASKED_INPUTS",
 ]
+
+
+def closed(fig):
+    """``fig``, closed so that a notebook shows it once, where a step returns it (``display(fig)``)."""
+    plt.close(fig)
+    return fig
 
 
 def save_figure(fig, folder: str | os.PathLike, name: str, dpi: int = FIGURE_DPI) -> Path:

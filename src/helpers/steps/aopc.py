@@ -122,7 +122,7 @@ def score_and_report(
                             title=f"{name}: $f(x^{{k}})$ by region order", seed=seed)  # fmt: skip
     fig.tight_layout()
     figures.save_figure(fig, paths.figures, figures.MORF_CURVES)
-    curves_figure = _closed(fig)
+    curves_figure = figures.closed(fig)
 
     report = aopc.aopc_report(curves, masks, n_boot=n_bootstrap, seed=seed)
     fig = figures.plot_aopc(
@@ -131,7 +131,7 @@ def score_and_report(
         title="Figure 8: AOPC vs perturbation step (MoRF; dashed: random order)",
     )
     figures.save_figure(fig, paths.figures, figures.FIG8_AOPC)
-    aopc_figure = _closed(fig)
+    aopc_figure = figures.closed(fig)
 
     settings = [(p, sigma) for p in ablation_perturbations] + [("gaussian", s) for s in ablation_sigmas if s != sigma]
     ablation_rows = []
@@ -151,7 +151,7 @@ def score_and_report(
     if ablation_rows:
         fig = figures.plot_ablation(ablation_rows)
         figures.save_figure(fig, paths.figures, figures.AOPC_ABLATION)
-        ablation_figure = _closed(fig)
+        ablation_figure = figures.closed(fig)
 
     # recall and F1 with 95% intervals: test images resampled within each true class, the same resamples for both
     classification = intervals.classification_intervals(
@@ -192,11 +192,3 @@ def score_and_report(
         explorer=page,
         report=report,
     )
-
-
-def _closed(fig):
-    """The figure, closed so that a notebook shows it once (with ``display``), where it is returned."""
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return fig
