@@ -34,16 +34,22 @@ SEEDS ?=
 docs: $(STAMP) ## Copy the demo report's figures and tables into README.md and docs/; add the seed sweep's runs (SEEDS="folder ...") to docs/reference/demo.json
 	$(PY) -m helpers.report.publish --report-dir reports/demo $(foreach folder,$(SEEDS),--seeds $(folder))
 
-# The unit suite runs twice along two numeric paths, so a test that compares two computations with == fails here and
-# not only on a user's CPU: TensorFlow with Eigen's kernels (oneDNN off, whose results change with the batch size) and
-# one thread per operation, then JAX (XLA's kernels, one thread per core); the notebook tests use TensorFlow's defaults.
+# The unit suite runs along two numeric paths, so a test that compares two computations with == fails here and not only
+# on a user's CPU: TensorFlow with Eigen's kernels (oneDNN off, whose results change with the batch size) and one thread
+# per operation, then JAX (XLA's kernels, one thread per core) for the tests that may run a Keras computation (marked
+# `keras` by tests/conftest.py from their imports); the notebook tests use TensorFlow's defaults. Each part runs on
+# WORKERS pytest-xdist processes: unit tests by module (their fixtures are per module), notebook tests by file (the tests
+# reading one shared study live in one file, so it is computed once).
 UNIT_TF_ENV := KERAS_BACKEND=tensorflow TF_ENABLE_ONEDNN_OPTS=0 STUDY_THREADS=1
 UNIT_JAX_ENV := KERAS_BACKEND=jax
+WORKERS ?= 2
+UNIT_XDIST := -n $(WORKERS) --dist loadscope
+NOTEBOOK_XDIST := -n $(WORKERS) --dist loadfile
 
 test: $(STAMP) browser notebooks-check lint ## Run the whole test suite: checks, unit tests on TensorFlow and on JAX, then the notebook tests
-	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
-	$(UNIT_JAX_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(UNIT_XDIST) $(PYTEST_ARGS)
+	$(UNIT_JAX_ENV) $(PY) -m pytest -m "keras and not notebook" $(UNIT_XDIST) $(PYTEST_ARGS)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(NOTEBOOK_XDIST) $(PYTEST_ARGS)
 
 browser: ## Install headless Chromium and its driver for the explorer's browser test, when missing (Debian/Ubuntu, as root)
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
@@ -61,13 +67,13 @@ format: $(STAMP) ## Format the code and apply ruff's safe fixes
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 test-unit-tf: $(STAMP) ## Unit tests on the TensorFlow backend only (Eigen kernels, one thread per operation)
-	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+	$(UNIT_TF_ENV) $(PY) -m pytest -m "not notebook" $(UNIT_XDIST) $(PYTEST_ARGS)
 
-test-unit-jax: $(STAMP) ## Unit tests on the JAX backend only
-	$(UNIT_JAX_ENV) $(PY) -m pytest -m "not notebook" $(PYTEST_ARGS)
+test-unit-jax: $(STAMP) ## Unit tests that may run a Keras computation, on the JAX backend
+	$(UNIT_JAX_ENV) $(PY) -m pytest -m "keras and not notebook" $(UNIT_XDIST) $(PYTEST_ARGS)
 
-test-notebooks: $(STAMP) ## Notebook tests only (nbval over the smoke profile, the runner)
-	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(PYTEST_ARGS)
+test-notebooks: $(STAMP) ## Notebook tests only (nbval over the smoke profile, the runner, sweeps)
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m notebook $(NOTEBOOK_XDIST) $(PYTEST_ARGS)
 
 lab: $(STAMP) ## Open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks/ $$(if [ "$$(id -u)" = 0 ]; then echo --allow-root; fi)

@@ -49,7 +49,11 @@ def may_run_keras(path: Path) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark ``keras`` every test of a file that may run a Keras computation (:func:`may_run_keras`)."""
+    """Mark ``keras`` every test of a file that may run a Keras computation (:func:`may_run_keras`).
+
+    ``make test`` runs two pytest-xdist workers with ``--dist loadfile``: the tests that read one of the studies below
+    (computed once per session and worker) live in one file, so that each is computed once.
+    """
     for item in items:
         if may_run_keras(Path(item.fspath)):
             item.add_marker(pytest.mark.keras)
@@ -80,3 +84,94 @@ def tiny_data():
     from test_training import make_tiny_data
 
     return make_tiny_data()
+
+
+@pytest.fixture(scope="session")
+def nbval_study(tmp_path_factory):
+    """Every notebook run by nbval (``--nbval-lax``) with the smoke parameters injected, once per session: the notebooks
+    as a user runs them in Jupyter. Returns ``(the nbval process, its report folder)``."""
+    import subprocess
+    import sys
+
+    import papermill as pm
+
+    from helpers.runner import pipeline
+
+    tmp = tmp_path_factory.mktemp("nbval")
+    notebooks = pipeline.discover_notebooks(TESTS.parent / "notebooks")
+    params = pipeline.resolve_parameters(pipeline.load_profile("smoke", TESTS.parent / "params"), notebooks)
+    prepared_dir = tmp / "prepared"
+    prepared_dir.mkdir()
+    prepared = []
+    for nb in notebooks:
+        values = dict(params[nb.stem])
+        declared = pipeline.notebook_parameters(nb)
+        runner = {"profile": "smoke", "work_dir": str(tmp / "work"), "report_dir": str(tmp / "report")}
+        values.update({k: v for k, v in runner.items() if k in declared})
+        out = prepared_dir / nb.name
+        pm.execute_notebook(str(nb), str(out), parameters=values, prepare_only=True, progress_bar=False)
+        prepared.append(out)
+    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+         "--rootdir", str(tmp), *map(str, prepared)],
+        cwd=tmp, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    return proc, tmp / "report"
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory):
+    """The masking sweep on the smoke profile, once per test session: the whole study (01-08) with the classifiers on
+    the whole image and on the predicted lungs, under a parent report (``params/sweep-masking.yaml``'s shape).
+
+    Its ``input_mask=none`` trial is the smoke study every other notebook test reads (:func:`smoke_study`).
+    Returns ``(work folder, sweep folder, results table)``.
+    """
+    import json
+
+    import pandas as pd
+
+    from helpers.runner import sweep
+
+    work = tmp_path_factory.mktemp("smoke-sweep")
+    report = work / "reports" / "smoke"  # the parent report the sweep quotes itself in
+    report.mkdir(parents=True)
+    (report / "run.json").write_text(json.dumps({"profile": "smoke", "stale": []}))
+    (report / "summary.md").write_text("# Study summary\n\nthe study's own text\n")
+    (report / "index.html").write_text("<html>before</html>")
+    grid = work / "grid.yaml"
+    grid.write_text("name: masking\ncompare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n")
+    out = sweep.run_sweep(grid, "smoke", project_dir=TESTS.parent, work_dir=work, log=lambda t: None)
+    return work, out, pd.read_csv(out / "results.csv")
+
+
+@pytest.fixture(scope="session")
+def smoke_study(smoke_sweep):
+    """The work folder of one complete smoke study (every notebook, seed 0, whole images), with its HTML report.
+
+    Read it, never change it: a test that runs the runner on it copies it first (:func:`copy_study`).
+    """
+    from helpers.report.html import export_report
+
+    _, out, table = smoke_sweep
+    assert table["status"].tolist() == ["done", "done"], table.get("error")
+    work = {trial_values(out / t)["shared.input_mask"]: out / t for t in table["trial"]}["none"]
+    export_report(work / "reports" / "smoke", log=lambda *a: None)
+    return work
+
+
+def trial_values(trial: Path) -> dict:
+    """The values a sweep trial ran with (``{"shared.input_mask": "none"}``, from its ``trial.json``)."""
+    import json
+
+    return json.loads((trial / "trial.json").read_text())["values"]
+
+
+def copy_study(source: Path, work: Path) -> Path:
+    """A copy of a study's ``data/`` and ``reports/smoke/`` in ``work``, to run the runner on."""
+    import shutil
+
+    shutil.copytree(source / "data", work / "data")
+    shutil.copytree(source / "reports" / "smoke", work / "reports" / "smoke")
+    return work

@@ -48,13 +48,17 @@ def test_tables_and_figures():
     assert frame.loc["accuracy", "f1"] == pytest.approx(a["accuracy"])
     assert reporting.summary_row("vgg16", a)["macro_recall"] == pytest.approx(a["macro_avg"]["recall"])
     fig = figures.plot_classification_report(a, title="VGG16")
-    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["precision", "recall", "F1", "support"]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["precision", "recall", "F1"]
+    assert "support" in [t.get_text() for t in fig.axes[0].texts]  # the support column's header, beside the scores
     assert fig.axes[0].get_title() == "VGG16"
     texts = {t.get_text() for t in fig.axes[0].texts}
     assert f"{a['per_class']['COVID']['recall']:.2f}" in texts and str(a["n"]) in texts
     matplotlib.pyplot.close(fig)
     fig = figures.plot_confusion_matrices({"vgg16": a, "densenet201": b})
-    assert len([ax for ax in fig.axes if ax.images]) == 2
+    assert len([ax for ax in fig.axes if ax.collections]) == 2  # one seaborn heatmap (a QuadMesh) per model
+    count = a["confusion_matrix"][0][0]
+    share = count / sum(a["confusion_matrix"][0])
+    assert f"{count}\n{share:.0%}" in {t.get_text() for t in fig.axes[0].texts}  # counts and row shares annotated
     matplotlib.pyplot.close(fig)
 
 

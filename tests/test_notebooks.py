@@ -1,14 +1,17 @@
-"""Notebook tests: nbval over every notebook prepared with the smoke profile, and the runner on smoke."""
+"""Notebook tests: nbval over every notebook prepared with the smoke profile (once per session, tests/conftest.py), the
+runner on smoke, and two real runners on one work folder compared with the nbval run (both read ``nbval_study``: one
+file, so that ``--dist loadfile`` keeps them on one worker)."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-import papermill as pm
 import pytest
 
 from helpers.runner import pipeline
@@ -17,48 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.notebook
 
 
-def _prepare(tmp_path: Path) -> list[Path]:
-    """Write the notebooks with the smoke parameters injected (papermill prepare-only) into a temp folder."""
-    notebooks = pipeline.discover_notebooks(ROOT / "notebooks")
-    params = pipeline.resolve_parameters(pipeline.load_profile("smoke", ROOT / "params"), notebooks)
-    prepared_dir = tmp_path / "prepared"
-    prepared_dir.mkdir()
-    prepared = []
-    for nb in notebooks:
-        values = dict(params[nb.stem])
-        declared = pipeline.notebook_parameters(nb)
-        runner = {"profile": "smoke", "work_dir": str(tmp_path / "work"), "report_dir": str(tmp_path / "report")}
-        values.update({k: v for k, v in runner.items() if k in declared})
-        out = prepared_dir / nb.name
-        pm.execute_notebook(str(nb), str(out), parameters=values, prepare_only=True, progress_bar=False)
-        prepared.append(out)
-    return prepared
-
-
-def test_nbval_over_smoke_prepared_notebooks(tmp_path):
-    prepared = _prepare(tmp_path)
-    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "--nbval-lax",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "--rootdir",
-            str(tmp_path),
-            *map(str, prepared),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+def test_nbval_over_smoke_prepared_notebooks(nbval_study):
+    proc, report = nbval_study
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
-    assert (tmp_path / "report" / "figures" / "fig1_examples.png").is_file()
+    assert (report / "figures" / "fig1_examples.png").is_file() and (report / "summary.md").is_file()
 
 
 def test_runner_executes_01_on_smoke(tmp_path):
@@ -78,3 +43,79 @@ def test_runner_executes_01_on_smoke(tmp_path):
     counts = json.loads((report / "metrics" / "data.json").read_text())["counts"]
     assert counts["Total"]["total"] == 4 * 12
     assert (tmp_path / "data" / "processed" / "smoke" / "split.csv").is_file()
+
+
+def _runner(work, *args):
+    command = [
+        sys.executable,
+        "-m",
+        "helpers.runner.pipeline",
+        "--profile",
+        "smoke",
+        "--work-dir",
+        str(work),
+        "--no-html",
+        "--no-progress",
+        *args,
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _read_until(proc, prefix, lines):
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith(prefix):
+            return
+    raise AssertionError("".join(lines))
+
+
+def test_two_real_runners_share_a_work_folder_safely(tmp_path, nbval_study):
+    """One run per work folder and profile: a second refuses naming the first, --wait queues, kill -9 never blocks.
+
+    The first run is the whole smoke study from the command line: with the same seed its metrics and summary are
+    byte-identical to those of the notebooks run by nbval (another process, folder and way of running them).
+    """
+    report = tmp_path / "reports" / "smoke"
+    notebooks = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    first, lines = _runner(tmp_path), []
+    _read_until(first, "[1/8]", lines)
+    refused = _runner(tmp_path)
+    out = refused.communicate(timeout=120)[0]
+    assert refused.returncode == 2, out
+    assert f"pid {first.pid}, started" in out and "--profile smoke" in out and "pass --wait" in out
+    waiting = _runner(tmp_path, "--wait", "--wait-timeout", "600", "--only", "05")
+    out_first = "".join(lines) + first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out_first
+    out_waiting = waiting.communicate(timeout=600)[0]
+    assert waiting.returncode == 0, out_waiting
+    assert f"waiting for the run with pid {first.pid}" in out_waiting
+    assert sorted(p.name for p in report.glob("*.ipynb")) == notebooks and (report / "summary.md").is_file()
+    assert nbval_study[0].returncode == 0, (
+        "the notebooks failed under nbval: see test_nbval_over_smoke_prepared_notebooks"
+    )
+    reference = nbval_study[1]
+    names = sorted(p.name for p in (reference / "metrics").glob("*.json"))
+    assert names and names == sorted(p.name for p in (report / "metrics").glob("*.json"))
+    _, mismatch, errors = filecmp.cmpfiles(reference / "metrics", report / "metrics", names, shallow=False)
+    assert mismatch == [] and errors == [], f"metrics differ between two runs with the same seed: {mismatch}"
+    assert filecmp.cmp(reference / "summary.md", report / "summary.md", shallow=False)
+
+    killed, lines = _runner(tmp_path, "--only", "01,03"), []
+    _read_until(killed, "[2/2]", lines)
+    time.sleep(2)
+    killed.kill()  # kill -9: the lock file still names it, but the OS released the lock
+    killed.wait()
+    assert list((tmp_path / "reports").glob(".smoke.staging-*"))
+    after = _runner(tmp_path, "--only", "05")
+    out_after = after.communicate(timeout=600)[0]
+    assert after.returncode == 0, out_after
+    assert list((tmp_path / "reports").glob(".smoke.staging-*")) == []  # the dead run's staging is cleaned up
+    assert sorted(p.name for p in report.glob("*.ipynb")) == notebooks and (report / "summary.md").is_file()
+    assert len(list((report / "metrics").glob("*.json"))) >= 6

@@ -213,81 +213,6 @@ def test_the_parent_report_is_only_touched_under_the_runners_lock(tmp_path, fake
     assert not (report / "sweeps.md").exists()
 
 
-METRICS = ["vgg16_val_criterion", "densenet201_val_criterion", "vgg16_test_recall", "vgg16_test_f1",
-           "densenet201_test_recall", "densenet201_test_f1"]  # fmt: skip
-
-
-@pytest.mark.notebook
-def test_a_real_two_trial_smoke_sweep_locally_and_through_ray(tmp_path, monkeypatch):
-    """Two smoke trials (notebooks 01, 03-05, down-sampled and class-weighted) here, then as Ray tasks on a local
-    instance started for the sweep: the same trial folders and the same metrics; a rerun through Ray reruns nothing."""
-    import ray  # the [ray] extra: installed by make test, so this test never skips there
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    grid = _grid(
-        tmp_path,
-        "name: sampling\nnotebooks: ['01', '03', '04', '05']\nparameters:\n  shared:\n"
-        "    sampling: [downsample, class_weight]\n",
-    )
-    local = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "local", log=lambda t: None)
-    table = pd.read_csv(local / "results.csv")
-    assert table["status"].tolist() == ["done", "done"], table.get("error")
-    assert table["vgg16_test_recall"].notna().all() and table["chosen"].sum() == 1
-    weighted = json.loads(
-        (local / table.loc[1, "trial"] / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text()
-    )
-    assert weighted["settings"]["sampling"] == "class_weight"
-
-    logs = []
-    remote = sweep.run_sweep(
-        grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "ray", log=logs.append, executor="ray"
-    )
-    assert not ray.is_initialized()  # the local instance is stopped with the sweep
-    assert any("a local instance started for this sweep" in line for line in logs)
-    by_ray = pd.read_csv(remote / "results.csv")
-    assert by_ray["status"].tolist() == ["done", "done"], by_ray.get("error")
-    assert by_ray["trial"].tolist() == table["trial"].tolist()
-    pd.testing.assert_frame_equal(by_ray[METRICS], table[METRICS], check_exact=True)
-    for trial in table["trial"]:
-        record = json.loads((remote / trial / "trial.json").read_text())
-        assert record["status"] == "done" and (remote / trial / "reports" / "smoke" / "run.json").is_file()
-    stamps = {t: (remote / t / "trial.json").stat().st_mtime_ns for t in table["trial"]}
-    logs.clear()
-    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path / "ray", log=logs.append, executor="ray")
-    assert {t: (remote / t / "trial.json").stat().st_mtime_ns for t in table["trial"]} == stamps
-    assert sum("done before, not rerun" in line for line in logs) == 2
-
-
-@pytest.mark.notebook
-def test_failed_trials_through_ray_are_recorded_and_tried_again(tmp_path, monkeypatch):
-    """A dataset whose images do not decode fails in notebook 01 (the layout passes the checks before any kernel):
-    each Ray task records its failure, the sweep goes on."""
-    import ray
-
-    from helpers.common.config import CLASS_NAMES, DATASET_DIRNAME
-
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    broken = tmp_path / "broken" / DATASET_DIRNAME
-    for name in CLASS_NAMES:
-        (broken / name / "images").mkdir(parents=True)
-        (broken / name / "images" / f"{name}-1.png").write_bytes(b"not a png")
-    grid = _grid(
-        tmp_path,
-        f"name: broken\nnotebooks: ['01']\nparameters:\n  01:\n    source: [kaggle]\n    data_dir: ['{broken}']\n"
-        "  shared:\n    seed: [0, 1]\n",
-    )
-    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None, executor="ray")
-    assert not ray.is_initialized()
-    table = pd.read_csv(out / "results.csv")
-    assert table["status"].tolist() == ["failed", "failed"]
-    for trial in table["trial"]:
-        record = json.loads((out / trial / "trial.json").read_text())
-        assert record["status"] == "failed" and "NotebookFailed" in record["error"] and "01_data" in record["error"]
-    logs = []
-    sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=logs.append, executor="ray")
-    assert not any("done before" in line for line in logs) and any("submitted" in line for line in logs)
-
-
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -302,22 +227,3 @@ def test_compare_must_name_a_two_valued_axis(tmp_path, text, message):
         _grid(tmp_path, "compare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n"), "smoke", ROOT
     )
     assert loaded.compare == "shared.input_mask" and len(loaded.trials) == 2
-
-
-@pytest.mark.notebook
-def test_the_masking_sweep_compares_masked_and_unmasked_smoke_studies(tmp_path):
-    """params/sweep-masking.yaml's shape on smoke: the whole study (01-07) without and with input_mask="lung"."""
-    report = _parent_report(tmp_path)
-    grid = _grid(tmp_path, "name: masking\ncompare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n")
-    out = sweep.run_sweep(grid, "smoke", project_dir=ROOT, work_dir=tmp_path, log=lambda t: None)
-    table = pd.read_csv(out / "results.csv")
-    assert table["status"].tolist() == ["done", "done"], table.get("error")
-    masked = out / table.loc[1, "trial"]
-    training = json.loads((masked / "reports" / "smoke" / "metrics" / "training_vgg16.json").read_text())
-    assert training["input_mask"] == "lung" and (masked / "data" / "processed" / "smoke" / "lung_masks.npz").is_file()
-    pairs = json.loads((out / "comparison.json").read_text())["pairs"]
-    assert len(pairs) == 1 and pairs[0]["names"] == ["none", "lung"] and "error" not in pairs[0]
-    measures = {(row["model"], row["measure"]) for row in pairs[0]["rows"]}
-    assert {("vgg16", "macro recall"), ("densenet201", "MoRF − random")} <= measures
-    assert "## Paired comparison: shared.input_mask" in (out / "results.md").read_text()
-    assert "lung − none [95% CI]" in (report / "sweeps.md").read_text()
