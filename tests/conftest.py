@@ -51,8 +51,8 @@ def may_run_keras(path: Path) -> bool:
 def pytest_collection_modifyitems(config, items):
     """Mark ``keras`` every test of a file that may run a Keras computation (:func:`may_run_keras`).
 
-    ``make test`` runs two pytest-xdist workers with ``--dist loadfile``: the tests that read one of the studies below
-    (computed once per session and worker) live in one file, so that each is computed once.
+    ``make test`` runs two pytest-xdist workers; the studies several notebook tests read are computed once per session
+    for both (:func:`shared_once`).
     """
     for item in items:
         if may_run_keras(Path(item.fspath)):
@@ -86,38 +86,61 @@ def tiny_data():
     return make_tiny_data()
 
 
+def shared_once(tmp_path_factory, name: str, compute) -> dict:
+    """``compute(folder)`` (a JSON-able record) once per test session, whichever pytest-xdist worker asks first: the
+    others wait on a lock and read the record, so a study shared by tests on both workers is computed once."""
+    import fcntl
+    import json
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's folder, above the workers' own
+    folder, record = base / f"shared-{name}", base / f"shared-{name}.json"
+    with open(base / f"shared-{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.is_file():
+            folder.mkdir(exist_ok=True)
+            record.write_text(json.dumps(compute(folder)))
+    return json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def nbval_study(tmp_path_factory):
     """Every notebook run by nbval (``--nbval-lax``) with the smoke parameters injected, once per session: the notebooks
-    as a user runs them in Jupyter. Returns ``(the nbval process, its report folder)``."""
-    import subprocess
-    import sys
+    as a user runs them in Jupyter. Returns ``(the nbval process's exit code and output, its report folder)``."""
 
-    import papermill as pm
+    def compute(tmp: Path) -> dict:
+        import subprocess
+        import sys
 
-    from helpers.runner import pipeline
+        import papermill as pm
 
-    tmp = tmp_path_factory.mktemp("nbval")
-    notebooks = pipeline.discover_notebooks(TESTS.parent / "notebooks")
-    params = pipeline.resolve_parameters(pipeline.load_profile("smoke", TESTS.parent / "params"), notebooks)
-    prepared_dir = tmp / "prepared"
-    prepared_dir.mkdir()
-    prepared = []
-    for nb in notebooks:
-        values = dict(params[nb.stem])
-        declared = pipeline.notebook_parameters(nb)
-        runner = {"profile": "smoke", "work_dir": str(tmp / "work"), "report_dir": str(tmp / "report")}
-        values.update({k: v for k, v in runner.items() if k in declared})
-        out = prepared_dir / nb.name
-        pm.execute_notebook(str(nb), str(out), parameters=values, prepare_only=True, progress_bar=False)
-        prepared.append(out)
-    env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
-         "--rootdir", str(tmp), *map(str, prepared)],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    return proc, tmp / "report"
+        from helpers.runner import pipeline
+
+        notebooks = pipeline.discover_notebooks(TESTS.parent / "notebooks")
+        params = pipeline.resolve_parameters(pipeline.load_profile("smoke", TESTS.parent / "params"), notebooks)
+        prepared_dir = tmp / "prepared"
+        prepared_dir.mkdir()
+        prepared = []
+        for nb in notebooks:
+            values = dict(params[nb.stem])
+            declared = pipeline.notebook_parameters(nb)
+            runner = {"profile": "smoke", "work_dir": str(tmp / "work"), "report_dir": str(tmp / "report")}
+            values.update({k: v for k, v in runner.items() if k in declared})
+            out = prepared_dir / nb.name
+            pm.execute_notebook(str(nb), str(out), parameters=values, prepare_only=True, progress_bar=False)
+            prepared.append(out)
+        env = dict(os.environ, KERAS_BACKEND=os.environ.get("KERAS_BACKEND", "tensorflow"))
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+             "--rootdir", str(tmp), *map(str, prepared)],
+            cwd=tmp, env=env, capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        return {"returncode": proc.returncode, "output": proc.stdout[-6000:] + proc.stderr[-3000:],
+                "report": str(tmp / "report")}  # fmt: skip
+
+    record = shared_once(tmp_path_factory, "nbval", compute)
+    return record, Path(record["report"])
 
 
 @pytest.fixture(scope="session")
@@ -125,29 +148,33 @@ def smoke_sweep(tmp_path_factory):
     """The masking sweep on the smoke profile, once per test session: the whole study (01-08) with the classifiers on
     the whole image and on the predicted lungs, under a parent report (``params/sweep-masking.yaml``'s shape).
 
-    Its ``input_mask=none`` trial is the smoke study every other notebook test reads (:func:`smoke_study`).
+    Its ``input_mask=none`` trial is the smoke study other notebook tests read (:func:`smoke_study`).
     Returns ``(work folder, sweep folder, results table)``.
     """
     import json
 
     import pandas as pd
 
-    from helpers.runner import sweep
+    def compute(work: Path) -> dict:
+        from helpers.runner import sweep
 
-    work = tmp_path_factory.mktemp("smoke-sweep")
-    report = work / "reports" / "smoke"  # the parent report the sweep quotes itself in
-    report.mkdir(parents=True)
-    (report / "run.json").write_text(json.dumps({"profile": "smoke", "stale": []}))
-    (report / "summary.md").write_text("# Study summary\n\nthe study's own text\n")
-    (report / "index.html").write_text("<html>before</html>")
-    grid = work / "grid.yaml"
-    grid.write_text("name: masking\ncompare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n")
-    out = sweep.run_sweep(grid, "smoke", project_dir=TESTS.parent, work_dir=work, log=lambda t: None)
-    return work, out, pd.read_csv(out / "results.csv")
+        report = work / "reports" / "smoke"  # the parent report the sweep quotes itself in
+        report.mkdir(parents=True)
+        (report / "run.json").write_text(json.dumps({"profile": "smoke", "stale": []}))
+        (report / "summary.md").write_text("# Study summary\n\nthe study's own text\n")
+        (report / "index.html").write_text("<html>before</html>")
+        grid = work / "grid.yaml"
+        grid.write_text("name: masking\ncompare: input_mask\nparameters:\n  shared:\n    input_mask: [none, lung]\n")
+        out = sweep.run_sweep(grid, "smoke", project_dir=TESTS.parent, work_dir=work, log=lambda t: None)
+        return {"work": str(work), "out": str(out)}
+
+    record = shared_once(tmp_path_factory, "smoke-sweep", compute)
+    out = Path(record["out"])
+    return Path(record["work"]), out, pd.read_csv(out / "results.csv")
 
 
 @pytest.fixture(scope="session")
-def smoke_study(smoke_sweep):
+def smoke_study(smoke_sweep, tmp_path_factory):
     """The work folder of one complete smoke study (every notebook, seed 0, whole images), with its HTML report.
 
     Read it, never change it: a test that runs the runner on it copies it first (:func:`copy_study`).
@@ -157,7 +184,7 @@ def smoke_study(smoke_sweep):
     _, out, table = smoke_sweep
     assert table["status"].tolist() == ["done", "done"], table.get("error")
     work = {trial_values(out / t)["shared.input_mask"]: out / t for t in table["trial"]}["none"]
-    export_report(work / "reports" / "smoke", log=lambda *a: None)
+    shared_once(tmp_path_factory, "smoke-html", lambda _: str(export_report(work / "reports" / "smoke", log=print)))
     return work
 
 
