@@ -83,7 +83,7 @@ def format_interval(entry: Mapping, digits: int = 3) -> str:
     return f"{entry['estimate']:.{digits}f} [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
 
 
-def _scores(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
+def _recall_f1(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> dict[str, np.ndarray]:
     """Per-class recall and F1 and macro recall/F1 of each row of (B, N) labels and predictions (classification-report definitions, 0 where undefined)."""
     rows = labels.shape[0]
     codes = labels * n_classes + predicted + (np.arange(rows) * n_classes * n_classes)[:, None]
@@ -150,8 +150,8 @@ def classification_intervals(
     }
     boot_recall, boot_f1 = {}, {}
     for name, values in predicted.items():
-        point = _scores(labels[None, :], values[None, :], n_classes)
-        boot = _scores(resampled_labels, values[draws], n_classes)
+        point = _recall_f1(labels[None, :], values[None, :], n_classes)
+        boot = _recall_f1(resampled_labels, values[draws], n_classes)
         boot_recall[name] = (point["macro_recall"][0], boot["macro_recall"])
         boot_f1[name] = (point["macro_f1"][0], boot["macro_f1"])
         out["models"][name] = {

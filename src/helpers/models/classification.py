@@ -19,8 +19,8 @@ from helpers.common import config
 from helpers.common.checks import check_int, to_unit_range
 
 __all__ = [
-    "SCORES",
-    "SCORE_LABELS",
+    "MEASURES",
+    "MEASURE_LABELS",
     "predict_probabilities",
     "confusion_matrix",
     "classification_metrics",
@@ -32,10 +32,10 @@ __all__ = [
 ]
 
 #: The three scores of a classification report.
-SCORES: tuple[str, ...] = ("precision", "recall", "f1")
+MEASURES: tuple[str, ...] = ("precision", "recall", "f1")
 
 #: How scores are labelled in figures and tables.
-SCORE_LABELS: dict[str, str] = {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
+MEASURE_LABELS: dict[str, str] = {"precision": "precision", "recall": "recall", "f1": "F1", "support": "support"}
 
 
 def predict_probabilities(model, images, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -98,9 +98,9 @@ def classification_metrics(labels, probabilities, class_names: Sequence[str] = c
     }  # fmt: skip
     support = np.array([per_class[n]["support"] for n in class_names], dtype=float)
     total = int(support.sum())
-    macro = {s: float(np.mean([per_class[n][s] for n in class_names])) for s in SCORES}
+    macro = {s: float(np.mean([per_class[n][s] for n in class_names])) for s in MEASURES}
     weighted = {
-        s: float(np.sum([per_class[n][s] * per_class[n]["support"] for n in class_names]) / total) for s in SCORES
+        s: float(np.sum([per_class[n][s] * per_class[n]["support"] for n in class_names]) / total) for s in MEASURES
     }
 
     def sklearn_layout(avg):
@@ -126,7 +126,7 @@ def report_frame(metrics: Mapping) -> pd.DataFrame:
     rows["accuracy"] = {"precision": np.nan, "recall": np.nan, "f1": metrics["accuracy"], "support": n}
     rows["macro avg"] = metrics["macro_avg"]
     rows["weighted avg"] = metrics["weighted_avg"]
-    frame = pd.DataFrame.from_dict(rows, orient="index")[[*SCORES, "support"]]
+    frame = pd.DataFrame.from_dict(rows, orient="index")[[*MEASURES, "support"]]
     frame["support"] = frame["support"].astype(int)
     return frame
 

@@ -23,7 +23,7 @@ from helpers.data.dataset import decode_gray, load_masks, resize_square
 from helpers.data.layout import DatasetError
 from helpers.metrics.aopc import curves_array
 from helpers.metrics.intervals import bootstrap_ci
-from helpers.models.classification import SCORE_LABELS, SCORES, report_frame
+from helpers.models.classification import MEASURE_LABELS, MEASURES, report_frame
 from helpers.report.figure_names import (
     AOPC_ABLATION,
     CONFUSION_MATRICES,
@@ -249,13 +249,13 @@ def plot_classification_report(
     import seaborn as sns
 
     frame = report_frame(metrics)
-    scores = frame[list(SCORES)].rename(columns=SCORE_LABELS)
+    scores = frame[list(MEASURES)].rename(columns=MEASURE_LABELS)
     fig, ax = plt.subplots(figsize=(6.4, 0.5 * len(frame) + 1.4))
     sns.heatmap(
         scores, ax=ax, cmap=cmap, vmin=0.0, vmax=1.0, annot=True, fmt=".2f", annot_kws={"fontsize": 10},
         cbar_kws={"label": "score", "fraction": 0.05, "pad": 0.2}, linewidths=0,
     )  # fmt: skip
-    support_x = len(SCORES) + 0.35  # right of the scores, under its own header
+    support_x = len(MEASURES) + 0.35  # right of the scores, under its own header
     for i, support in enumerate(frame["support"]):
         ax.text(support_x, i + 0.5, f"{int(support)}", ha="center", va="center", fontsize=10)
     ax.text(support_x, -0.15, "support", ha="center", va="bottom", fontsize=10)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from helpers.common.config import PAPER_PROFILE
 from helpers.common.text import format_value
-from helpers.models.classification import SCORE_LABELS
+from helpers.models.classification import MEASURE_LABELS
 
 __all__ = [
     "PAPER_RESULTS",
@@ -55,7 +55,7 @@ def compact_comparison(
             raise ValueError(f"models {names[0]!r} and {name!r} have different class names")
     rows = [*class_names, "macro avg"] + (["macro avg, paper"] if paper else []) + ["accuracy"]
     columns = pd.MultiIndex.from_product(
-        [names, [SCORE_LABELS["recall"], SCORE_LABELS["f1"]]], names=["model", "score"]
+        [names, [MEASURE_LABELS["recall"], MEASURE_LABELS["f1"]]], names=["model", "measure"]
     )
     table = pd.DataFrame(np.nan, index=pd.Index(rows, name="class"), columns=columns)
     for name in names:
