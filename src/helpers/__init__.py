@@ -20,7 +20,7 @@ Subpackages, from the bottom layer up (a module imports its own layer and those 
 from __future__ import annotations
 
 from helpers.common.config import pin_threads as _pin_threads
-from helpers.common.native_logs import quiet_import
+from helpers.common.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -67,16 +67,4 @@ __all__ = sorted(_EXPORTS)
 # The same thread split on every machine, before Keras starts TensorFlow (see helpers.common.config.pin_threads).
 _pin_threads()
 
-
-def __getattr__(name: str):
-    """Load a public name from its module on first use (PEP 562)."""
-    if name in _EXPORTS:
-        value = getattr(quiet_import(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """Module attributes and the lazily loaded public names."""
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -18,7 +18,7 @@ Names load on first use (PEP 562).
 
 from __future__ import annotations
 
-from helpers.common.native_logs import quiet_import
+from helpers.common.lazy import lazy_exports
 
 #: Public name -> the module of this package that defines it.
 _EXPORTS: dict[str, str] = {
@@ -33,16 +33,4 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    """Load a public name from its module on first use (PEP 562)."""
-    if name in _EXPORTS:
-        value = getattr(quiet_import(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    """Module attributes and the lazily loaded public names."""
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
