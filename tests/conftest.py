@@ -184,7 +184,9 @@ def smoke_study(smoke_sweep, tmp_path_factory):
     _, out, table = smoke_sweep
     assert table["status"].tolist() == ["done", "done"], table.get("error")
     work = {trial_values(out / t)["shared.input_mask"]: out / t for t in table["trial"]}["none"]
-    shared_once(tmp_path_factory, "smoke-html", lambda _: str(export_report(work / "reports" / "smoke", log=print)))
+    shared_once(
+        tmp_path_factory, "smoke-html", lambda _: str(export_report(work / "reports" / "smoke", log=lambda *a: None))
+    )
     return work
 
 

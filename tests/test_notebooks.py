@@ -1,6 +1,5 @@
-"""Notebook tests: nbval over every notebook prepared with the smoke profile (once per session, tests/conftest.py), the
-runner on smoke, and two real runners on one work folder compared with the nbval run (both read ``nbval_study``: one
-file, so that ``--dist loadfile`` keeps them on one worker)."""
+"""Notebook tests: nbval over every notebook prepared with the smoke profile (``nbval_study``, tests/conftest.py), the
+runner on smoke, and two real runners on one work folder."""
 
 from __future__ import annotations
 

@@ -70,6 +70,9 @@ def test_the_checks_read_the_method_and_perturbation_tables():
         assert parameters.problems("07_aopc", {"perturbation": name}) == []
         assert perturbation.perturbed_images(x, name, sigma=0.1).shape == x.shape
     assert parameters.problems("07_aopc", {"perturbation": "gauss"})
+    from helpers.metrics.agreement import METRICS
+
+    assert {metric.group for metric in METRICS} == set(parameters.METRIC_GROUPS)  # 08.metrics selects these families
     with pytest.raises(ValueError, match="perturbation must be one of"):
         perturbation.perturbed_images(x, "gauss")
 

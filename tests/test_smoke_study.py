@@ -1,7 +1,7 @@
 """The session's smoke study (tests/conftest.py: the masking sweep, whose ``input_mask=none`` trial is the whole smoke
 study) and what is checked on it: the browsable report, partial reruns and interruptions on copies of it, the masked
 and unmasked studies compared, and sweeps through Ray (which run beside it, so that two Ray instances never start at
-once). One file, so that ``--dist loadfile`` keeps these tests, and the one computation they share, on one worker.
+once: ``--dist loadfile`` keeps one file on one worker).
 """
 
 from __future__ import annotations

@@ -7,8 +7,6 @@ tuples. The heatmap methods and the perturbations have tables of their own (:mod
 
 from __future__ import annotations
 
-from helpers.common.config import CLASS_NAMES  # noqa: F401  (the keys of a per-class ``synthetic_per_class``)
-
 #: Backbones of :func:`helpers.models.classifiers.build_backbone` and the smallest image side each one accepts.
 PAPER_BACKBONES: tuple[str, ...] = ("vgg16", "densenet201")
 DEMO_BACKBONES: tuple[str, ...] = ("small_vgg", "small_densenet")

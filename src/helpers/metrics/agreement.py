@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from helpers.common.checks import check_int, check_seed
-from helpers.common.choices import METRIC_GROUPS  # noqa: F401  (the families of METRICS' ``group``)
 from helpers.metrics.intervals import interval_sign
 
 

@@ -53,19 +53,18 @@ def blur(image: np.ndarray, rng: np.random.Generator, sigma: float, fill, blur_s
 @dataclass(frozen=True)
 class Perturbation:
     """One entry of :data:`TABLE`: the function, whether it draws random numbers (then it runs on threads for large
-    inputs: numpy's generators release the GIL), and which settings it reads."""
+    inputs: numpy's generators release the GIL)."""
 
     function: Callable[..., np.ndarray]
     random: bool
-    settings: tuple[str, ...]
 
 
 #: Perturbations by name: the one place to add one.
 TABLE: dict[str, Perturbation] = {
-    "gaussian": Perturbation(gaussian, random=True, settings=("sigma",)),
-    "uniform": Perturbation(uniform, random=True, settings=()),
-    "mean": Perturbation(mean, random=False, settings=("fill",)),
-    "blur": Perturbation(blur, random=False, settings=("blur_sigma",)),
+    "gaussian": Perturbation(gaussian, random=True),
+    "uniform": Perturbation(uniform, random=True),
+    "mean": Perturbation(mean, random=False),
+    "blur": Perturbation(blur, random=False),
 }
 #: Names of the perturbations, in the table's order.
 PERTURBATIONS: tuple[str, ...] = tuple(TABLE)

@@ -23,7 +23,6 @@ from typing import Any
 
 from helpers.common.choices import (
     BACKBONES,
-    CLASS_NAMES,
     INPUT_MASKS,
     METRIC_GROUPS,
     MIN_IMAGE_SIZE,
@@ -35,6 +34,7 @@ from helpers.common.choices import (
     SAMPLINGS,
     SOURCES,
 )
+from helpers.common.config import CLASS_NAMES
 from helpers.common.text import did_you_mean
 from helpers.explain.registry import METHODS
 from helpers.metrics.perturbations import PERTURBATIONS

@@ -184,7 +184,6 @@ def segment_and_report(
     §4.2 (segment the lungs before classification).
     """
     import keras
-    import matplotlib.pyplot as plt
 
     from helpers.models import segmentation, training
     from helpers.models.classifiers import parameter_counts
@@ -271,7 +270,7 @@ def segment_and_report(
     }
     for name, fig in made.items():
         figures.save_figure(fig, paths.figures, name)
-        plt.close(fig)
+        figures.closed(fig)
     t, undefined = result.timings, summary["all"].get("undefined", 0)
     training_text = (
         f"kept epoch {result.best_epoch} of {len(result.history)} (validation Dice {result.best_val_dice:.3f}); "

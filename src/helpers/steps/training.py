@@ -58,7 +58,6 @@ def train_and_report(
     References: Lamprou, "Evaluating Grad-CAM heatmaps of X-ray images" (training protocol, Figures 2-3).
     """
     import keras
-    import matplotlib.pyplot as plt
 
     from helpers.models import classifiers as models
     from helpers.models import training
@@ -149,7 +148,7 @@ def train_and_report(
         title=f"{label} ({backbone}): recall per class and epoch",
     )
     figures.save_figure(fig, paths.figures, figures.recall_history_figure(model_name)[1])
-    plt.close(fig)  # shown where the notebook displays it, not at the end of the training cell
+    figures.closed(fig)  # shown where the notebook displays it, not at the end of the training cell
     lines = [f"{model_name}: kept epoch {result.chosen_epoch} of {len(result.history)}"]
     for name in config.CLASS_NAMES:
         marker = "" if name in config.DISEASE_CLASSES else "  (not in the criterion)"
